@@ -1,0 +1,918 @@
+//! Agent identity: JWT verification against configured issuers and keys, claim mapping
+//! (agent id, trust tier, RFC 8693 delegation chain), and the verified-token cache.
+//!
+//! The algorithm a key accepts comes from the key (its JWK `kty`/`crv`/`alg`), never from
+//! the token header: a token whose header names another algorithm is rejected before any
+//! cryptography runs, which closes HS/RS confusion and `alg: none` by construction.
+
+use crate::config::{de_lenient, ConfigError};
+use crate::tier::TrustTier;
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::rc::Rc;
+
+/// `identity:` in the plugin configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Header carrying the token. For `authorization` the value must be `Bearer <jwt>`;
+    /// for any other header a bare token is accepted too.
+    #[serde(default = "default_token_header")]
+    pub token_header: String,
+    /// Trusted issuers and their keys.
+    pub issuers: Vec<IssuerConfig>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default = "default_skew", deserialize_with = "de_lenient")]
+    pub clock_skew_seconds: u64,
+    /// Largest token accepted, in bytes.
+    #[serde(default = "default_max_token", deserialize_with = "de_lenient")]
+    pub max_token_bytes: usize,
+    /// Which claims carry the agent id and the trust tier.
+    #[serde(default)]
+    pub claims: ClaimNames,
+    /// Verified tokens remembered per worker (0 disables the cache).
+    #[serde(default = "default_cache", deserialize_with = "de_lenient")]
+    pub token_cache_entries: usize,
+    /// Longest delegation chain (`act` nesting) accepted.
+    #[serde(default = "default_depth", deserialize_with = "de_lenient")]
+    pub max_delegation_depth: usize,
+}
+
+fn default_token_header() -> String {
+    "authorization".into()
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_max_token() -> usize {
+    8 * 1024
+}
+fn default_cache() -> usize {
+    1024
+}
+fn default_depth() -> usize {
+    4
+}
+
+/// `identity.claims`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimNames {
+    /// Claim holding the agent id (default `sub`).
+    #[serde(default = "default_agent_claim")]
+    pub agent_id: String,
+    /// Claim holding the trust tier (default `trust_tier`); absent means `untrusted`.
+    #[serde(default = "default_tier_claim")]
+    pub trust_tier: String,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        ClaimNames {
+            agent_id: default_agent_claim(),
+            trust_tier: default_tier_claim(),
+        }
+    }
+}
+
+fn default_agent_claim() -> String {
+    "sub".into()
+}
+fn default_tier_claim() -> String {
+    "trust_tier".into()
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Accepted audiences; the token's `aud` must contain one of them.
+    pub audiences: Vec<String>,
+    /// Inline JWKS, as a JSON string or an object.
+    #[serde(default)]
+    pub jwks: Option<Value>,
+    /// Remote JWKS cluster (not available in this build).
+    #[serde(default)]
+    pub jwks_cluster: Option<String>,
+    /// Remote JWKS path (not available in this build).
+    #[serde(default)]
+    pub jwks_path: Option<String>,
+    /// Remote JWKS refresh interval (not available in this build).
+    #[serde(default, deserialize_with = "crate::config::de_lenient_opt")]
+    pub jwks_refresh_seconds: Option<u64>,
+}
+
+/// Signature algorithms MeshGuard verifies. HMAC is absent on purpose: a shared secret in
+/// a mesh-wide config would let anyone who reads the config mint tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// ECDSA P-256 / SHA-256.
+    Es256,
+    /// ECDSA P-384 / SHA-384.
+    Es384,
+    /// ECDSA secp256k1 / SHA-256.
+    Es256k,
+    /// Ed25519.
+    EdDsa,
+    /// RSASSA-PKCS1-v1_5 with SHA-256/384/512.
+    Rs256,
+    /// See [`Algorithm::Rs256`].
+    Rs384,
+    /// See [`Algorithm::Rs256`].
+    Rs512,
+    /// RSASSA-PSS with SHA-256/384/512.
+    Ps256,
+    /// See [`Algorithm::Ps256`].
+    Ps384,
+    /// See [`Algorithm::Ps256`].
+    Ps512,
+}
+
+impl Algorithm {
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Es256 => "ES256",
+            Algorithm::Es384 => "ES384",
+            Algorithm::Es256k => "ES256K",
+            Algorithm::EdDsa => "EdDSA",
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Rs384 => "RS384",
+            Algorithm::Rs512 => "RS512",
+            Algorithm::Ps256 => "PS256",
+            Algorithm::Ps384 => "PS384",
+            Algorithm::Ps512 => "PS512",
+        }
+    }
+
+    fn accepts_header(self, alg: &str) -> bool {
+        alg == self.as_str() || (self == Algorithm::EdDsa && alg == "Ed25519")
+    }
+}
+
+enum KeyMaterial {
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    Es256k(ES256kPublicKey),
+    EdDsa(Ed25519PublicKey),
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+}
+
+struct VerifyingKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    material: KeyMaterial,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl VerifyingKey {
+    fn verify(
+        &self,
+        token: &str,
+        options: VerificationOptions,
+    ) -> Result<JWTClaims<NoCustomClaims>, jwt_simple::Error> {
+        let o = Some(options);
+        match &self.material {
+            KeyMaterial::Es256(k) => k.verify_token(token, o),
+            KeyMaterial::Es384(k) => k.verify_token(token, o),
+            KeyMaterial::Es256k(k) => k.verify_token(token, o),
+            KeyMaterial::EdDsa(k) => k.verify_token(token, o),
+            KeyMaterial::Rs256(k) => k.verify_token(token, o),
+            KeyMaterial::Rs384(k) => k.verify_token(token, o),
+            KeyMaterial::Rs512(k) => k.verify_token(token, o),
+            KeyMaterial::Ps256(k) => k.verify_token(token, o),
+            KeyMaterial::Ps384(k) => k.verify_token(token, o),
+            KeyMaterial::Ps512(k) => k.verify_token(token, o),
+        }
+    }
+}
+
+/// Parses a JWKS document into verifying keys. `field` names the config field in errors.
+fn parse_jwks(jwks: &Value, field: &str) -> Result<Vec<VerifyingKey>, ConfigError> {
+    let doc: Value = match jwks {
+        Value::String(s) => serde_json::from_str(s).map_err(|e| {
+            ConfigError::invalid(field, format!("JWKS string is not valid JSON: {e}"))
+        })?,
+        other => other.clone(),
+    };
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConfigError::invalid(field, "a JWKS must be an object with a \"keys\" array"))?;
+    if keys.is_empty() {
+        return Err(ConfigError::invalid(field, "the JWKS has no keys"));
+    }
+    let mut out: Vec<VerifyingKey> = Vec::with_capacity(keys.len());
+    for (i, jwk) in keys.iter().enumerate() {
+        let kfield = format!("{field}.keys[{i}]");
+        let key = parse_jwk(jwk).map_err(|m| ConfigError::invalid(&kfield, m))?;
+        if let Some(kid) = &key.kid {
+            if out.iter().any(|k| k.kid.as_deref() == Some(kid.as_str())) {
+                return Err(ConfigError::invalid(
+                    kfield,
+                    format!("duplicate kid {kid:?}: key ids must be unique within an issuer"),
+                ));
+            }
+        }
+        out.push(key);
+    }
+    if out.len() > 1 && out.iter().any(|k| k.kid.is_none()) {
+        return Err(ConfigError::invalid(
+            field,
+            "with more than one key every key needs a \"kid\", so tokens can name theirs",
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
+    let s = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let kty = s("kty").ok_or("the key has no \"kty\"")?;
+    let kid = s("kid").map(str::to_string);
+    if let Some(u) = s("use") {
+        if u != "sig" {
+            return Err(format!("key use {u:?} cannot verify signatures (need \"sig\")"));
+        }
+    }
+    let declared = s("alg");
+    let text = jwk.to_string();
+    let e = |err: jwt_simple::Error| format!("not a valid {kty} public key: {err}");
+    let (alg, material) = match (kty, s("crv")) {
+        ("EC", Some("P-256")) => (
+            Algorithm::Es256,
+            KeyMaterial::Es256(ES256PublicKey::from_jwk(&text).map_err(e)?),
+        ),
+        ("EC", Some("P-384")) => (
+            Algorithm::Es384,
+            KeyMaterial::Es384(ES384PublicKey::from_jwk(&text).map_err(e)?),
+        ),
+        ("EC", Some("secp256k1")) => (
+            Algorithm::Es256k,
+            KeyMaterial::Es256k(ES256kPublicKey::from_jwk(&text).map_err(e)?),
+        ),
+        ("OKP", Some("Ed25519")) => (
+            Algorithm::EdDsa,
+            KeyMaterial::EdDsa(Ed25519PublicKey::from_jwk(&text).map_err(e)?),
+        ),
+        ("RSA", _) => match declared.unwrap_or("RS256") {
+            "RS256" => (
+                Algorithm::Rs256,
+                KeyMaterial::Rs256(RS256PublicKey::from_jwk(&text).map_err(e)?),
+            ),
+            "RS384" => (
+                Algorithm::Rs384,
+                KeyMaterial::Rs384(RS384PublicKey::from_jwk(&text).map_err(e)?),
+            ),
+            "RS512" => (
+                Algorithm::Rs512,
+                KeyMaterial::Rs512(RS512PublicKey::from_jwk(&text).map_err(e)?),
+            ),
+            "PS256" => (
+                Algorithm::Ps256,
+                KeyMaterial::Ps256(PS256PublicKey::from_jwk(&text).map_err(e)?),
+            ),
+            "PS384" => (
+                Algorithm::Ps384,
+                KeyMaterial::Ps384(PS384PublicKey::from_jwk(&text).map_err(e)?),
+            ),
+            "PS512" => (
+                Algorithm::Ps512,
+                KeyMaterial::Ps512(PS512PublicKey::from_jwk(&text).map_err(e)?),
+            ),
+            other => return Err(format!("RSA key with unsupported alg {other:?}")),
+        },
+        ("oct", _) => {
+            return Err("symmetric keys (kty \"oct\") are not accepted: a shared secret in \
+                        the mesh config would let its readers mint tokens"
+                .into())
+        }
+        (kty, crv) => {
+            return Err(format!(
+                "unsupported key type {kty:?}{}",
+                crv.map(|c| format!(" with curve {c:?}")).unwrap_or_default()
+            ))
+        }
+    };
+    if let Some(d) = declared {
+        if !alg.accepts_header(d) {
+            return Err(format!(
+                "\"alg\" {d:?} does not fit a {kty} key (it verifies {})",
+                alg.as_str()
+            ));
+        }
+    }
+    Ok(VerifyingKey { kid, alg, material })
+}
+
+/// Why a request has no verified identity. Every variant is a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    /// No token header.
+    MissingToken {
+        /// The header that was expected.
+        header: String,
+    },
+    /// `authorization` without the `Bearer` scheme.
+    NotBearer,
+    /// Larger than `max_token_bytes`.
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Not a compact JWS, or undecodable parts.
+    Malformed(String),
+    /// `alg: none`.
+    AlgNone,
+    /// No `iss` claim.
+    MissingIssuer,
+    /// An `iss` that is not configured.
+    UnknownIssuer(String),
+    /// No `kid` while the issuer has several keys.
+    MissingKid,
+    /// A `kid` the issuer does not have.
+    UnknownKid(String),
+    /// The header's `alg` is not the one the key verifies.
+    AlgNotAllowed {
+        /// From the header.
+        alg: String,
+        /// The key's id.
+        kid: String,
+        /// What the key verifies.
+        allowed: &'static str,
+    },
+    /// The signature does not verify with the key.
+    BadSignature,
+    /// Past `exp` + skew.
+    Expired,
+    /// No `exp` claim.
+    MissingExpiry,
+    /// Before `nbf` - skew.
+    NotYetValid,
+    /// `iat` in the future beyond skew.
+    IssuedInFuture,
+    /// `aud` lacks every configured audience.
+    WrongAudience,
+    /// A required claim is absent.
+    MissingClaim(String),
+    /// A claim has the wrong JSON type.
+    ClaimType {
+        /// Claim name.
+        claim: String,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// A tier value that is not one of the four tiers.
+    UnknownTier(String),
+    /// An `act` claim that is not a well-formed chain.
+    Delegation(String),
+}
+
+impl IdentityError {
+    /// A short stable code for audit records and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentityError::MissingToken { .. } => "missing_token",
+            IdentityError::NotBearer => "not_bearer",
+            IdentityError::TooLarge { .. } => "token_too_large",
+            IdentityError::Malformed(_) => "malformed",
+            IdentityError::AlgNone => "alg_none",
+            IdentityError::MissingIssuer => "missing_issuer",
+            IdentityError::UnknownIssuer(_) => "unknown_issuer",
+            IdentityError::MissingKid => "missing_kid",
+            IdentityError::UnknownKid(_) => "unknown_kid",
+            IdentityError::AlgNotAllowed { .. } => "alg_not_allowed",
+            IdentityError::BadSignature => "bad_signature",
+            IdentityError::Expired => "expired",
+            IdentityError::MissingExpiry => "missing_exp",
+            IdentityError::NotYetValid => "not_yet_valid",
+            IdentityError::IssuedInFuture => "issued_in_future",
+            IdentityError::WrongAudience => "wrong_audience",
+            IdentityError::MissingClaim(_) => "missing_claim",
+            IdentityError::ClaimType { .. } => "claim_type",
+            IdentityError::UnknownTier(_) => "unknown_tier",
+            IdentityError::Delegation(_) => "bad_delegation",
+        }
+    }
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::MissingToken { header } => {
+                write!(f, "no token: send the agent's JWT in the {header} header")
+            }
+            IdentityError::NotBearer => {
+                f.write_str("the authorization header must use the Bearer scheme")
+            }
+            IdentityError::TooLarge { size, max } => {
+                write!(f, "token is {size} bytes, larger than the {max}-byte limit")
+            }
+            IdentityError::Malformed(m) => write!(f, "malformed token: {m}"),
+            IdentityError::AlgNone => f.write_str("unsigned tokens (alg \"none\") are never accepted"),
+            IdentityError::MissingIssuer => f.write_str("token has no \"iss\" claim"),
+            IdentityError::UnknownIssuer(i) => write!(f, "issuer {i:?} is not trusted"),
+            IdentityError::MissingKid => {
+                f.write_str("token header has no \"kid\" and the issuer has several keys")
+            }
+            IdentityError::UnknownKid(k) => write!(f, "no key with kid {k:?} for this issuer"),
+            IdentityError::AlgNotAllowed { alg, kid, allowed } => write!(
+                f,
+                "algorithm {alg:?} is not allowed for key {kid:?} (it verifies {allowed} only)"
+            ),
+            IdentityError::BadSignature => f.write_str("signature does not verify"),
+            IdentityError::Expired => f.write_str("token has expired"),
+            IdentityError::MissingExpiry => f.write_str("token has no \"exp\" claim"),
+            IdentityError::NotYetValid => f.write_str("token is not valid yet (nbf)"),
+            IdentityError::IssuedInFuture => f.write_str("token is issued in the future (iat)"),
+            IdentityError::WrongAudience => f.write_str("token audience is not accepted"),
+            IdentityError::MissingClaim(c) => write!(f, "token has no {c:?} claim"),
+            IdentityError::ClaimType { claim, expected } => {
+                write!(f, "claim {claim:?} must be {expected}")
+            }
+            IdentityError::UnknownTier(t) => write!(
+                f,
+                "unknown trust tier {t:?} (expected untrusted, verified, trusted or privileged)"
+            ),
+            IdentityError::Delegation(m) => write!(f, "bad delegation (act) claim: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+/// One agent along a delegation chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The agent's id.
+    pub agent_id: String,
+    /// Its own tier.
+    pub tier: TrustTier,
+}
+
+/// A verified agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The calling agent: the outermost `act.sub` for delegated tokens, else the agent-id claim.
+    pub agent_id: String,
+    /// Effective tier: the lowest along the chain.
+    pub tier: TrustTier,
+    /// The verified issuer.
+    pub issuer: String,
+    /// The chain from the original delegator to the caller (one hop when not delegated).
+    pub chain: Vec<Hop>,
+    /// All claims, for `agent.claims.*` conditions.
+    pub claims: Value,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl Identity {
+    /// Delegation depth: 0 for a direct call.
+    pub fn depth(&self) -> usize {
+        self.chain.len().saturating_sub(1)
+    }
+
+    /// Builds an identity from claims without a signature check (the CLI's `--claims`).
+    pub fn from_claims(claims: Value, names: &ClaimNames) -> Result<Identity, IdentityError> {
+        let issuer = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        identity_from(claims, names, issuer, expires_at)
+    }
+}
+
+struct Issuer {
+    name: String,
+    audiences: HashSet<String>,
+    keys: Vec<VerifyingKey>,
+}
+
+/// Compiled `identity:` section.
+pub struct Verifier {
+    token_header: String,
+    issuers: Vec<Issuer>,
+    skew: u64,
+    max_token_bytes: usize,
+    claims: ClaimNames,
+    cache_entries: usize,
+    max_depth: usize,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("token_header", &self.token_header)
+            .field("issuers", &self.issuers.iter().map(|i| &i.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Compiles issuers and keys; errors name `identity.issuers[i]...`.
+    pub fn compile(cfg: &IdentityConfig) -> Result<Verifier, ConfigError> {
+        if cfg.issuers.is_empty() {
+            return Err(ConfigError::invalid(
+                "identity.issuers",
+                "at least one trusted issuer is required (MeshGuard fails closed)",
+            ));
+        }
+        let mut issuers = Vec::with_capacity(cfg.issuers.len());
+        for (i, ic) in cfg.issuers.iter().enumerate() {
+            let field = format!("identity.issuers[{i}]");
+            if ic.issuer.is_empty() {
+                return Err(ConfigError::invalid(format!("{field}.issuer"), "must not be empty"));
+            }
+            if ic.audiences.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.audiences"),
+                    "list at least one audience: tokens minted for other services must not pass",
+                ));
+            }
+            if ic.jwks_cluster.is_some() || ic.jwks_path.is_some() {
+                return Err(ConfigError::Unsupported {
+                    field: format!("{field}.jwks_cluster"),
+                    message: "remote JWKS is not available in this build; give the keys inline in jwks".into(),
+                });
+            }
+            let jwks = ic.jwks.as_ref().ok_or_else(|| {
+                ConfigError::invalid(format!("{field}.jwks"), "the issuer needs its keys (inline JWKS)")
+            })?;
+            let keys = parse_jwks(jwks, &format!("{field}.jwks"))?;
+            if issuers.iter().any(|x: &Issuer| x.name == ic.issuer) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.issuer"),
+                    format!("issuer {:?} is listed twice", ic.issuer),
+                ));
+            }
+            issuers.push(Issuer {
+                name: ic.issuer.clone(),
+                audiences: ic.audiences.iter().cloned().collect(),
+                keys,
+            });
+        }
+        if cfg.claims.agent_id.is_empty() || cfg.claims.trust_tier.is_empty() {
+            return Err(ConfigError::invalid("identity.claims", "claim names must not be empty"));
+        }
+        Ok(Verifier {
+            token_header: cfg.token_header.to_ascii_lowercase(),
+            issuers,
+            skew: cfg.clock_skew_seconds,
+            max_token_bytes: cfg.max_token_bytes,
+            claims: cfg.claims.clone(),
+            cache_entries: cfg.token_cache_entries,
+            max_depth: cfg.max_delegation_depth,
+        })
+    }
+
+    /// The header the token is read from (lowercase).
+    pub fn token_header(&self) -> &str {
+        &self.token_header
+    }
+
+    /// Claim names, shared with the CLI's `--claims`.
+    pub fn claim_names(&self) -> &ClaimNames {
+        &self.claims
+    }
+
+    /// The mesh-wide delegation depth limit.
+    pub fn max_delegation_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// A cache sized as configured.
+    pub fn new_cache(&self) -> TokenCache {
+        TokenCache::new(self.cache_entries)
+    }
+
+    /// Extracts the token from the header value.
+    pub fn token_from_header<'a>(&self, value: Option<&'a str>) -> Result<&'a str, IdentityError> {
+        let value = value.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
+            IdentityError::MissingToken {
+                header: self.token_header.clone(),
+            }
+        })?;
+        let bearer = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        match bearer {
+            Some(t) if !t.is_empty() => Ok(t),
+            Some(_) => Err(IdentityError::MissingToken {
+                header: self.token_header.clone(),
+            }),
+            None if self.token_header == "authorization" => Err(IdentityError::NotBearer),
+            None => Ok(value),
+        }
+    }
+
+    /// Authenticates a header value, using and filling the cache.
+    pub fn authenticate(
+        &self,
+        header: Option<&str>,
+        now_secs: u64,
+        cache: &mut TokenCache,
+    ) -> Result<Rc<Identity>, IdentityError> {
+        let token = self.token_from_header(header)?;
+        if token.len() > self.max_token_bytes {
+            return Err(IdentityError::TooLarge {
+                size: token.len(),
+                max: self.max_token_bytes,
+            });
+        }
+        if let Some(id) = cache.get(token, now_secs, self.skew) {
+            return Ok(id);
+        }
+        let id = Rc::new(self.verify(token, now_secs)?);
+        cache.insert(token, Rc::clone(&id), now_secs, self.skew);
+        Ok(id)
+    }
+
+    /// Verifies a token without the cache.
+    pub fn verify(&self, token: &str, now_secs: u64) -> Result<Identity, IdentityError> {
+        if token.len() > self.max_token_bytes {
+            return Err(IdentityError::TooLarge {
+                size: token.len(),
+                max: self.max_token_bytes,
+            });
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(IdentityError::Malformed(
+                "expected three base64url parts: header.payload.signature".into(),
+            ));
+        };
+        let header = decode_json(h, "header")?;
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or_else(|| IdentityError::Malformed("header has no \"alg\"".into()))?;
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(IdentityError::AlgNone);
+        }
+        let kid = match header.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => return Err(IdentityError::Malformed("\"kid\" must be a string".into())),
+        };
+        let payload = decode_json(p, "payload")?;
+        let iss = match payload.get("iss") {
+            None => return Err(IdentityError::MissingIssuer),
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => {
+                return Err(IdentityError::ClaimType {
+                    claim: "iss".into(),
+                    expected: "a string",
+                })
+            }
+        };
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.name == iss)
+            .ok_or_else(|| IdentityError::UnknownIssuer(iss.to_string()))?;
+        let key = match kid {
+            Some(k) => issuer
+                .keys
+                .iter()
+                .find(|key| key.kid.as_deref() == Some(k))
+                .ok_or_else(|| IdentityError::UnknownKid(k.to_string()))?,
+            None => match issuer.keys.as_slice() {
+                [only] => only,
+                _ => return Err(IdentityError::MissingKid),
+            },
+        };
+        if !key.alg.accepts_header(alg) {
+            return Err(IdentityError::AlgNotAllowed {
+                alg: alg.to_string(),
+                kid: key.kid.clone().unwrap_or_default(),
+                allowed: key.alg.as_str(),
+            });
+        }
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from([issuer.name.clone()])),
+            allowed_audiences: Some(issuer.audiences.clone()),
+            time_tolerance: Some(Duration::from_secs(self.skew)),
+            max_token_length: Some(self.max_token_bytes),
+            artificial_time: Some(UnixTimeStamp::from_secs(now_secs)),
+            ..VerificationOptions::default()
+        };
+        let claims = key.verify(token, options).map_err(map_jwt_error)?;
+        let exp = claims
+            .expires_at
+            .ok_or(IdentityError::MissingExpiry)?
+            .as_secs();
+        identity_from(payload, &self.claims, issuer.name.clone(), exp)
+    }
+}
+
+fn decode_json(part: &str, what: &str) -> Result<Value, IdentityError> {
+    let bytes = Base64UrlSafeNoPadding::decode_to_vec(part, None)
+        .map_err(|_| IdentityError::Malformed(format!("{what} is not base64url")))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| IdentityError::Malformed(format!("{what} is not JSON")))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(IdentityError::Malformed(format!("{what} is not a JSON object")))
+    }
+}
+
+fn map_jwt_error(e: jwt_simple::Error) -> IdentityError {
+    match e.downcast_ref::<JWTError>() {
+        Some(JWTError::InvalidSignature) => IdentityError::BadSignature,
+        Some(JWTError::TokenHasExpired) => IdentityError::Expired,
+        Some(JWTError::TokenNotValidYet) => IdentityError::NotYetValid,
+        Some(JWTError::ClockDrift) => IdentityError::IssuedInFuture,
+        Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => {
+            IdentityError::WrongAudience
+        }
+        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
+            IdentityError::MissingIssuer
+        }
+        Some(JWTError::TokenTooLong) => IdentityError::Malformed("token is too long".into()),
+        _ => {
+            // Claims of the wrong type (e.g. `exp` as a string) surface as serde errors.
+            let msg = e.to_string();
+            if msg.contains("invalid type") || msg.contains("expected") {
+                IdentityError::Malformed(format!("a registered claim has the wrong type: {msg}"))
+            } else {
+                IdentityError::Malformed(msg)
+            }
+        }
+    }
+}
+
+/// Finds a claim by name; a dotted name that is not a top-level claim walks nested objects.
+fn claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    if !name.contains('.') {
+        return None;
+    }
+    name.split('.').try_fold(claims, |v, seg| v.get(seg))
+}
+
+fn tier_of(obj: &Value, claim_name: &str) -> Result<TrustTier, IdentityError> {
+    match claim(obj, claim_name) {
+        None | Some(Value::Null) => Ok(TrustTier::Untrusted),
+        Some(Value::String(s)) => {
+            TrustTier::parse(s).ok_or_else(|| IdentityError::UnknownTier(s.clone()))
+        }
+        Some(_) => Err(IdentityError::ClaimType {
+            claim: claim_name.to_string(),
+            expected: "a string",
+        }),
+    }
+}
+
+/// A structural cap on `act` nesting, far above any sane chain; the policy limit
+/// (`max_delegation_depth`) is enforced by the engine as a 403, not here.
+const MAX_ACT_NESTING: usize = 32;
+
+fn identity_from(
+    claims: Value,
+    names: &ClaimNames,
+    issuer: String,
+    expires_at: u64,
+) -> Result<Identity, IdentityError> {
+    let principal = match claim(&claims, &names.agent_id) {
+        None | Some(Value::Null) => return Err(IdentityError::MissingClaim(names.agent_id.clone())),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => {
+            return Err(IdentityError::ClaimType {
+                claim: names.agent_id.clone(),
+                expected: "a non-empty string",
+            })
+        }
+    };
+    let mut chain = vec![Hop {
+        agent_id: principal,
+        tier: tier_of(&claims, &names.trust_tier)?,
+    }];
+    // RFC 8693: the outermost `act` is the current actor, nested ones are earlier actors.
+    let mut actors = Vec::new();
+    let mut act = claims.get("act");
+    while let Some(a) = act {
+        if a.is_null() {
+            break;
+        }
+        if !a.is_object() {
+            return Err(IdentityError::Delegation("\"act\" must be an object".into()));
+        }
+        if actors.len() >= MAX_ACT_NESTING {
+            return Err(IdentityError::Delegation(format!(
+                "more than {MAX_ACT_NESTING} nested act claims"
+            )));
+        }
+        let id = a
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| IdentityError::Delegation("every act needs a string \"sub\"".into()))?;
+        actors.push(Hop {
+            agent_id: id.to_string(),
+            tier: tier_of(a, &names.trust_tier)?,
+        });
+        act = a.get("act");
+    }
+    chain.extend(actors.into_iter().rev());
+    let tier = chain
+        .iter()
+        .map(|h| h.tier)
+        .min()
+        .unwrap_or(TrustTier::Untrusted);
+    let agent_id = chain
+        .last()
+        .map(|h| h.agent_id.clone())
+        .unwrap_or_default();
+    Ok(Identity {
+        agent_id,
+        tier,
+        issuer,
+        chain,
+        claims,
+        expires_at,
+    })
+}
+
+/// Verified tokens by their full text, so a token's signature is checked once per worker
+/// rather than once per request. Entries expire with their token; when full, expired
+/// entries go first, then an arbitrary one (a bounded map, not an LRU: eviction is rare
+/// and its cost matters less than a lookup's).
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: HashMap<String, Rc<Identity>>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    /// A cache holding at most `capacity` tokens (0 disables it).
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn get(&mut self, token: &str, now: u64, skew: u64) -> Option<Rc<Identity>> {
+        let id = self.entries.get(token)?;
+        if now.saturating_sub(skew) <= id.expires_at {
+            Some(Rc::clone(id))
+        } else {
+            self.entries.remove(token);
+            None
+        }
+    }
+
+    fn insert(&mut self, token: &str, id: Rc<Identity>, now: u64, skew: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries
+                .retain(|_, v| now.saturating_sub(skew) <= v.expires_at);
+        }
+        if self.entries.len() >= self.capacity {
+            if let Some(k) = self.entries.keys().next().cloned() {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(token.to_string(), id);
+    }
+}

@@ -1,0 +1,32 @@
+//! MeshGuard for Envoy: identity, policy and audit for AI-agent traffic.
+//!
+//! The engine (every module but `filter`) is plain Rust over plain data and is unit-tested
+//! natively; `filter` is the thin proxy-wasm glue, compiled only for wasm32.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+#![warn(missing_docs)]
+
+pub mod actions;
+pub mod audit;
+pub mod condition;
+pub mod config;
+pub mod engine;
+pub mod glob;
+pub mod identity;
+pub mod otlp;
+pub mod policy;
+pub mod request;
+pub mod response;
+pub mod tier;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+pub use engine::{Engine, Outcome, Verdict};

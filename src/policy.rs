@@ -1,0 +1,398 @@
+//! The MeshGuard policy language (DESIGN §4): model, compilation and evaluation.
+//!
+//! Decision: default deny. Among matching rules of applicable policies, any `deny` wins,
+//! then `require_approval`, then `allow`; the decision names the most specific rule of the
+//! winning effect (exact action beats wildcard, more literal characters beat fewer, a
+//! resource pattern beats none, earlier beats later).
+
+use crate::condition::{Condition, Lookup};
+use crate::config::{de_lenient_opt, ConfigError};
+use crate::glob::{normalize, Pattern, PatternSet};
+use crate::tier::TrustTier;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A rule's effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Permit the action.
+    Allow,
+    /// Deny now; a human must approve (reported as needing approval). `human_approval`
+    /// (agent-mesh's name for it) is accepted as an alias.
+    #[serde(alias = "human_approval")]
+    RequireApproval,
+    /// Deny.
+    Deny,
+}
+
+impl Effect {
+    /// The name used in responses and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+            Effect::RequireApproval => "require_approval",
+        }
+    }
+}
+
+/// A policy as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Unique name, reported in decisions.
+    pub name: String,
+    /// Author's version (number or string), informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<serde_json::Value>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Who the policy governs; omitted means every agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applies_to: Option<AppliesTo>,
+    /// Deepest delegation chain this policy accepts; deeper chains are denied by it.
+    #[serde(
+        default,
+        deserialize_with = "de_lenient_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_delegation_depth: Option<usize>,
+    /// The rules.
+    pub rules: Vec<Rule>,
+}
+
+/// `applies_to`: a policy applies to an agent whose tier is listed **or** whose id matches
+/// one of the `agents` globs. An empty selector applies to every agent.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliesTo {
+    /// Tiers governed.
+    #[serde(default)]
+    pub trust_tiers: Vec<TrustTier>,
+    /// Agent ids (globs) governed.
+    #[serde(default)]
+    pub agents: Vec<String>,
+}
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Reported in decisions; unnamed rules are reported as `rules[i]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Action glob.
+    pub action: String,
+    /// Resource glob; when set, requests without a resource do not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// What a match means.
+    pub effect: Effect,
+    /// Shown to the caller on deny.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// All must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
+    /// The agent's effective tier must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_trust_tier: Option<TrustTier>,
+}
+
+/// One YAML document of `policy_yaml`: a single policy or a list of them.
+struct PolicyDoc(Vec<Policy>);
+
+impl<'de> Deserialize<'de> for PolicyDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PolicyDoc;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a policy (mapping) or a list of policies")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<PolicyDoc, A::Error> {
+                Policy::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(|p| PolicyDoc(vec![p]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, s: A) -> Result<PolicyDoc, A::Error> {
+                Vec::<Policy>::deserialize(de::value::SeqAccessDeserializer::new(s)).map(PolicyDoc)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PolicyDoc, E> {
+                Ok(PolicyDoc(Vec::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `policy_yaml`: one or more YAML documents. Errors say which document and line.
+pub fn parse_policy_yaml(text: &str) -> Result<Vec<Policy>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let PolicyDoc(mut ps) = crate::config::yaml_document(doc)
+            .map_err(|e| e.within(&format!("policy_yaml[document {}]", i + 1)))?;
+        out.append(&mut ps);
+    }
+    Ok(out)
+}
+
+/// Who is asking: one agent of the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// Agent id.
+    pub agent_id: &'a str,
+    /// The tier to decide with.
+    pub tier: TrustTier,
+}
+
+/// The outcome of policy evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The winning effect (deny when nothing matched).
+    pub effect: Effect,
+    /// The deciding policy, if a rule decided.
+    pub policy: Option<String>,
+    /// The deciding rule, if a rule decided.
+    pub rule: Option<String>,
+    /// Human-readable explanation.
+    pub reason: String,
+}
+
+impl Decision {
+    /// A denial that no rule made (default deny, delegation limits, missing action).
+    pub fn deny(reason: impl Into<String>) -> Decision {
+        Decision {
+            effect: Effect::Deny,
+            policy: None,
+            rule: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CompiledPolicy {
+    name: String,
+    tiers: Vec<TrustTier>,
+    agents: Vec<Pattern>,
+    max_depth: Option<usize>,
+}
+
+impl CompiledPolicy {
+    fn applies(&self, s: &Subject<'_>) -> bool {
+        (self.tiers.is_empty() && self.agents.is_empty())
+            || self.tiers.contains(&s.tier)
+            || self.agents.iter().any(|a| a.matches(s.agent_id))
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    policy: usize,
+    name: String,
+    effect: Effect,
+    action: Pattern,
+    resource: Option<Pattern>,
+    conditions: Vec<Condition>,
+    min_tier: Option<TrustTier>,
+    reason: Option<String>,
+}
+
+impl CompiledRule {
+    fn rank(&self) -> (usize, usize) {
+        (
+            self.action.specificity(),
+            self.resource.as_ref().map_or(0, |r| 1 + r.specificity()),
+        )
+    }
+}
+
+/// Policies compiled for evaluation.
+#[derive(Debug)]
+pub struct PolicySet {
+    policies: Vec<CompiledPolicy>,
+    rules: Vec<CompiledRule>,
+    actions: PatternSet,
+}
+
+impl PolicySet {
+    /// Compiles policies; `field` prefixes error paths (`policies` or `policy_yaml`).
+    pub fn compile(policies: &[Policy], field: &str) -> Result<PolicySet, ConfigError> {
+        let mut compiled = Vec::with_capacity(policies.len());
+        let mut rules = Vec::new();
+        for (pi, p) in policies.iter().enumerate() {
+            let pf = format!("{field}[{pi}]");
+            if p.name.trim().is_empty() {
+                return Err(ConfigError::invalid(format!("{pf}.name"), "must not be empty"));
+            }
+            if compiled.iter().any(|c: &CompiledPolicy| c.name == p.name) {
+                return Err(ConfigError::invalid(
+                    format!("{pf}.name"),
+                    format!("policy name {:?} is used twice; decisions name policies, so names must be unique", p.name),
+                ));
+            }
+            let applies = p.applies_to.clone().unwrap_or_default();
+            let mut agents = Vec::with_capacity(applies.agents.len());
+            for (ai, a) in applies.agents.iter().enumerate() {
+                agents.push(Pattern::new(a).map_err(|e| ConfigError::Glob {
+                    field: format!("{pf}.applies_to.agents[{ai}]"),
+                    error: e,
+                })?);
+            }
+            for (ri, r) in p.rules.iter().enumerate() {
+                let rf = format!("{pf}.rules[{ri}]");
+                let action = Pattern::new(&r.action).map_err(|e| ConfigError::Glob {
+                    field: format!("{rf}.action"),
+                    error: e,
+                })?;
+                let resource = match &r.resource {
+                    Some(res) => Some(Pattern::new(res).map_err(|e| ConfigError::Glob {
+                        field: format!("{rf}.resource"),
+                        error: e,
+                    })?),
+                    None => None,
+                };
+                let mut conditions = Vec::with_capacity(r.conditions.len());
+                for (ci, c) in r.conditions.iter().enumerate() {
+                    conditions.push(Condition::parse(c).map_err(|e| ConfigError::Condition {
+                        field: format!("{rf}.conditions[{ci}]"),
+                        error: e,
+                    })?);
+                }
+                rules.push(CompiledRule {
+                    policy: pi,
+                    name: r.name.clone().unwrap_or_else(|| format!("rules[{ri}]")),
+                    effect: r.effect,
+                    action,
+                    resource,
+                    conditions,
+                    min_tier: r.min_trust_tier,
+                    reason: r.reason.clone(),
+                });
+            }
+            compiled.push(CompiledPolicy {
+                name: p.name.clone(),
+                tiers: applies.trust_tiers,
+                agents,
+                max_depth: p.max_delegation_depth,
+            });
+        }
+        let actions = PatternSet::new(rules.iter().map(|r| r.action.as_str())).map_err(|e| {
+            ConfigError::Glob {
+                field: field.to_string(),
+                error: e,
+            }
+        })?;
+        Ok(PolicySet {
+            policies: compiled,
+            rules,
+            actions,
+        })
+    }
+
+    /// Number of policies.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether there are no policies (everything is denied).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Decides one action for one subject. `depth` is the delegation depth, checked
+    /// against each applicable policy's `max_delegation_depth`.
+    pub fn evaluate(
+        &self,
+        subject: &Subject<'_>,
+        action: &str,
+        resource: Option<&str>,
+        depth: usize,
+        ctx: &dyn Lookup,
+    ) -> Decision {
+        for p in &self.policies {
+            if let Some(max) = p.max_depth {
+                if depth > max && p.applies(subject) {
+                    return Decision {
+                        effect: Effect::Deny,
+                        policy: Some(p.name.clone()),
+                        rule: Some("max_delegation_depth".into()),
+                        reason: format!(
+                            "delegation depth {depth} exceeds the policy's limit of {max}"
+                        ),
+                    };
+                }
+            }
+        }
+        let normalized_action = normalize(action);
+        let normalized_resource = resource.map(normalize);
+        let mut candidates = Vec::new();
+        self.actions.matches_into(&normalized_action, &mut candidates);
+        candidates.sort_unstable();
+        let mut best: [Option<&CompiledRule>; 3] = [None, None, None];
+        for idx in candidates {
+            let Some(rule) = self.rules.get(idx) else { continue };
+            let Some(policy) = self.policies.get(rule.policy) else { continue };
+            if !policy.applies(subject) {
+                continue;
+            }
+            if rule.min_tier.is_some_and(|m| subject.tier < m) {
+                continue;
+            }
+            match (&rule.resource, &normalized_resource) {
+                (Some(pat), Some(res)) if !pat.matches_normalized(res) => continue,
+                (Some(_), None) => continue,
+                _ => {}
+            }
+            if !rule.conditions.iter().all(|c| c.eval(ctx)) {
+                continue;
+            }
+            let slot = match rule.effect {
+                Effect::Allow => 0,
+                Effect::RequireApproval => 1,
+                Effect::Deny => 2,
+            };
+            if let Some(cell) = best.get_mut(slot) {
+                if cell.is_none_or(|b| rule.rank() > b.rank()) {
+                    *cell = Some(rule);
+                }
+            }
+        }
+        let winner = best.iter().rev().flatten().next();
+        match winner {
+            None => Decision::deny(format!(
+                "no policy allows {action:?} for agent {:?} (tier {})",
+                subject.agent_id, subject.tier
+            )),
+            Some(rule) => {
+                let policy = self
+                    .policies
+                    .get(rule.policy)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                let reason = match (&rule.reason, rule.effect) {
+                    (Some(r), _) => r.clone(),
+                    (None, Effect::Allow) => {
+                        format!("allowed by rule {} of policy {policy}", rule.name)
+                    }
+                    (None, Effect::Deny) => {
+                        format!("denied by rule {} of policy {policy}", rule.name)
+                    }
+                    (None, Effect::RequireApproval) => format!(
+                        "{action:?} requires human approval (rule {} of policy {policy})",
+                        rule.name
+                    ),
+                };
+                Decision {
+                    effect: rule.effect,
+                    policy: Some(policy),
+                    rule: Some(rule.name.clone()),
+                    reason,
+                }
+            }
+        }
+    }
+}
