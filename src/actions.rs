@@ -236,7 +236,10 @@ routes:
             .map(&req(
                 "POST",
                 "/v1/email/send",
-                &[("x-meshguard-action", "read:x"), ("x-meshguard-resource", "r")],
+                &[
+                    ("x-meshguard-action", "read:x"),
+                    ("x-meshguard-resource", "r"),
+                ],
             ))
             .unwrap();
         assert_eq!(a.action, "read:x");

@@ -76,7 +76,10 @@ impl AuditConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |v: u64, f: &str| {
             if v == 0 {
-                Err(ConfigError::invalid(format!("audit.{f}"), "must be greater than 0"))
+                Err(ConfigError::invalid(
+                    format!("audit.{f}"),
+                    "must be greater than 0",
+                ))
             } else {
                 Ok(())
             }
@@ -88,7 +91,10 @@ impl AuditConfig {
         positive(self.buffer_bytes as u64, "buffer_bytes")?;
         positive(self.timeout_ms, "timeout_ms")?;
         if self.cluster.as_deref() == Some("") {
-            return Err(ConfigError::invalid("audit.cluster", "must not be empty (omit it to log events instead)"));
+            return Err(ConfigError::invalid(
+                "audit.cluster",
+                "must not be empty (omit it to log events instead)",
+            ));
         }
         Ok(())
     }
@@ -154,9 +160,21 @@ impl AuditEvent {
         let body = format!(
             "{} {} {} by {}",
             self.decision,
-            if self.action.is_empty() { "-" } else { &self.action },
-            if self.resource.is_empty() { "" } else { &self.resource },
-            if self.agent_id.is_empty() { "unidentified agent" } else { &self.agent_id },
+            if self.action.is_empty() {
+                "-"
+            } else {
+                &self.action
+            },
+            if self.resource.is_empty() {
+                ""
+            } else {
+                &self.resource
+            },
+            if self.agent_id.is_empty() {
+                "unidentified agent"
+            } else {
+                &self.agent_id
+            },
         );
         let attributes = [
             ("meshguard.decision", AnyValue::Str(&self.decision)),
@@ -164,22 +182,40 @@ impl AuditEvent {
             ("meshguard.enforced", AnyValue::Bool(self.enforced)),
             ("meshguard.agent.id", AnyValue::Str(&self.agent_id)),
             ("meshguard.trust_tier", AnyValue::Str(&self.trust_tier)),
-            ("meshguard.delegation.chain", AnyValue::StrArray(&self.delegation_chain)),
-            ("meshguard.delegation.depth", AnyValue::Int(self.delegation_chain.len().saturating_sub(1) as i64)),
+            (
+                "meshguard.delegation.chain",
+                AnyValue::StrArray(&self.delegation_chain),
+            ),
+            (
+                "meshguard.delegation.depth",
+                AnyValue::Int(self.delegation_chain.len().saturating_sub(1) as i64),
+            ),
             ("meshguard.action", AnyValue::Str(&self.action)),
             ("meshguard.resource", AnyValue::Str(&self.resource)),
             ("meshguard.policy", AnyValue::Str(&self.policy)),
             ("meshguard.rule", AnyValue::Str(&self.rule)),
             ("meshguard.reason", AnyValue::Str(&self.reason)),
             ("meshguard.mode", AnyValue::Str(&self.mode)),
-            ("meshguard.bundle.version", AnyValue::Str(&self.bundle_version)),
-            ("meshguard.identity.error", AnyValue::Str(&self.identity_error)),
+            (
+                "meshguard.bundle.version",
+                AnyValue::Str(&self.bundle_version),
+            ),
+            (
+                "meshguard.identity.error",
+                AnyValue::Str(&self.identity_error),
+            ),
             ("http.request.method", AnyValue::Str(&self.method)),
             ("url.path", AnyValue::Str(&self.path)),
             ("server.address", AnyValue::Str(&self.authority)),
-            ("http.response.status_code", AnyValue::Int(i64::from(self.status))),
+            (
+                "http.response.status_code",
+                AnyValue::Int(i64::from(self.status)),
+            ),
             ("meshguard.request_id", AnyValue::Str(&self.request_id)),
-            ("meshguard.latency_us", AnyValue::Int(i64::try_from(self.latency_us).unwrap_or(i64::MAX))),
+            (
+                "meshguard.latency_us",
+                AnyValue::Int(i64::try_from(self.latency_us).unwrap_or(i64::MAX)),
+            ),
         ];
         otlp::encode_log_record(&otlp::LogRecord {
             time_unix_nano: self.time_unix_nano,
@@ -361,7 +397,9 @@ impl AuditBuffer {
             if !fits {
                 break;
             }
-            let Some(r) = self.queue.pop_front() else { break };
+            let Some(r) = self.queue.pop_front() else {
+                break;
+            };
             bytes += r.len();
             self.queued_bytes -= r.len();
             self.in_flight.push(r);
@@ -452,10 +490,16 @@ mod tests {
         );
         assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(hex(&s), "00f067aa0ba902b7");
-        let (t, s) = trace_ids(Some("garbage"), Some("6f1c2a9e-3b4d-4c5e-8f70-112233445566"));
+        let (t, s) = trace_ids(
+            Some("garbage"),
+            Some("6f1c2a9e-3b4d-4c5e-8f70-112233445566"),
+        );
         assert_eq!(hex(&t), "6f1c2a9e3b4d4c5e8f70112233445566");
         assert!(s.is_empty());
-        let (t, _) = trace_ids(Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        let (t, _) = trace_ids(
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None,
+        );
         assert!(t.is_empty());
         let (t, _) = trace_ids(Some("00-zz-é-01"), Some("ünïcode"));
         assert!(t.is_empty());

@@ -62,9 +62,9 @@ fn json_to_value(v: &serde_json::Value) -> Option<Value> {
         serde_json::Value::String(s) => Some(Value::Str(s.clone())),
         serde_json::Value::Number(n) => n.as_f64().map(Value::Num),
         serde_json::Value::Bool(b) => Some(Value::Bool(*b)),
-        serde_json::Value::Array(items) => {
-            Some(Value::List(items.iter().filter_map(json_to_value).collect()))
-        }
+        serde_json::Value::Array(items) => Some(Value::List(
+            items.iter().filter_map(json_to_value).collect(),
+        )),
         serde_json::Value::Null | serde_json::Value::Object(_) => None,
     }
 }
@@ -296,11 +296,9 @@ impl Engine {
             event.action.clone_from(&a.action);
             event.resource = a.resource.clone().unwrap_or_default();
         }
-        let identity = self.verifier.authenticate(
-            req.header(self.verifier.token_header()),
-            now_secs,
-            cache,
-        );
+        let identity =
+            self.verifier
+                .authenticate(req.header(self.verifier.token_header()), now_secs, cache);
         let identity = match identity {
             Ok(id) => id,
             Err(e) => return self.identity_failure(&e, event, &trace_hex),
@@ -326,7 +324,10 @@ impl Engine {
                 (response::DECISION_HEADER.into(), label.into()),
                 (
                     response::ACTION_HEADER.into(),
-                    action.as_ref().map(|a| a.action.clone()).unwrap_or_default(),
+                    action
+                        .as_ref()
+                        .map(|a| a.action.clone())
+                        .unwrap_or_default(),
                 ),
             ],
         };
@@ -364,7 +365,12 @@ impl Engine {
         }
     }
 
-    fn identity_failure(&self, e: &IdentityError, mut event: AuditEvent, trace_hex: &str) -> Outcome {
+    fn identity_failure(
+        &self,
+        e: &IdentityError,
+        mut event: AuditEvent,
+        trace_hex: &str,
+    ) -> Outcome {
         let reason = e.to_string();
         event.effect = Effect::Deny.as_str().into();
         event.reason.clone_from(&reason);
@@ -374,14 +380,22 @@ impl Engine {
                 event.decision = "deny".into();
                 event.enforced = true;
                 event.status = 401;
-                Verdict::Respond(response::unauthorized(e.code(), &reason, self.mode, trace_hex))
+                Verdict::Respond(response::unauthorized(
+                    e.code(),
+                    &reason,
+                    self.mode,
+                    trace_hex,
+                ))
             }
             Mode::Audit => {
                 event.decision = "would_deny".into();
                 event.enforced = false;
                 Verdict::Forward {
                     set_headers: vec![
-                        (response::TIER_HEADER.into(), TrustTier::Untrusted.as_str().into()),
+                        (
+                            response::TIER_HEADER.into(),
+                            TrustTier::Untrusted.as_str().into(),
+                        ),
                         (response::DECISION_HEADER.into(), "would_deny".into()),
                     ],
                 }
@@ -402,4 +416,344 @@ fn chain_text(identity: &Identity) -> String {
         .map(|h| h.agent_id.as_str())
         .collect::<Vec<_>>()
         .join(" > ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jwt_simple::prelude::*;
+    use serde_json::{json, Value as Json};
+
+    const NOW: u64 = 1_800_000_000; // 2027-01-15T08:00:00Z, a Friday
+
+    fn key() -> ES256KeyPair {
+        ES256KeyPair::generate().with_key_id("k1")
+    }
+
+    /// The configuration as istiod renders it: compact JSON, sorted keys.
+    fn config(key: &ES256KeyPair, mode: &str) -> Vec<u8> {
+        let jwk: Json = serde_json::from_str(&key.public_key().to_jwk()).unwrap();
+        let cfg = json!({
+            "actions": {"routes": [{"action": "write:email", "method": "POST", "path": "/v1/email/*", "resource": "notifications"}]},
+            "audit": {"cluster": "meshguard-collector", "flush_interval_ms": 200.0, "max_batch": 500},
+            "identity": {"clock_skew_seconds": 60, "issuers": [{"audiences": ["agents"], "issuer": "https://issuer.example", "jwks": {"keys": [jwk]}}]},
+            "mode": mode,
+            "policies": [
+                {"name": "verified-agent-policy", "version": 1, "applies_to": {"trust_tiers": ["verified", "trusted"]},
+                 "rules": [
+                    {"action": "read:*", "effect": "allow"},
+                    {"name": "allow-email", "action": "write:email", "effect": "allow", "conditions": ["time.hour >= 7 AND request.headers.x-recipient-domain == \"example.com\""]},
+                    {"action": "delete:*", "effect": "deny", "reason": "Verified agents cannot delete resources"}]},
+                {"name": "approvals", "rules": [{"name": "big-refunds", "action": "write:refund", "effect": "require_approval"}]}
+            ]
+        });
+        serde_json::to_vec(&cfg).unwrap()
+    }
+
+    fn token(key: &ES256KeyPair, extra: Json) -> String {
+        let mut c = Claims::with_custom_claims(extra, Duration::from_secs(600))
+            .with_issuer("https://issuer.example")
+            .with_audience("agents")
+            .with_subject("agent-a");
+        c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 600));
+        key.sign(c).unwrap()
+    }
+
+    fn request(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Request {
+        let mut h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(t) = token {
+            h.push(("authorization".into(), format!("Bearer {t}")));
+        }
+        Request {
+            method: method.into(),
+            path: path.into(),
+            authority: "tools.local".into(),
+            headers: h,
+        }
+    }
+
+    fn run(engine: &Engine, req: &Request) -> Outcome {
+        engine.handle(req, NOW * 1_000_000_000, &mut engine.verifier().new_cache())
+    }
+
+    fn header<'a>(v: &'a Verdict, name: &str) -> Option<&'a str> {
+        match v {
+            Verdict::Forward { set_headers } => set_headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+            Verdict::Respond(_) => None,
+        }
+    }
+
+    fn body(v: &Verdict) -> (u16, Json) {
+        match v {
+            Verdict::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap()),
+            Verdict::Forward { .. } => (200, Json::Null),
+        }
+    }
+
+    #[test]
+    fn allowed_requests_are_forwarded_with_identity_headers() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let t = token(&k, json!({"trust_tier": "verified"}));
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/v1/email/send?x=1",
+                Some(&t),
+                &[
+                    ("x-recipient-domain", "example.com"),
+                    (
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
+                ],
+            ),
+        );
+        assert_eq!(header(&o.verdict, "x-meshguard-agent"), Some("agent-a"));
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-trust-tier"),
+            Some("verified")
+        );
+        assert_eq!(header(&o.verdict, "x-meshguard-decision"), Some("allow"));
+        assert_eq!(o.decision.rule.as_deref(), Some("allow-email"));
+        assert_eq!(o.event.decision, "allow");
+        assert_eq!(o.event.path, "/v1/email/send");
+        assert_eq!(o.event.resource, "notifications");
+        assert_eq!(o.event.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // the header condition fails for another domain: default deny
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/v1/email/send",
+                Some(&t),
+                &[("x-recipient-domain", "evil.example")],
+            ),
+        );
+        let (status, b) = body(&o.verdict);
+        assert_eq!((status, &b["policy"]), (403, &Json::Null));
+    }
+
+    #[test]
+    fn denials_are_403_json_and_approval_says_so() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let t = token(&k, json!({"trust_tier": "verified"}));
+        let o = run(
+            &e,
+            &request(
+                "DELETE",
+                "/x",
+                Some(&t),
+                &[("x-meshguard-action", "delete:orders")],
+            ),
+        );
+        let (status, b) = body(&o.verdict);
+        assert_eq!(status, 403);
+        assert_eq!(b["decision"], "deny");
+        assert_eq!(b["policy"], "verified-agent-policy");
+        assert_eq!(b["rule"], "rules[2]");
+        assert_eq!(b["reason"], "Verified agents cannot delete resources");
+        assert_eq!(b["mode"], "enforce");
+        assert_eq!(b["bundleVersion"], e.policy_version());
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/refunds",
+                Some(&t),
+                &[("x-meshguard-action", "write:refund")],
+            ),
+        );
+        let (status, b) = body(&o.verdict);
+        assert_eq!(
+            (status, b["decision"].as_str()),
+            (403, Some("require_approval"))
+        );
+        let o = run(&e, &request("GET", "/unmapped", Some(&t), &[]));
+        let (status, b) = body(&o.verdict);
+        assert_eq!(status, 403);
+        assert!(b["reason"].as_str().unwrap().contains("no action"), "{b}");
+    }
+
+    #[test]
+    fn identity_failures_are_401_with_reason_and_audited() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let o = run(
+            &e,
+            &request("GET", "/", None, &[("x-meshguard-action", "read:x")]),
+        );
+        match &o.verdict {
+            Verdict::Respond(r) => {
+                assert_eq!(r.status, 401);
+                assert!(
+                    r.headers
+                        .iter()
+                        .any(|(k, v)| k == "www-authenticate"
+                            && v.contains("error=\"invalid_token\""))
+                );
+                let b: Json = serde_json::from_str(&r.body).unwrap();
+                assert_eq!(b["errorCode"], "missing_token");
+            }
+            Verdict::Forward { .. } => panic!("must not forward"),
+        }
+        assert_eq!(o.event.identity_error, "missing_token");
+        assert_eq!(o.event.status, 401);
+        assert_eq!(o.event.action, "read:x");
+        let o = run(
+            &e,
+            &request("GET", "/", Some("\u{e9}t\u{e9}.\u{1F600}.x"), &[]),
+        );
+        assert_eq!(body(&o.verdict).1["errorCode"], "malformed");
+    }
+
+    #[test]
+    fn audit_mode_forwards_and_records_would_deny() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "audit")).unwrap();
+        let t = token(&k, json!({"trust_tier": "verified"}));
+        let o = run(
+            &e,
+            &request(
+                "DELETE",
+                "/",
+                Some(&t),
+                &[("x-meshguard-action", "delete:orders")],
+            ),
+        );
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-decision"),
+            Some("would_deny")
+        );
+        assert_eq!(
+            (o.event.decision.as_str(), o.event.enforced),
+            ("would_deny", false)
+        );
+        assert_eq!(o.event.effect, "deny");
+        let o = run(
+            &e,
+            &request(
+                "GET",
+                "/",
+                Some("garbage"),
+                &[("x-meshguard-action", "read:x")],
+            ),
+        );
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-decision"),
+            Some("would_deny")
+        );
+        assert_eq!(header(&o.verdict, "x-meshguard-agent"), None);
+        assert_eq!(o.event.identity_error, "malformed");
+    }
+
+    #[test]
+    fn delegation_ceiling_cycles_and_depth() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let get = |claims: Json| {
+            let t = token(&k, claims);
+            let o = run(
+                &e,
+                &request(
+                    "GET",
+                    "/",
+                    Some(&t),
+                    &[("x-meshguard-action", "read:orders")],
+                ),
+            );
+            (body(&o.verdict).0, o)
+        };
+        // verified delegator, trusted actor: both allowed read:* → allowed, tier = verified
+        let (s, o) = get(
+            json!({"trust_tier": "verified", "act": {"sub": "agent-b", "trust_tier": "trusted"}}),
+        );
+        assert_eq!(s, 200);
+        assert_eq!(header(&o.verdict, "x-meshguard-agent"), Some("agent-b"));
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-trust-tier"),
+            Some("verified")
+        );
+        assert_eq!(o.event.delegation_chain, ["agent-a", "agent-b"]);
+        // an untrusted delegator lowers the chain: nobody's policy applies → deny
+        let (s, _) = get(
+            json!({"trust_tier": "untrusted", "act": {"sub": "agent-b", "trust_tier": "trusted"}}),
+        );
+        assert_eq!(s, 403);
+        // cycle
+        let (s, o) = get(
+            json!({"trust_tier": "verified", "act": {"sub": "agent-b", "trust_tier": "verified", "act": {"sub": "agent-a", "trust_tier": "verified"}}}),
+        );
+        assert_eq!(s, 403);
+        assert!(o.decision.reason.contains("cycle"), "{}", o.decision.reason);
+        // depth beyond the mesh limit (4)
+        let mut act = json!({"sub": "h5", "trust_tier": "verified"});
+        for i in (1..5).rev() {
+            act = json!({"sub": format!("h{i}"), "trust_tier": "verified", "act": act});
+        }
+        let (s, o) = get(json!({"trust_tier": "verified", "act": act}));
+        assert_eq!(s, 403);
+        assert!(
+            o.decision.reason.contains("depth 5"),
+            "{}",
+            o.decision.reason
+        );
+    }
+
+    #[test]
+    fn ceiling_names_the_delegator_that_is_not_allowed() {
+        let k = key();
+        let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
+        let cfg = json!({
+            "identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]},
+            "policy_yaml": "name: p\nrules:\n  - {action: 'write:*', effect: allow, resource: 'db', conditions: ['agent.id != \"agent-a\"']}\n"
+        });
+        let e = Engine::from_text(cfg.to_string().as_bytes()).unwrap();
+        let t = token(&k, json!({"act": {"sub": "agent-b"}}));
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/",
+                Some(&t),
+                &[
+                    ("x-meshguard-action", "write:rows"),
+                    ("x-meshguard-resource", "db"),
+                ],
+            ),
+        );
+        assert_eq!(o.decision.effect, Effect::Deny);
+        assert!(
+            o.decision.reason.contains("delegator \"agent-a\""),
+            "{}",
+            o.decision.reason
+        );
+    }
+
+    #[test]
+    fn bad_configurations_name_the_field() {
+        let k = key();
+        let mut cfg: Json = serde_json::from_slice(&config(&k, "enforce")).unwrap();
+        cfg["policies"][0]["rules"][1]["conditions"][0] = json!("time.hour >= ");
+        let e = Engine::from_text(cfg.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("policies[0].rules[1].conditions[0]:") && e.contains("column"),
+            "{e}"
+        );
+        let e = Engine::from_text(b"identity:\n  issuers: []\n").unwrap_err();
+        assert_eq!(e.field(), "identity.issuers");
+        let e = Engine::from_text(b"identity: {issuers: []}\nbundle: {cluster: x}\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Unsupported { .. }), "{e}");
+    }
 }

@@ -119,20 +119,39 @@ impl Root {
             return;
         }
         let mut shared = self.shared.borrow_mut();
-        let Some(engine) = shared.engine.clone() else { return };
+        let Some(engine) = shared.engine.clone() else {
+            return;
+        };
         let cfg = engine.audit_config();
-        let Some(cluster) = cfg.cluster.clone() else { return };
+        let Some(cluster) = cfg.cluster.clone() else {
+            return;
+        };
         let resource = [
             ("service.name", AnyValue::Str("meshguard")),
-            ("meshguard.plugin.version", AnyValue::Str(env!("CARGO_PKG_VERSION"))),
-            ("meshguard.config.version", AnyValue::Str(engine.policy_version())),
+            (
+                "meshguard.plugin.version",
+                AnyValue::Str(env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "meshguard.config.version",
+                AnyValue::Str(engine.policy_version()),
+            ),
             ("envoy.node.id", AnyValue::Str(&self.node_id)),
             ("envoy.node.cluster", AnyValue::Str(&self.node_cluster)),
         ];
-        let Some(batch) = shared.audit.take_batch() else { return };
+        let Some(batch) = shared.audit.take_batch() else {
+            return;
+        };
         let message = audit::export_request(batch, &resource);
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        match self.dispatch_grpc_call(&cluster, LOGS_SERVICE, "Export", Vec::new(), Some(&message), timeout) {
+        match self.dispatch_grpc_call(
+            &cluster,
+            LOGS_SERVICE,
+            "Export",
+            Vec::new(),
+            Some(&message),
+            timeout,
+        ) {
             Ok(token) => self.in_flight = Some(token),
             Err(status) => {
                 log::warn!("meshguard: audit export to cluster {cluster:?} could not start ({status:?}); events kept for retry");
@@ -150,7 +169,10 @@ impl Root {
         Metrics::inc(m.audit_acknowledged, now.acknowledged - before.acknowledged);
         Metrics::inc(m.audit_dropped, now.dropped - before.dropped);
         Metrics::inc(m.audit_exports_ok, now.exports_ok - before.exports_ok);
-        Metrics::inc(m.audit_exports_failed, now.exports_failed - before.exports_failed);
+        Metrics::inc(
+            m.audit_exports_failed,
+            now.exports_failed - before.exports_failed,
+        );
         Metrics::set(m.audit_buffered, shared.audit.queued() as u64);
         shared.published = now;
     }
@@ -282,16 +304,30 @@ impl HttpContext for Http {
                     self.set_http_request_header(name, Some(value));
                 }
                 Metrics::inc(
-                    if outcome.event.decision == "allow" { m.allowed } else { m.would_deny },
+                    if outcome.event.decision == "allow" {
+                        m.allowed
+                    } else {
+                        m.would_deny
+                    },
                     1,
                 );
                 Action::Continue
             }
             Verdict::Respond(r) => {
-                let headers: Vec<(&str, &str)> =
-                    r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let headers: Vec<(&str, &str)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 self.send_http_response(u32::from(r.status), headers, Some(r.body.as_bytes()));
-                Metrics::inc(if r.status == 401 { m.unauthenticated } else { m.denied }, 1);
+                Metrics::inc(
+                    if r.status == 401 {
+                        m.unauthenticated
+                    } else {
+                        m.denied
+                    },
+                    1,
+                );
                 Action::Pause
             }
         };

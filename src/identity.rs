@@ -215,10 +215,9 @@ fn parse_jwks(jwks: &Value, field: &str) -> Result<Vec<VerifyingKey>, ConfigErro
         })?,
         other => other.clone(),
     };
-    let keys = doc
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ConfigError::invalid(field, "a JWKS must be an object with a \"keys\" array"))?;
+    let keys = doc.get("keys").and_then(Value::as_array).ok_or_else(|| {
+        ConfigError::invalid(field, "a JWKS must be an object with a \"keys\" array")
+    })?;
     if keys.is_empty() {
         return Err(ConfigError::invalid(field, "the JWKS has no keys"));
     }
@@ -251,65 +250,38 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     let kid = s("kid").map(str::to_string);
     if let Some(u) = s("use") {
         if u != "sig" {
-            return Err(format!("key use {u:?} cannot verify signatures (need \"sig\")"));
+            return Err(format!(
+                "key use {u:?} cannot verify signatures (need \"sig\")"
+            ));
         }
     }
     let declared = s("alg");
-    let text = jwk.to_string();
-    let e = |err: jwt_simple::Error| format!("not a valid {kty} public key: {err}");
-    let (alg, material) = match (kty, s("crv")) {
-        ("EC", Some("P-256")) => (
-            Algorithm::Es256,
-            KeyMaterial::Es256(ES256PublicKey::from_jwk(&text).map_err(e)?),
-        ),
-        ("EC", Some("P-384")) => (
-            Algorithm::Es384,
-            KeyMaterial::Es384(ES384PublicKey::from_jwk(&text).map_err(e)?),
-        ),
-        ("EC", Some("secp256k1")) => (
-            Algorithm::Es256k,
-            KeyMaterial::Es256k(ES256kPublicKey::from_jwk(&text).map_err(e)?),
-        ),
-        ("OKP", Some("Ed25519")) => (
-            Algorithm::EdDsa,
-            KeyMaterial::EdDsa(Ed25519PublicKey::from_jwk(&text).map_err(e)?),
-        ),
+    let alg = match (kty, s("crv")) {
+        ("EC", Some("P-256")) => Algorithm::Es256,
+        ("EC", Some("P-384")) => Algorithm::Es384,
+        ("EC", Some("secp256k1")) => Algorithm::Es256k,
+        ("OKP", Some("Ed25519")) => Algorithm::EdDsa,
         ("RSA", _) => match declared.unwrap_or("RS256") {
-            "RS256" => (
-                Algorithm::Rs256,
-                KeyMaterial::Rs256(RS256PublicKey::from_jwk(&text).map_err(e)?),
-            ),
-            "RS384" => (
-                Algorithm::Rs384,
-                KeyMaterial::Rs384(RS384PublicKey::from_jwk(&text).map_err(e)?),
-            ),
-            "RS512" => (
-                Algorithm::Rs512,
-                KeyMaterial::Rs512(RS512PublicKey::from_jwk(&text).map_err(e)?),
-            ),
-            "PS256" => (
-                Algorithm::Ps256,
-                KeyMaterial::Ps256(PS256PublicKey::from_jwk(&text).map_err(e)?),
-            ),
-            "PS384" => (
-                Algorithm::Ps384,
-                KeyMaterial::Ps384(PS384PublicKey::from_jwk(&text).map_err(e)?),
-            ),
-            "PS512" => (
-                Algorithm::Ps512,
-                KeyMaterial::Ps512(PS512PublicKey::from_jwk(&text).map_err(e)?),
-            ),
+            "RS256" => Algorithm::Rs256,
+            "RS384" => Algorithm::Rs384,
+            "RS512" => Algorithm::Rs512,
+            "PS256" => Algorithm::Ps256,
+            "PS384" => Algorithm::Ps384,
+            "PS512" => Algorithm::Ps512,
             other => return Err(format!("RSA key with unsupported alg {other:?}")),
         },
         ("oct", _) => {
-            return Err("symmetric keys (kty \"oct\") are not accepted: a shared secret in \
+            return Err(
+                "symmetric keys (kty \"oct\") are not accepted: a shared secret in \
                         the mesh config would let its readers mint tokens"
-                .into())
+                    .into(),
+            )
         }
         (kty, crv) => {
             return Err(format!(
                 "unsupported key type {kty:?}{}",
-                crv.map(|c| format!(" with curve {c:?}")).unwrap_or_default()
+                crv.map(|c| format!(" with curve {c:?}"))
+                    .unwrap_or_default()
             ))
         }
     };
@@ -321,6 +293,20 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
             ));
         }
     }
+    let text = jwk.to_string();
+    let e = |err: jwt_simple::Error| format!("not a valid {kty} public key: {err}");
+    let material = match alg {
+        Algorithm::Es256 => KeyMaterial::Es256(ES256PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Es384 => KeyMaterial::Es384(ES384PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Es256k => KeyMaterial::Es256k(ES256kPublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::EdDsa => KeyMaterial::EdDsa(Ed25519PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Rs256 => KeyMaterial::Rs256(RS256PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Rs384 => KeyMaterial::Rs384(RS384PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Rs512 => KeyMaterial::Rs512(RS512PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Ps256 => KeyMaterial::Ps256(PS256PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Ps384 => KeyMaterial::Ps384(PS384PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Ps512 => KeyMaterial::Ps512(PS512PublicKey::from_jwk(&text).map_err(e)?),
+    };
     Ok(VerifyingKey { kid, alg, material })
 }
 
@@ -430,7 +416,9 @@ impl fmt::Display for IdentityError {
                 write!(f, "token is {size} bytes, larger than the {max}-byte limit")
             }
             IdentityError::Malformed(m) => write!(f, "malformed token: {m}"),
-            IdentityError::AlgNone => f.write_str("unsigned tokens (alg \"none\") are never accepted"),
+            IdentityError::AlgNone => {
+                f.write_str("unsigned tokens (alg \"none\") are never accepted")
+            }
             IdentityError::MissingIssuer => f.write_str("token has no \"iss\" claim"),
             IdentityError::UnknownIssuer(i) => write!(f, "issuer {i:?} is not trusted"),
             IdentityError::MissingKid => {
@@ -501,7 +489,10 @@ impl Identity {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
         identity_from(claims, names, issuer, expires_at)
     }
 }
@@ -527,7 +518,10 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("token_header", &self.token_header)
-            .field("issuers", &self.issuers.iter().map(|i| &i.name).collect::<Vec<_>>())
+            .field(
+                "issuers",
+                &self.issuers.iter().map(|i| &i.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -545,7 +539,10 @@ impl Verifier {
         for (i, ic) in cfg.issuers.iter().enumerate() {
             let field = format!("identity.issuers[{i}]");
             if ic.issuer.is_empty() {
-                return Err(ConfigError::invalid(format!("{field}.issuer"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{field}.issuer"),
+                    "must not be empty",
+                ));
             }
             if ic.audiences.is_empty() {
                 return Err(ConfigError::invalid(
@@ -556,11 +553,16 @@ impl Verifier {
             if ic.jwks_cluster.is_some() || ic.jwks_path.is_some() {
                 return Err(ConfigError::Unsupported {
                     field: format!("{field}.jwks_cluster"),
-                    message: "remote JWKS is not available in this build; give the keys inline in jwks".into(),
+                    message:
+                        "remote JWKS is not available in this build; give the keys inline in jwks"
+                            .into(),
                 });
             }
             let jwks = ic.jwks.as_ref().ok_or_else(|| {
-                ConfigError::invalid(format!("{field}.jwks"), "the issuer needs its keys (inline JWKS)")
+                ConfigError::invalid(
+                    format!("{field}.jwks"),
+                    "the issuer needs its keys (inline JWKS)",
+                )
             })?;
             let keys = parse_jwks(jwks, &format!("{field}.jwks"))?;
             if issuers.iter().any(|x: &Issuer| x.name == ic.issuer) {
@@ -576,7 +578,10 @@ impl Verifier {
             });
         }
         if cfg.claims.agent_id.is_empty() || cfg.claims.trust_tier.is_empty() {
-            return Err(ConfigError::invalid("identity.claims", "claim names must not be empty"));
+            return Err(ConfigError::invalid(
+                "identity.claims",
+                "claim names must not be empty",
+            ));
         }
         Ok(Verifier {
             token_header: cfg.token_header.to_ascii_lowercase(),
@@ -611,11 +616,12 @@ impl Verifier {
 
     /// Extracts the token from the header value.
     pub fn token_from_header<'a>(&self, value: Option<&'a str>) -> Result<&'a str, IdentityError> {
-        let value = value.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
-            IdentityError::MissingToken {
+        let value = value
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("bearer"))
+            .ok_or_else(|| IdentityError::MissingToken {
                 header: self.token_header.clone(),
-            }
-        })?;
+            })?;
         let bearer = value
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -661,7 +667,9 @@ impl Verifier {
             });
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(IdentityError::Malformed(
                 "expected three base64url parts: header.payload.signature".into(),
             ));
@@ -738,7 +746,9 @@ fn decode_json(part: &str, what: &str) -> Result<Value, IdentityError> {
     if v.is_object() {
         Ok(v)
     } else {
-        Err(IdentityError::Malformed(format!("{what} is not a JSON object")))
+        Err(IdentityError::Malformed(format!(
+            "{what} is not a JSON object"
+        )))
     }
 }
 
@@ -802,7 +812,9 @@ fn identity_from(
     expires_at: u64,
 ) -> Result<Identity, IdentityError> {
     let principal = match claim(&claims, &names.agent_id) {
-        None | Some(Value::Null) => return Err(IdentityError::MissingClaim(names.agent_id.clone())),
+        None | Some(Value::Null) => {
+            return Err(IdentityError::MissingClaim(names.agent_id.clone()))
+        }
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => {
             return Err(IdentityError::ClaimType {
@@ -823,7 +835,9 @@ fn identity_from(
             break;
         }
         if !a.is_object() {
-            return Err(IdentityError::Delegation("\"act\" must be an object".into()));
+            return Err(IdentityError::Delegation(
+                "\"act\" must be an object".into(),
+            ));
         }
         if actors.len() >= MAX_ACT_NESTING {
             return Err(IdentityError::Delegation(format!(
@@ -847,10 +861,7 @@ fn identity_from(
         .map(|h| h.tier)
         .min()
         .unwrap_or(TrustTier::Untrusted);
-    let agent_id = chain
-        .last()
-        .map(|h| h.agent_id.clone())
-        .unwrap_or_default();
+    let agent_id = chain.last().map(|h| h.agent_id.clone()).unwrap_or_default();
     Ok(Identity {
         agent_id,
         tier,
@@ -914,5 +925,270 @@ impl TokenCache {
             }
         }
         self.entries.insert(token.to_string(), id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Keys {
+        es: ES256KeyPair,
+        ed: Ed25519KeyPair,
+        other_es: ES256KeyPair,
+    }
+
+    fn keys() -> Keys {
+        Keys {
+            es: ES256KeyPair::generate().with_key_id("es"),
+            ed: Ed25519KeyPair::generate().with_key_id("ed"),
+            other_es: ES256KeyPair::generate().with_key_id("es"),
+        }
+    }
+
+    fn verifier(k: &Keys) -> Verifier {
+        let jwks = json!({"keys": [
+            serde_json::from_str::<Value>(&k.es.public_key().to_jwk()).unwrap(),
+            serde_json::from_str::<Value>(&k.ed.public_key().to_jwk()).unwrap(),
+        ]});
+        let cfg: IdentityConfig = serde_json::from_value(json!({
+            "issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": jwks.to_string()}]
+        }))
+        .unwrap();
+        Verifier::compile(&cfg).unwrap()
+    }
+
+    fn claims(extra: Value) -> JWTClaims<Value> {
+        let mut c = Claims::with_custom_claims(extra, Duration::from_secs(600))
+            .with_issuer("https://issuer.example")
+            .with_audience("agents")
+            .with_subject("agent-a");
+        c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 600));
+        c.invalid_before = Some(UnixTimeStamp::from_secs(NOW));
+        c
+    }
+
+    fn b64(v: &Value) -> String {
+        use ct_codecs::Encoder;
+        ct_codecs::Base64UrlSafeNoPadding::encode_to_string(v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn verifies_es256_and_eddsa_and_maps_claims() {
+        let k = keys();
+        let v = verifier(&k);
+        let t =
+            k.es.sign(claims(json!({"trust_tier": "verified"})))
+                .unwrap();
+        let id = v.verify(&t, NOW).unwrap();
+        assert_eq!(id.agent_id, "agent-a");
+        assert_eq!(id.tier, TrustTier::Verified);
+        assert_eq!(id.depth(), 0);
+        let t = k.ed.sign(claims(json!({}))).unwrap();
+        assert_eq!(v.verify(&t, NOW).unwrap().tier, TrustTier::Untrusted);
+    }
+
+    #[test]
+    fn rejects_each_failure_with_its_reason() {
+        let k = keys();
+        let v = verifier(&k);
+        let good =
+            k.es.sign(claims(json!({"trust_tier": "verified"})))
+                .unwrap();
+        let code = |t: &str, now: u64| v.verify(t, now).unwrap_err().code();
+        assert_eq!(code(&good, NOW + 600 + 61), "expired");
+        assert!(v.verify(&good, NOW + 600 + 59).is_ok(), "within skew");
+        let mut c = claims(json!({}));
+        c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 300));
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "not_yet_valid");
+        assert_eq!(code(&good, NOW - 61), "issued_in_future");
+        assert_eq!(code("garbage", NOW), "malformed");
+        assert_eq!(code("a.b.c.d", NOW), "malformed");
+        assert_eq!(code("!!.??.x", NOW), "malformed");
+        let parts: Vec<&str> = good.split('.').collect();
+        // alg none
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": "es"})),
+            parts[1]
+        );
+        assert_eq!(code(&none, NOW), "alg_none");
+        // RS256 header on the EC key: rejected before any crypto
+        let rs = format!(
+            "{}.{}.{}",
+            b64(&json!({"alg": "RS256", "kid": "es"})),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(code(&rs, NOW), "alg_not_allowed");
+        let hs = format!(
+            "{}.{}.{}",
+            b64(&json!({"alg": "HS256", "kid": "es"})),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(code(&hs, NOW), "alg_not_allowed");
+        // tampered claims
+        let mut payload: Value =
+            serde_json::from_slice(&Base64UrlSafeNoPadding::decode_to_vec(parts[1], None).unwrap())
+                .unwrap();
+        payload["trust_tier"] = json!("privileged");
+        let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
+        assert_eq!(code(&tampered, NOW), "bad_signature");
+        // right kid, wrong key
+        let wrong = k.other_es.sign(claims(json!({}))).unwrap();
+        assert_eq!(code(&wrong, NOW), "bad_signature");
+        // unknown kid
+        let unknown = ES256KeyPair::generate()
+            .with_key_id("nope")
+            .sign(claims(json!({})))
+            .unwrap();
+        assert_eq!(code(&unknown, NOW), "unknown_kid");
+        // issuer / audience
+        let c = claims(json!({})).with_issuer("https://evil.example");
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "unknown_issuer");
+        let c = claims(json!({})).with_audience("billing");
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "wrong_audience");
+        // exp is required
+        let mut c = claims(json!({}));
+        c.expires_at = None;
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "missing_exp");
+        // tiers and claim types
+        let c = claims(json!({"trust_tier": "gold"}));
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "unknown_tier");
+        let c = claims(json!({"trust_tier": 3}));
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "claim_type");
+        let mut c = claims(json!({}));
+        c.subject = None;
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "missing_claim");
+        // size cap
+        let c = claims(json!({"pad": "x".repeat(9000)}));
+        assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "token_too_large");
+    }
+
+    #[test]
+    fn delegation_chain_follows_rfc8693() {
+        let k = keys();
+        let v = verifier(&k);
+        let c = claims(json!({
+            "trust_tier": "trusted",
+            "act": {"sub": "agent-c", "trust_tier": "trusted",
+                    "act": {"sub": "agent-b", "trust_tier": "verified"}}
+        }));
+        let id = v.verify(&k.es.sign(c).unwrap(), NOW).unwrap();
+        let ids: Vec<&str> = id.chain.iter().map(|h| h.agent_id.as_str()).collect();
+        assert_eq!(ids, ["agent-a", "agent-b", "agent-c"]);
+        assert_eq!(id.agent_id, "agent-c");
+        assert_eq!(id.tier, TrustTier::Verified, "lowest along the chain");
+        assert_eq!(id.depth(), 2);
+        let c = claims(json!({"act": {"trust_tier": "trusted"}}));
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err().code(),
+            "bad_delegation"
+        );
+        let c = claims(json!({"act": "agent-b"}));
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err().code(),
+            "bad_delegation"
+        );
+    }
+
+    #[test]
+    fn bearer_extraction() {
+        let k = keys();
+        let v = verifier(&k);
+        assert_eq!(v.token_from_header(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(v.token_from_header(Some("bearer  abc ")), Ok("abc"));
+        assert_eq!(
+            v.token_from_header(Some("Basic abc")),
+            Err(IdentityError::NotBearer)
+        );
+        assert_eq!(
+            v.token_from_header(Some("abc")),
+            Err(IdentityError::NotBearer)
+        );
+        assert!(matches!(
+            v.token_from_header(None),
+            Err(IdentityError::MissingToken { .. })
+        ));
+        assert!(matches!(
+            v.token_from_header(Some("Bearer ")),
+            Err(IdentityError::MissingToken { .. })
+        ));
+    }
+
+    #[test]
+    fn cache_verifies_once_and_expires_with_the_token() {
+        let k = keys();
+        let v = verifier(&k);
+        let mut cache = TokenCache::new(2);
+        let t = k.es.sign(claims(json!({}))).unwrap();
+        let h = format!("Bearer {t}");
+        let a = v.authenticate(Some(&h), NOW, &mut cache).unwrap();
+        let b = v.authenticate(Some(&h), NOW + 1, &mut cache).unwrap();
+        assert!(Rc::ptr_eq(&a, &b), "second call served from the cache");
+        assert_eq!(
+            v.authenticate(Some(&h), NOW + 700, &mut cache)
+                .unwrap_err()
+                .code(),
+            "expired"
+        );
+        for i in 0..5 {
+            let t = k.es.sign(claims(json!({"n": i}))).unwrap();
+            v.authenticate(Some(&format!("Bearer {t}")), NOW, &mut cache)
+                .unwrap();
+        }
+        assert!(cache.len() <= 2, "bounded");
+    }
+
+    #[test]
+    fn jwks_errors_name_the_key() {
+        let cfg = |jwks: Value| -> IdentityConfig {
+            serde_json::from_value(
+                json!({"issuers": [{"issuer": "i", "audiences": ["a"], "jwks": jwks}]}),
+            )
+            .unwrap()
+        };
+        let err = |jwks: Value| Verifier::compile(&cfg(jwks)).unwrap_err().to_string();
+        assert!(err(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})).contains("keys[0]"));
+        assert!(err(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})).contains("symmetric"));
+        assert!(err(json!({"keys": []})).contains("no keys"));
+        assert!(err(json!("{not json")).contains("not valid JSON"));
+        let es = ES256KeyPair::generate().with_key_id("k");
+        let mut jwk: Value = serde_json::from_str(&es.public_key().to_jwk()).unwrap();
+        jwk["alg"] = json!("RS256");
+        let e = err(json!({"keys": [jwk.clone()]}));
+        assert!(e.contains("keys[0]") && e.contains("does not fit"), "{e}");
+        jwk["alg"] = json!("ES256");
+        assert!(err(json!({"keys": [jwk.clone(), jwk.clone()]})).contains("duplicate kid"));
+        let no_aud: IdentityConfig = serde_json::from_value(
+            json!({"issuers": [{"issuer": "i", "audiences": [], "jwks": {"keys": [jwk]}}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            Verifier::compile(&no_aud).unwrap_err().field(),
+            "identity.issuers[0].audiences"
+        );
+    }
+
+    #[test]
+    fn rsa_keys_take_their_algorithm_from_the_jwk() {
+        let kp = RS256KeyPair::generate(2048).unwrap().with_key_id("rs");
+        let mut jwk: Value = serde_json::from_str(&kp.public_key().to_jwk()).unwrap();
+        let cfg = |jwk: &Value| -> IdentityConfig {
+            serde_json::from_value(json!({"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]})).unwrap()
+        };
+        let v = Verifier::compile(&cfg(&jwk)).unwrap();
+        let t = kp.sign(claims(json!({}))).unwrap();
+        assert!(v.verify(&t, NOW).is_ok());
+        // The same modulus declared as PS256 no longer accepts RS256 tokens.
+        jwk["alg"] = json!("PS256");
+        if let Ok(v) = Verifier::compile(&cfg(&jwk)) {
+            assert_eq!(v.verify(&t, NOW).unwrap_err().code(), "alg_not_allowed");
+        }
     }
 }

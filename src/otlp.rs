@@ -165,6 +165,9 @@ mod tests {
         let mut out = Vec::new();
         key_value(&mut out, 6, "a", &AnyValue::Bool(true));
         // field 6 LEN, KeyValue{ key(1)="a", value(2)=AnyValue{bool(2)=1} }
-        assert_eq!(out, vec![0x32, 0x07, 0x0a, 0x01, b'a', 0x12, 0x02, 0x10, 0x01]);
+        assert_eq!(
+            out,
+            vec![0x32, 0x07, 0x0a, 0x01, b'a', 0x12, 0x02, 0x10, 0x01]
+        );
     }
 }

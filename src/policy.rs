@@ -226,7 +226,10 @@ impl PolicySet {
         for (pi, p) in policies.iter().enumerate() {
             let pf = format!("{field}[{pi}]");
             if p.name.trim().is_empty() {
-                return Err(ConfigError::invalid(format!("{pf}.name"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{pf}.name"),
+                    "must not be empty",
+                ));
             }
             if compiled.iter().any(|c: &CompiledPolicy| c.name == p.name) {
                 return Err(ConfigError::invalid(
@@ -330,12 +333,17 @@ impl PolicySet {
         let normalized_action = normalize(action);
         let normalized_resource = resource.map(normalize);
         let mut candidates = Vec::new();
-        self.actions.matches_into(&normalized_action, &mut candidates);
+        self.actions
+            .matches_into(&normalized_action, &mut candidates);
         candidates.sort_unstable();
         let mut best: [Option<&CompiledRule>; 3] = [None, None, None];
         for idx in candidates {
-            let Some(rule) = self.rules.get(idx) else { continue };
-            let Some(policy) = self.policies.get(rule.policy) else { continue };
+            let Some(rule) = self.rules.get(idx) else {
+                continue;
+            };
+            let Some(policy) = self.policies.get(rule.policy) else {
+                continue;
+            };
             if !policy.applies(subject) {
                 continue;
             }
@@ -394,5 +402,227 @@ impl PolicySet {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::condition::Value;
+    use std::collections::HashMap;
+
+    struct Ctx(HashMap<&'static str, Value>);
+    impl Lookup for Ctx {
+        fn lookup(&self, name: &str) -> Option<Value> {
+            self.0.get(name).cloned()
+        }
+    }
+    fn hour(h: u32) -> Ctx {
+        Ctx(HashMap::from([("time.hour", Value::Num(f64::from(h)))]))
+    }
+
+    /// The policy of DESIGN §4 and the MeshGuard docs, verbatim.
+    const SEED: &str = r#"
+name: verified-agent-policy
+version: 1
+applies_to: { trust_tiers: [verified] }      # and/or agents: [ids]; omitted = every agent
+rules:
+  - action: "read:*"
+    effect: allow
+  - name: allow-email
+    action: "write:email"
+    effect: allow
+    conditions:
+      - "time.hour >= 9 AND time.hour <= 17"
+  - action: "delete:*"
+    effect: deny
+    reason: "Verified agents cannot delete resources"
+"#;
+
+    /// The same policy as printed in the MeshGuard-vs-OPA document (no applies_to,
+    /// a trailing comment on the condition).
+    const SEED_OPA: &str = r#"name: verified-agent-policy
+version: 1
+rules:
+- action: "read:*"
+  effect: allow
+- action: "write:email"
+  effect: allow
+  conditions:
+  - "time.hour >= 9 AND time.hour <= 17" # Business hours only
+- action: "delete:*"
+  effect: deny
+  reason: "Verified agents cannot delete resources"
+"#;
+
+    fn set(yaml: &str) -> PolicySet {
+        PolicySet::compile(&parse_policy_yaml(yaml).unwrap(), "policy_yaml").unwrap()
+    }
+
+    fn verified(id: &str) -> Subject<'_> {
+        Subject {
+            agent_id: id,
+            tier: TrustTier::Verified,
+        }
+    }
+
+    #[test]
+    fn seed_policies_load_verbatim_and_decide() {
+        for (text, email_rule) in [(SEED, "allow-email"), (SEED_OPA, "rules[1]")] {
+            let s = set(text);
+            let a = verified("agent-a");
+            let d = s.evaluate(&a, "read:orders", None, 0, &hour(3));
+            assert_eq!(
+                (d.effect, d.rule.as_deref()),
+                (Effect::Allow, Some("rules[0]"))
+            );
+            let d = s.evaluate(&a, "delete:orders", None, 0, &hour(10));
+            assert_eq!(d.effect, Effect::Deny);
+            assert_eq!(d.reason, "Verified agents cannot delete resources");
+            assert_eq!(d.policy.as_deref(), Some("verified-agent-policy"));
+            let d = s.evaluate(&a, "write:email", None, 0, &hour(10));
+            assert_eq!(
+                (d.effect, d.rule.as_deref()),
+                (Effect::Allow, Some(email_rule))
+            );
+            let d = s.evaluate(&a, "write:email", None, 0, &hour(20));
+            assert_eq!(
+                (d.effect, d.policy),
+                (Effect::Deny, None),
+                "outside hours: default deny"
+            );
+            let d = s.evaluate(&a, "write:email", None, 0, &Ctx(HashMap::new()));
+            assert_eq!(
+                d.effect,
+                Effect::Deny,
+                "missing time is false, not an error"
+            );
+        }
+        let s = set(SEED);
+        let d = s.evaluate(
+            &Subject {
+                agent_id: "x",
+                tier: TrustTier::Trusted,
+            },
+            "read:orders",
+            None,
+            0,
+            &hour(10),
+        );
+        assert_eq!(
+            (d.effect, d.policy),
+            (Effect::Deny, None),
+            "tier not covered"
+        );
+    }
+
+    #[test]
+    fn deny_overrides_then_approval_then_allow_and_most_specific_names() {
+        let s = set(r#"
+- name: broad
+  rules:
+    - { action: "payments:**", effect: allow }
+    - { name: approve-refunds, action: "payments:refund", effect: require_approval }
+- name: specific
+  applies_to: { agents: ["agent-*"] }
+  rules:
+    - { name: wildcard-deny, action: "payments:*", effect: deny, resource: "prod-*" }
+    - { name: exact-deny, action: "payments:refund", effect: deny, resource: "prod-eu" }
+"#);
+        let a = verified("agent-7");
+        let d = s.evaluate(&a, "payments:refund", Some("prod-eu"), 0, &hour(1));
+        assert_eq!(
+            (d.effect, d.rule.as_deref()),
+            (Effect::Deny, Some("exact-deny"))
+        );
+        let d = s.evaluate(&a, "payments:refund", Some("dev"), 0, &hour(1));
+        assert_eq!(
+            (d.effect, d.rule.as_deref()),
+            (Effect::RequireApproval, Some("approve-refunds"))
+        );
+        let d = s.evaluate(&a, "payments:list", None, 0, &hour(1));
+        assert_eq!(
+            (d.effect, d.policy.as_deref()),
+            (Effect::Allow, Some("broad"))
+        );
+        let d = s.evaluate(
+            &verified("other"),
+            "payments:refund",
+            Some("prod-eu"),
+            0,
+            &hour(1),
+        );
+        assert_eq!(
+            d.effect,
+            Effect::RequireApproval,
+            "`specific` does not apply to other"
+        );
+    }
+
+    #[test]
+    fn min_tier_and_delegation_depth() {
+        let s = set(r#"
+name: p
+max_delegation_depth: 1
+rules:
+  - { action: "admin:*", effect: allow, min_trust_tier: trusted }
+"#);
+        let t = Subject {
+            agent_id: "a",
+            tier: TrustTier::Trusted,
+        };
+        assert_eq!(
+            s.evaluate(&t, "admin:x", None, 0, &hour(1)).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            s.evaluate(&verified("a"), "admin:x", None, 0, &hour(1))
+                .effect,
+            Effect::Deny
+        );
+        let d = s.evaluate(&t, "admin:x", None, 2, &hour(1));
+        assert_eq!(
+            (d.effect, d.rule.as_deref()),
+            (Effect::Deny, Some("max_delegation_depth"))
+        );
+    }
+
+    #[test]
+    fn errors_name_field_and_position() {
+        let bad = "name: p\nrules:\n  - action: x\n    effect: allow\n    conditions: [\"time.hour >= \"]\n";
+        let e = PolicySet::compile(&parse_policy_yaml(bad).unwrap(), "policy_yaml").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("policy_yaml[0].rules[0].conditions[0]:"),
+            "{msg}"
+        );
+        assert!(msg.contains("column 14"), "{msg}");
+        let e =
+            parse_policy_yaml("name: p\nrules:\n  - action: x\n    effect: alow\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("rules[0].effect") && msg.contains("line 4"),
+            "{msg}"
+        );
+        let e = parse_policy_yaml("name: a\nrules: []\n---\nname: b\nrulez: []\n").unwrap_err();
+        assert!(e.to_string().contains("document 2"), "{e}");
+        let e = PolicySet::compile(
+            &parse_policy_yaml("name: p\nrules: [{action: '[x', effect: deny}]").unwrap(),
+            "policies",
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "policies[0].rules[0].action");
+    }
+
+    #[test]
+    fn multi_document_yaml_and_lists() {
+        let ps = parse_policy_yaml(&format!(
+            "{SEED}\n---\n- name: two\n  rules: []\n- name: three\n  rules: []\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = ps.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["verified-agent-policy", "two", "three"]);
+        let dup = parse_policy_yaml("name: a\nrules: []\n---\nname: a\nrules: []\n").unwrap();
+        assert!(PolicySet::compile(&dup, "policy_yaml").is_err());
     }
 }

@@ -143,7 +143,11 @@ mod tests {
     #[test]
     fn unauthorized_header_is_rfc6750_safe() {
         let r = unauthorized("malformed", "bad \"quote\" \\ é", Mode::Enforce, "");
-        let (_, v) = r.headers.iter().find(|(k, _)| k == "www-authenticate").unwrap();
+        let (_, v) = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .unwrap();
         assert!(v.starts_with("Bearer "));
         assert!(v.contains("error=\"invalid_token\""));
         assert!(v.contains("bad 'quote' ' '"), "{v}");
