@@ -247,11 +247,16 @@ pub(crate) fn yaml_document<T: for<'de> Deserialize<'de>>(
         let field = path_string(e.path());
         let inner = e.into_inner();
         let loc = inner.location();
+        let full = strip_location(&inner.to_string());
+        // serde_yaml prefixes its message with the path we already report.
+        let message = full
+            .strip_prefix(&format!("{field}: "))
+            .map_or_else(|| full.clone(), str::to_string);
         ConfigError::Parse {
             field,
             line: loc.as_ref().map(|l| l.line()),
             column: loc.as_ref().map(|l| l.column()),
-            message: strip_location(&inner.to_string()),
+            message,
         }
     })
 }
