@@ -8,7 +8,7 @@
 use crate::config::{de_lenient, ConfigError};
 use crate::otlp::{self, AnyValue};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// `audit:` in the plugin configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -36,6 +36,13 @@ pub struct AuditConfig {
     /// Export call timeout in milliseconds.
     #[serde(default = "default_timeout", deserialize_with = "de_lenient")]
     pub timeout_ms: u64,
+    /// Most Export calls in flight per worker.
+    #[serde(default = "default_in_flight", deserialize_with = "de_lenient")]
+    pub max_in_flight: usize,
+    /// Longest wait between retries after failed exports, in milliseconds (the wait
+    /// doubles from `flush_interval_ms` up to this).
+    #[serde(default = "default_backoff", deserialize_with = "de_lenient")]
+    pub retry_max_backoff_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -48,6 +55,8 @@ impl Default for AuditConfig {
             buffer_events: default_buffer(),
             buffer_bytes: default_buffer_bytes(),
             timeout_ms: default_timeout(),
+            max_in_flight: default_in_flight(),
+            retry_max_backoff_ms: default_backoff(),
         }
     }
 }
@@ -70,6 +79,12 @@ fn default_buffer_bytes() -> usize {
 fn default_timeout() -> u64 {
     5_000
 }
+fn default_in_flight() -> usize {
+    2
+}
+fn default_backoff() -> u64 {
+    5_000
+}
 
 impl AuditConfig {
     /// Checks limits that would make the pipeline useless.
@@ -90,6 +105,8 @@ impl AuditConfig {
         positive(self.buffer_events as u64, "buffer_events")?;
         positive(self.buffer_bytes as u64, "buffer_bytes")?;
         positive(self.timeout_ms, "timeout_ms")?;
+        positive(self.max_in_flight as u64, "max_in_flight")?;
+        positive(self.retry_max_backoff_ms, "retry_max_backoff_ms")?;
         if self.cluster.as_deref() == Some("") {
             return Err(ConfigError::invalid(
                 "audit.cluster",
@@ -154,29 +171,10 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    /// Encodes the event as an OTLP `LogRecord`.
-    pub fn encode(&self) -> Vec<u8> {
-        let deny = self.decision != "allow";
-        let body = format!(
-            "{} {} {} by {}",
-            self.decision,
-            if self.action.is_empty() {
-                "-"
-            } else {
-                &self.action
-            },
-            if self.resource.is_empty() {
-                ""
-            } else {
-                &self.resource
-            },
-            if self.agent_id.is_empty() {
-                "unidentified agent"
-            } else {
-                &self.agent_id
-            },
-        );
-        let attributes = [
+    /// The event's OTLP attributes (DESIGN §6), without the chain fields.
+    pub fn attributes(&self) -> Vec<(&'static str, AnyValue<'_>)> {
+        let depth = self.delegation_chain.len().saturating_sub(1);
+        vec![
             ("meshguard.decision", AnyValue::Str(&self.decision)),
             ("meshguard.effect", AnyValue::Str(&self.effect)),
             ("meshguard.enforced", AnyValue::Bool(self.enforced)),
@@ -188,7 +186,7 @@ impl AuditEvent {
             ),
             (
                 "meshguard.delegation.depth",
-                AnyValue::Int(self.delegation_chain.len().saturating_sub(1) as i64),
+                AnyValue::Int(i64::try_from(depth).unwrap_or(i64::MAX)),
             ),
             ("meshguard.action", AnyValue::Str(&self.action)),
             ("meshguard.resource", AnyValue::Str(&self.resource)),
@@ -216,17 +214,30 @@ impl AuditEvent {
                 "meshguard.latency_us",
                 AnyValue::Int(i64::try_from(self.latency_us).unwrap_or(i64::MAX)),
             ),
-        ];
-        otlp::encode_log_record(&otlp::LogRecord {
-            time_unix_nano: self.time_unix_nano,
-            severity_number: if deny { 13 } else { 9 },
-            severity_text: if deny { "WARN" } else { "INFO" },
-            body: body.trim_end(),
-            event_name: "meshguard.decision",
-            trace_id: &self.trace_id,
-            span_id: &self.span_id,
-            attributes: &attributes,
-        })
+        ]
+    }
+
+    fn body(&self) -> String {
+        let mut body = format!(
+            "{} {}",
+            self.decision,
+            if self.action.is_empty() {
+                "-"
+            } else {
+                &self.action
+            }
+        );
+        if !self.resource.is_empty() {
+            body.push(' ');
+            body.push_str(&self.resource);
+        }
+        body.push_str(" by ");
+        body.push_str(if self.agent_id.is_empty() {
+            "unidentified agent"
+        } else {
+            &self.agent_id
+        });
+        body
     }
 
     /// The trace id as 32 lowercase hex digits, or empty.
@@ -292,15 +303,129 @@ pub fn trace_ids(traceparent: Option<&str>, request_id: Option<&str>) -> (Vec<u8
     (Vec::new(), Vec::new())
 }
 
+/// One worker VM's audit stream: sequence numbers and the hash chain.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    stream: String,
+    seq: u64,
+    last_hash: String,
+}
+
+/// An event sealed into the chain: its encoded `LogRecord` and its place in the stream.
+#[derive(Debug, Clone)]
+struct Sealed {
+    seq: u64,
+    hash: String,
+    bytes: Vec<u8>,
+}
+
+impl Chain {
+    /// A new stream. The id must be unique per VM lifetime (it keys deduplication and
+    /// chain verification at the collector).
+    pub fn new(stream: impl Into<String>) -> Chain {
+        Chain {
+            stream: stream.into(),
+            seq: 0,
+            last_hash: CHAIN_GENESIS.to_string(),
+        }
+    }
+
+    /// The stream id.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The last sequence number handed out.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn seal(&mut self, event: &AuditEvent) -> Sealed {
+        self.seq += 1;
+        let seq = i64::try_from(self.seq).unwrap_or(i64::MAX);
+        let mut attributes = event.attributes();
+        attributes.push(("meshguard.stream", AnyValue::Str(&self.stream)));
+        attributes.push(("meshguard.seq", AnyValue::Int(seq)));
+        attributes.push(("meshguard.prev_hash", AnyValue::Str(&self.last_hash)));
+        let as_json: Vec<(&str, serde_json::Value)> =
+            attributes.iter().map(|(k, v)| (*k, v.to_json())).collect();
+        let trace_hex = event.trace_id_hex();
+        let hash = chain_hash(&chain_input(
+            &self.last_hash,
+            event.time_unix_nano,
+            &trace_hex,
+            &as_json,
+        ));
+        attributes.push(("meshguard.hash", AnyValue::Str(&hash)));
+        let deny = event.decision != "allow";
+        let bytes = otlp::encode_log_record(&otlp::LogRecord {
+            time_unix_nano: event.time_unix_nano,
+            severity_number: if deny { 13 } else { 9 },
+            severity_text: if deny { "WARN" } else { "INFO" },
+            body: &event.body(),
+            event_name: "meshguard.decision",
+            trace_id: &event.trace_id,
+            span_id: &event.span_id,
+            attributes: &attributes,
+        });
+        let sealed = Sealed {
+            seq: self.seq,
+            hash: hash.clone(),
+            bytes,
+        };
+        self.last_hash = hash;
+        sealed
+    }
+}
+
+/// A range of dropped events, announced to the collector so that a gap in the chain is
+/// a declared loss rather than evidence of tampering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gap {
+    from_seq: u64,
+    to_seq: u64,
+    count: u64,
+    last_hash: String,
+}
+
+impl Gap {
+    fn encode(&self, stream: &str, now_unix_nano: u64) -> Vec<u8> {
+        let as_int = |v: u64| AnyValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
+        let attributes = [
+            ("meshguard.stream", AnyValue::Str(stream)),
+            ("meshguard.gap.from_seq", as_int(self.from_seq)),
+            ("meshguard.gap.to_seq", as_int(self.to_seq)),
+            ("meshguard.gap.count", as_int(self.count)),
+            ("meshguard.gap.last_hash", AnyValue::Str(&self.last_hash)),
+        ];
+        let body = format!(
+            "{} audit events dropped (seq {}..{}): the buffer was full",
+            self.count, self.from_seq, self.to_seq
+        );
+        otlp::encode_log_record(&otlp::LogRecord {
+            time_unix_nano: now_unix_nano,
+            severity_number: 17,
+            severity_text: "ERROR",
+            body: &body,
+            event_name: "meshguard.audit.gap",
+            trace_id: &[],
+            span_id: &[],
+            attributes: &attributes,
+        })
+    }
+}
+
 /// Counters of the audit pipeline, per worker VM.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct AuditCounters {
     /// Events produced by decisions.
     pub emitted: u64,
-    /// Events handed to an Export call (retries count again).
+    /// Events handed to an Export call (a retried event counts again).
     pub sent: u64,
     /// Events whose Export succeeded.
     pub acknowledged: u64,
+    /// Events sent again after a failed Export.
+    pub retried: u64,
     /// Events dropped because the buffer was full.
     pub dropped: u64,
     /// Export calls that succeeded.
@@ -309,198 +434,385 @@ pub struct AuditCounters {
     pub exports_failed: u64,
 }
 
-/// Pending audit events of one worker VM, plus the batch in flight.
+#[derive(Debug)]
+struct InFlight {
+    records: Vec<Sealed>,
+    gaps: Vec<Gap>,
+}
+
+/// Pending audit events of one worker VM and the batches in flight.
+///
+/// Events are sealed into the hash chain when pushed. A batch leaves the queue when sent
+/// and comes back to the front if its Export fails, so order is kept and nothing is lost
+/// while there is room. When the buffer overflows, the oldest unsent events are dropped,
+/// counted, and announced to the collector as a gap.
 #[derive(Debug)]
 pub struct AuditBuffer {
-    queue: VecDeque<Vec<u8>>,
+    chain: Chain,
+    queue: VecDeque<Sealed>,
     queued_bytes: usize,
-    in_flight: Vec<Vec<u8>>,
-    max_events: usize,
-    max_bytes: usize,
-    max_batch: usize,
-    max_batch_bytes: usize,
+    gaps: Vec<Gap>,
+    in_flight: HashMap<u64, InFlight>,
+    next_batch: u64,
+    failures: u32,
+    not_before_ms: u64,
+    cfg: AuditConfig,
     /// What happened so far.
     pub counters: AuditCounters,
 }
 
 impl AuditBuffer {
-    /// A buffer with the configured limits.
-    pub fn new(cfg: &AuditConfig) -> AuditBuffer {
+    /// A buffer for one stream with the configured limits.
+    pub fn new(cfg: &AuditConfig, chain: Chain) -> AuditBuffer {
         AuditBuffer {
+            chain,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            in_flight: Vec::new(),
-            max_events: cfg.buffer_events,
-            max_bytes: cfg.buffer_bytes,
-            max_batch: cfg.max_batch,
-            max_batch_bytes: cfg.max_batch_bytes,
+            gaps: Vec::new(),
+            in_flight: HashMap::new(),
+            next_batch: 1,
+            failures: 0,
+            not_before_ms: 0,
+            cfg: cfg.clone(),
             counters: AuditCounters::default(),
         }
     }
 
     /// Adopts new limits (on reconfiguration) without losing what is queued.
     pub fn set_limits(&mut self, cfg: &AuditConfig) {
-        self.max_events = cfg.buffer_events;
-        self.max_bytes = cfg.buffer_bytes;
-        self.max_batch = cfg.max_batch;
-        self.max_batch_bytes = cfg.max_batch_bytes;
+        self.cfg = cfg.clone();
         self.enforce_limits();
     }
 
-    /// Events waiting (not counting the batch in flight).
+    /// The stream this buffer seals into.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Events waiting, not counting those in flight.
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
 
-    /// Whether a batch is in flight.
-    pub fn in_flight(&self) -> bool {
-        !self.in_flight.is_empty()
+    /// Export calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
-    /// Whether a full batch is waiting (flush early instead of waiting for the tick).
+    /// Whether a full batch is waiting (send now rather than at the next tick).
     pub fn batch_ready(&self) -> bool {
-        self.queue.len() >= self.max_batch
+        self.queue.len() >= self.cfg.max_batch
     }
 
-    /// Queues an encoded `LogRecord`.
-    pub fn push(&mut self, record: Vec<u8>) {
+    /// Seals an event into the chain and queues it.
+    pub fn push(&mut self, event: &AuditEvent) {
+        let sealed = self.chain.seal(event);
         self.counters.emitted += 1;
-        self.queued_bytes += record.len();
-        self.queue.push_back(record);
+        self.queued_bytes += sealed.bytes.len();
+        self.queue.push_back(sealed);
         self.enforce_limits();
     }
 
     fn enforce_limits(&mut self) {
-        while self.queue.len() > self.max_events || self.queued_bytes > self.max_bytes {
-            match self.queue.pop_front() {
-                Some(old) => {
-                    self.queued_bytes -= old.len();
-                    self.counters.dropped += 1;
+        while self.queue.len() > self.cfg.buffer_events || self.queued_bytes > self.cfg.buffer_bytes
+        {
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= old.bytes.len();
+            self.counters.dropped += 1;
+            match self.gaps.last_mut() {
+                Some(g) if g.to_seq + 1 == old.seq => {
+                    g.to_seq = old.seq;
+                    g.count += 1;
+                    g.last_hash = old.hash;
                 }
-                None => break,
+                _ => self.gaps.push(Gap {
+                    from_seq: old.seq,
+                    to_seq: old.seq,
+                    count: 1,
+                    last_hash: old.hash,
+                }),
             }
         }
     }
 
-    /// Moves the next batch into flight and returns the records to export, unless a batch
-    /// is already in flight or nothing waits.
-    pub fn take_batch(&mut self) -> Option<&[Vec<u8>]> {
-        if !self.in_flight.is_empty() || self.queue.is_empty() {
+    /// Whether an export may start now: something waits, a call slot is free and no
+    /// backoff is running.
+    pub fn can_send(&self, now_ms: u64) -> bool {
+        (!self.queue.is_empty() || !self.gaps.is_empty())
+            && self.in_flight.len() < self.cfg.max_in_flight
+            && now_ms >= self.not_before_ms
+    }
+
+    /// Takes the next batch and returns its id and the encoded ExportLogsServiceRequest,
+    /// or `None` when [`AuditBuffer::can_send`] is false.
+    pub fn take_batch(
+        &mut self,
+        now_ms: u64,
+        now_unix_nano: u64,
+        resource: &[(&str, AnyValue<'_>)],
+    ) -> Option<(u64, Vec<u8>)> {
+        if !self.can_send(now_ms) {
             return None;
         }
+        let mut records: Vec<Sealed> = Vec::new();
         let mut bytes = 0;
         while let Some(front) = self.queue.front() {
-            let fits = self.in_flight.is_empty()
-                || (self.in_flight.len() < self.max_batch
-                    && bytes + front.len() <= self.max_batch_bytes);
+            let fits = records.is_empty()
+                || (records.len() < self.cfg.max_batch
+                    && bytes + front.bytes.len() <= self.cfg.max_batch_bytes);
             if !fits {
                 break;
             }
             let Some(r) = self.queue.pop_front() else {
                 break;
             };
-            bytes += r.len();
-            self.queued_bytes -= r.len();
-            self.in_flight.push(r);
+            bytes += r.bytes.len();
+            self.queued_bytes -= r.bytes.len();
+            records.push(r);
         }
-        self.counters.sent += self.in_flight.len() as u64;
-        Some(&self.in_flight)
+        let gaps = std::mem::take(&mut self.gaps);
+        let gap_records: Vec<Vec<u8>> = gaps
+            .iter()
+            .map(|g| g.encode(self.chain.stream(), now_unix_nano))
+            .collect();
+        let message = otlp::export_request(
+            resource,
+            "meshguard",
+            env!("CARGO_PKG_VERSION"),
+            records
+                .iter()
+                .map(|r| r.bytes.as_slice())
+                .chain(gap_records.iter().map(Vec::as_slice)),
+        );
+        self.counters.sent += records.len() as u64;
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.insert(id, InFlight { records, gaps });
+        Some((id, message))
     }
 
-    /// Records the outcome of the batch in flight. A failed batch goes back to the front.
-    pub fn finish_batch(&mut self, ok: bool) {
-        let batch = std::mem::take(&mut self.in_flight);
+    /// Records the outcome of a batch. A failed batch goes back to the front of the queue
+    /// and the next attempt waits: the wait doubles from `flush_interval_ms` up to
+    /// `retry_max_backoff_ms`.
+    pub fn finish_batch(&mut self, id: u64, ok: bool, now_ms: u64) {
+        let Some(batch) = self.in_flight.remove(&id) else {
+            return;
+        };
         if ok {
             self.counters.exports_ok += 1;
-            self.counters.acknowledged += batch.len() as u64;
-        } else {
-            self.counters.exports_failed += 1;
-            for r in batch.into_iter().rev() {
-                self.queued_bytes += r.len();
-                self.queue.push_front(r);
-            }
-            self.enforce_limits();
+            self.counters.acknowledged += batch.records.len() as u64;
+            self.failures = 0;
+            self.not_before_ms = 0;
+            return;
         }
+        self.counters.exports_failed += 1;
+        self.counters.retried += batch.records.len() as u64;
+        self.failures = self.failures.saturating_add(1);
+        let exp = self.failures.saturating_sub(1).min(16);
+        let wait = self
+            .cfg
+            .flush_interval_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.cfg.retry_max_backoff_ms);
+        self.not_before_ms = now_ms.saturating_add(wait);
+        // Put the batch back in sequence order, merging with anything already requeued.
+        for r in batch.records.into_iter().rev() {
+            self.queued_bytes += r.bytes.len();
+            self.queue.push_front(r);
+        }
+        if self
+            .queue
+            .iter()
+            .zip(self.queue.iter().skip(1))
+            .any(|(a, b)| a.seq > b.seq)
+        {
+            self.queue.make_contiguous().sort_by_key(|r| r.seq);
+        }
+        let mut gaps = batch.gaps;
+        gaps.append(&mut self.gaps);
+        self.gaps = gaps;
+        self.enforce_limits();
     }
 }
 
-/// Builds the Export request for a batch.
-pub fn export_request(records: &[Vec<u8>], resource: &[(&str, AnyValue<'_>)]) -> Vec<u8> {
-    otlp::export_request(
-        resource,
-        "meshguard",
-        env!("CARGO_PKG_VERSION"),
-        records.iter().map(Vec::as_slice),
-    )
+/// The `meshguard.prev_hash` of the first event of a stream.
+pub const CHAIN_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The canonical text hashed for one event (format `meshguard-audit-v1`), so that anyone
+/// can recompute the chain from the OTLP record alone:
+///
+/// ```text
+/// meshguard-audit-v1\n
+/// <meshguard.prev_hash>\n
+/// <time_unix_nano as decimal>\n
+/// <trace_id as lowercase hex, or empty>\n
+/// <key>=<compact JSON of the value>\n      one line per attribute except meshguard.hash,
+///                                          sorted by key (byte order)
+/// ```
+///
+/// Attribute values map to JSON as: string → JSON string (non-ASCII unescaped), bool →
+/// `true`/`false`, int → integer, array → array.
+pub fn chain_input(
+    prev_hash: &str,
+    time_unix_nano: u64,
+    trace_id_hex: &str,
+    attributes: &[(&str, serde_json::Value)],
+) -> Vec<u8> {
+    let mut sorted: Vec<&(&str, serde_json::Value)> = attributes
+        .iter()
+        .filter(|(k, _)| *k != "meshguard.hash")
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = format!("meshguard-audit-v1\n{prev_hash}\n{time_unix_nano}\n{trace_id_hex}\n");
+    for (k, v) in sorted {
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// SHA-256 of [`chain_input`], lowercase hex.
+pub fn chain_hash(input: &[u8]) -> String {
+    hex(&hmac_sha256::Hash::hash(input))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cfg(events: usize, batch: usize) -> AuditConfig {
+    fn cfg(events: usize, batch: usize, in_flight: usize) -> AuditConfig {
         AuditConfig {
             buffer_events: events,
             max_batch: batch,
+            max_in_flight: in_flight,
+            flush_interval_ms: 100,
+            retry_max_backoff_ms: 1_000,
             ..AuditConfig::default()
         }
     }
 
-    #[test]
-    fn batches_respect_limits_and_failures_requeue() {
-        let mut b = AuditBuffer::new(&cfg(100, 3));
-        for i in 0..5u8 {
-            b.push(vec![i]);
+    fn event(i: u64) -> AuditEvent {
+        AuditEvent {
+            time_unix_nano: 1_000 + i,
+            decision: "allow".into(),
+            agent_id: format!("agent-{i}"),
+            delegation_chain: vec![format!("agent-{i}")],
+            ..AuditEvent::default()
         }
+    }
+
+    fn fill(b: &mut AuditBuffer, n: u64) {
+        for i in 0..n {
+            b.push(&event(i));
+        }
+    }
+
+    fn seqs(b: &AuditBuffer) -> Vec<u64> {
+        b.queue.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn chain_links_each_event_to_the_previous_one() {
+        let mut c = Chain::new("s1");
+        let e1 = event(1);
+        let s1 = c.seal(&e1);
+        let s2 = c.seal(&event(2));
+        assert_eq!((s1.seq, s2.seq), (1, 2));
+        // recompute the first hash independently of `seal`
+        let mut attrs: Vec<(&str, serde_json::Value)> = e1
+            .attributes()
+            .iter()
+            .map(|(k, v)| (*k, v.to_json()))
+            .collect();
+        attrs.push(("meshguard.stream", "s1".into()));
+        attrs.push(("meshguard.seq", 1.into()));
+        attrs.push(("meshguard.prev_hash", CHAIN_GENESIS.into()));
+        assert_eq!(
+            s1.hash,
+            chain_hash(&chain_input(CHAIN_GENESIS, 1_001, "", &attrs))
+        );
+        assert_ne!(s1.hash, s2.hash);
+        assert_eq!(c.last_hash, s2.hash);
+        let text = String::from_utf8(chain_input(CHAIN_GENESIS, 1_001, "", &attrs)).unwrap();
+        assert!(text.starts_with("meshguard-audit-v1\n0000"));
+        assert!(text.contains("\nmeshguard.agent.id=\"agent-1\"\n"));
+    }
+
+    #[test]
+    fn batches_respect_limits_and_failed_batches_come_back_in_order() {
+        let mut b = AuditBuffer::new(&cfg(100, 3, 2), Chain::new("s"));
+        fill(&mut b, 7);
         assert!(b.batch_ready());
-        assert_eq!(b.take_batch().unwrap(), &[vec![0], vec![1], vec![2]]);
-        assert!(b.take_batch().is_none(), "one batch in flight at a time");
-        b.finish_batch(false);
-        assert_eq!(b.queued(), 5);
-        assert_eq!(b.take_batch().unwrap().first(), Some(&vec![0]));
-        b.finish_batch(true);
+        let (first, _) = b.take_batch(0, 0, &[]).unwrap();
+        let (second, _) = b.take_batch(0, 0, &[]).unwrap();
+        assert!(b.take_batch(0, 0, &[]).is_none(), "max_in_flight = 2");
+        assert_eq!(seqs(&b), [7]);
+        b.finish_batch(second, false, 0);
+        b.finish_batch(first, false, 0);
+        assert_eq!(
+            seqs(&b),
+            [1, 2, 3, 4, 5, 6, 7],
+            "requeued in sequence order"
+        );
+        assert_eq!(b.counters.retried, 6);
+        // backoff: 100 ms after the first failure, doubling
+        assert!(
+            !b.can_send(100),
+            "second failure doubles the wait to 200 ms"
+        );
+        assert!(b.can_send(200));
+        let (id, _) = b.take_batch(200, 0, &[]).unwrap();
+        b.finish_batch(id, true, 300);
+        assert!(b.can_send(300), "success resets the backoff");
         assert_eq!(b.counters.acknowledged, 3);
-        assert_eq!(b.counters.exports_failed, 1);
-        assert_eq!(b.queued(), 2);
+        assert_eq!(b.counters.exports_failed, 2);
+        assert_eq!(b.counters.sent, 9);
     }
 
     #[test]
-    fn overflow_drops_oldest_and_counts() {
-        let mut b = AuditBuffer::new(&cfg(3, 10));
-        for i in 0..5u8 {
-            b.push(vec![i]);
+    fn backoff_is_capped() {
+        let mut b = AuditBuffer::new(&cfg(100, 10, 1), Chain::new("s"));
+        fill(&mut b, 1);
+        let mut now = 0;
+        for _ in 0..20 {
+            let (id, _) = b.take_batch(now, 0, &[]).unwrap();
+            b.finish_batch(id, false, now);
+            now += 1_000;
         }
-        assert_eq!(b.counters.dropped, 2);
-        assert_eq!(b.take_batch().unwrap(), &[vec![2], vec![3], vec![4]]);
-        // a failed batch that no longer fits loses its oldest, counted
-        b.push(vec![5]);
-        b.push(vec![6]);
-        b.finish_batch(false);
-        assert_eq!(b.queued(), 3);
-        assert_eq!(b.counters.dropped, 4);
-        assert_eq!(b.counters.emitted, b.counters.dropped + b.queued() as u64);
+        assert!(
+            b.can_send(now),
+            "never waits longer than retry_max_backoff_ms"
+        );
     }
 
     #[test]
-    fn trace_ids_from_traceparent_or_request_id() {
-        let (t, s) = trace_ids(
-            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some("x"),
+    fn overflow_drops_oldest_counts_and_announces_a_gap() {
+        let mut b = AuditBuffer::new(&cfg(3, 10, 1), Chain::new("s"));
+        fill(&mut b, 5);
+        assert_eq!(b.counters.dropped, 2);
+        assert_eq!(seqs(&b), [3, 4, 5]);
+        assert_eq!(b.gaps.len(), 1);
+        let gap = b.gaps.first().unwrap();
+        assert_eq!((gap.from_seq, gap.to_seq, gap.count), (1, 2, 2));
+        let (id, msg) = b.take_batch(0, 0, &[]).unwrap();
+        assert!(msg
+            .windows(b"meshguard.audit.gap".len())
+            .any(|w| w == b"meshguard.audit.gap"));
+        // the batch (with its gap notice) fails while more events overflow
+        fill(&mut b, 2);
+        b.finish_batch(id, false, 0);
+        assert_eq!(b.counters.emitted, b.counters.dropped + b.queued() as u64);
+        // the unacknowledged notice is kept and, the new drops being contiguous, extended
+        let merged = b.gaps.first().unwrap();
+        assert_eq!((merged.from_seq, merged.to_seq, merged.count), (1, 4, 4));
+        assert_eq!(
+            b.gaps.iter().map(|g| g.count).sum::<u64>(),
+            b.counters.dropped
         );
-        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(hex(&s), "00f067aa0ba902b7");
-        let (t, s) = trace_ids(
-            Some("garbage"),
-            Some("6f1c2a9e-3b4d-4c5e-8f70-112233445566"),
-        );
-        assert_eq!(hex(&t), "6f1c2a9e3b4d4c5e8f70112233445566");
-        assert!(s.is_empty());
-        let (t, _) = trace_ids(
-            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None,
-        );
-        assert!(t.is_empty());
-        let (t, _) = trace_ids(Some("00-zz-é-01"), Some("ünïcode"));
-        assert!(t.is_empty());
+        assert_eq!(seqs(&b), [5, 6, 7]);
     }
 }

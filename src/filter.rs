@@ -5,7 +5,7 @@
 //! HTTP context (one per request): copies the request headers out, asks the engine,
 //! and applies the verdict.
 
-use crate::audit::{self, AuditBuffer, AuditConfig};
+use crate::audit::{self, AuditBuffer, AuditConfig, Chain};
 use crate::engine::{Engine, Verdict};
 use crate::identity::TokenCache;
 use crate::otlp::AnyValue;
@@ -15,6 +15,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -33,6 +35,8 @@ struct Metrics {
     unauthenticated: u32,
     would_deny: u32,
     audit_emitted: u32,
+    audit_sent: u32,
+    audit_retried: u32,
     audit_acknowledged: u32,
     audit_dropped: u32,
     audit_exports_ok: u32,
@@ -51,6 +55,8 @@ impl Metrics {
             unauthenticated: c("meshguard.requests.unauthenticated"),
             would_deny: c("meshguard.requests.would_deny"),
             audit_emitted: c("meshguard.audit.emitted"),
+            audit_sent: c("meshguard.audit.sent"),
+            audit_retried: c("meshguard.audit.retried"),
             audit_acknowledged: c("meshguard.audit.acknowledged"),
             audit_dropped: c("meshguard.audit.dropped"),
             audit_exports_ok: c("meshguard.audit.exports_ok"),
@@ -85,9 +91,25 @@ struct Shared {
 struct Root {
     shared: Rc<RefCell<Shared>>,
     metrics: Rc<Metrics>,
-    in_flight: Option<u32>,
+    /// gRPC call token -> audit batch id.
+    in_flight: HashMap<u32, u64>,
     node_id: String,
     node_cluster: String,
+    pod: String,
+    namespace: String,
+}
+
+fn now_nanos() -> u64 {
+    hostcalls::get_current_time().map(unix_nanos).unwrap_or(0)
+}
+
+/// A stream id unique per VM lifetime: start time plus a random part, because every
+/// worker VM numbers its contexts from 1 and workers can start within the same tick.
+fn stream_id() -> String {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{:x}-{:016x}", now_nanos(), random)
 }
 
 impl Root {
@@ -96,13 +118,15 @@ impl Root {
             shared: Rc::new(RefCell::new(Shared {
                 engine: None,
                 cache: TokenCache::new(0),
-                audit: AuditBuffer::new(&AuditConfig::default()),
+                audit: AuditBuffer::new(&AuditConfig::default(), Chain::new(stream_id())),
                 published: audit::AuditCounters::default(),
             })),
             metrics: Rc::new(Metrics::define()),
-            in_flight: None,
+            in_flight: HashMap::new(),
             node_id: String::new(),
             node_cluster: String::new(),
+            pod: String::new(),
+            namespace: String::new(),
         }
     }
 
@@ -112,20 +136,17 @@ impl Root {
             .unwrap_or_default()
     }
 
-    /// Sends the next batch if none is in flight. Dispatch failures (unknown cluster,
-    /// host refusing the call) put the batch back; they never abort the VM.
+    /// Sends batches while a call slot is free and something waits. Dispatch failures
+    /// (unknown cluster, host refusing the call) put the batch back; they never abort the VM.
     fn flush(&mut self) {
-        if self.in_flight.is_some() {
-            return;
-        }
-        let mut shared = self.shared.borrow_mut();
-        let Some(engine) = shared.engine.clone() else {
+        let Some(engine) = self.shared.borrow().engine.clone() else {
             return;
         };
         let cfg = engine.audit_config();
-        let Some(cluster) = cfg.cluster.clone() else {
+        let Some(cluster) = cfg.cluster.as_deref() else {
             return;
         };
+        let timeout = Duration::from_millis(cfg.timeout_ms);
         let resource = [
             ("service.name", AnyValue::Str("meshguard")),
             (
@@ -138,24 +159,36 @@ impl Root {
             ),
             ("envoy.node.id", AnyValue::Str(&self.node_id)),
             ("envoy.node.cluster", AnyValue::Str(&self.node_cluster)),
+            ("k8s.pod.name", AnyValue::Str(&self.pod)),
+            ("k8s.namespace.name", AnyValue::Str(&self.namespace)),
         ];
-        let Some(batch) = shared.audit.take_batch() else {
-            return;
-        };
-        let message = audit::export_request(batch, &resource);
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        match self.dispatch_grpc_call(
-            &cluster,
-            LOGS_SERVICE,
-            "Export",
-            Vec::new(),
-            Some(&message),
-            timeout,
-        ) {
-            Ok(token) => self.in_flight = Some(token),
-            Err(status) => {
-                log::warn!("meshguard: audit export to cluster {cluster:?} could not start ({status:?}); events kept for retry");
-                shared.audit.finish_batch(false);
+        loop {
+            let now = now_nanos();
+            let batch = self
+                .shared
+                .borrow_mut()
+                .audit
+                .take_batch(now / 1_000_000, now, &resource);
+            let Some((id, message)) = batch else { break };
+            match hostcalls::dispatch_grpc_call(
+                cluster,
+                LOGS_SERVICE,
+                "Export",
+                Vec::new(),
+                Some(&message),
+                timeout,
+            ) {
+                Ok(token) => {
+                    self.in_flight.insert(token, id);
+                }
+                Err(status) => {
+                    log::warn!("meshguard: audit export to cluster {cluster:?} could not start ({status:?}); events kept for retry");
+                    self.shared
+                        .borrow_mut()
+                        .audit
+                        .finish_batch(id, false, now / 1_000_000);
+                    break;
+                }
             }
         }
     }
@@ -166,6 +199,8 @@ impl Root {
         let before = shared.published;
         let m = &self.metrics;
         Metrics::inc(m.audit_emitted, now.emitted - before.emitted);
+        Metrics::inc(m.audit_sent, now.sent - before.sent);
+        Metrics::inc(m.audit_retried, now.retried - before.retried);
         Metrics::inc(m.audit_acknowledged, now.acknowledged - before.acknowledged);
         Metrics::inc(m.audit_dropped, now.dropped - before.dropped);
         Metrics::inc(m.audit_exports_ok, now.exports_ok - before.exports_ok);
@@ -180,10 +215,9 @@ impl Root {
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
-        if self.in_flight != Some(token_id) {
+        let Some(id) = self.in_flight.remove(&token_id) else {
             return;
-        }
-        self.in_flight = None;
+        };
         let ok = status_code == 0;
         if !ok {
             let (_, message) = self.get_grpc_status();
@@ -194,7 +228,7 @@ impl Context for Root {
         }
         let more = {
             let mut shared = self.shared.borrow_mut();
-            shared.audit.finish_batch(ok);
+            shared.audit.finish_batch(id, ok, now_nanos() / 1_000_000);
             ok && shared.audit.batch_ready()
         };
         // Under load one batch per tick is not enough: keep going while full batches wait.
@@ -218,6 +252,9 @@ impl RootContext for Root {
                 );
                 self.node_id = self.property(vec!["node", "id"]);
                 self.node_cluster = self.property(vec!["node", "cluster"]);
+                // Istio puts the pod and namespace into the node metadata.
+                self.pod = self.property(vec!["node", "metadata", "NAME"]);
+                self.namespace = self.property(vec!["node", "metadata", "NAMESPACE"]);
                 let tick = Duration::from_millis(engine.audit_config().flush_interval_ms);
                 let mut shared = self.shared.borrow_mut();
                 shared.audit.set_limits(engine.audit_config());
@@ -334,7 +371,7 @@ impl HttpContext for Http {
         let finished = unix_nanos(self.get_current_time());
         outcome.event.latency_us = finished.saturating_sub(started) / 1_000;
         if engine.audit_config().cluster.is_some() {
-            self.shared.borrow_mut().audit.push(outcome.event.encode());
+            self.shared.borrow_mut().audit.push(&outcome.event);
         } else {
             log::info!(
                 "meshguard: {}",

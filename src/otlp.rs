@@ -15,6 +15,23 @@ pub enum AnyValue<'a> {
     StrArray(&'a [String]),
 }
 
+impl AnyValue<'_> {
+    /// The JSON form used by the audit hash chain.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            AnyValue::Str(s) => serde_json::Value::String((*s).to_string()),
+            AnyValue::Bool(b) => serde_json::Value::Bool(*b),
+            AnyValue::Int(i) => serde_json::Value::from(*i),
+            AnyValue::StrArray(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|s| serde_json::Value::String(s.clone()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
