@@ -56,12 +56,61 @@ pub struct PluginConfig {
     /// what a ConfigMap-driven setup pastes in.
     #[serde(default)]
     pub policy_yaml: Option<String>,
-    /// Signed policy bundles (not available in this build; rejected with a clear error).
+    /// Signed policy bundles polled from a cluster; they replace the inline policies.
     #[serde(default)]
-    pub bundle: Option<serde_json::Value>,
+    pub bundle: Option<BundleConfig>,
+    /// The optional local status endpoint.
+    #[serde(default)]
+    pub status: Option<StatusConfig>,
     /// Where audit events go.
     #[serde(default)]
     pub audit: AuditConfig,
+}
+
+/// `bundle:`: where signed policy bundles come from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleConfig {
+    /// Envoy cluster serving bundles (Istio: `outbound|8080||host`).
+    pub cluster: String,
+    /// Request path of the bundle.
+    pub path: String,
+    /// `:authority` of the request; defaults to the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Ed25519 public keys (base64 of 32 bytes, or OKP JWKs); any may sign.
+    pub public_keys: Vec<serde_json::Value>,
+    /// Seconds between polls (with ±10% jitter).
+    #[serde(default = "default_interval", deserialize_with = "de_lenient")]
+    pub interval_seconds: u64,
+    /// Largest bundle accepted, in bytes.
+    #[serde(default = "default_bundle_bytes", deserialize_with = "de_lenient")]
+    pub max_bytes: usize,
+    /// Fetch timeout in milliseconds.
+    #[serde(default = "default_fetch_timeout", deserialize_with = "de_lenient")]
+    pub timeout_ms: u64,
+}
+
+fn default_interval() -> u64 {
+    60
+}
+fn default_bundle_bytes() -> usize {
+    1024 * 1024
+}
+/// Timeout of bundle and JWKS fetches, in milliseconds.
+pub fn default_fetch_timeout() -> u64 {
+    5_000
+}
+
+/// `status:`: a local health endpoint with the Guardian `/health` fields.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Request path answered by the filter, e.g. `/.meshguard/health`.
+    pub path: String,
+    /// Listener names on which it is answered; empty means every listener the filter runs on.
+    #[serde(default)]
+    pub listeners: Vec<String>,
 }
 
 /// Everything that can be wrong with a configuration. Each variant names the field.

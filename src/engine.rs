@@ -4,14 +4,15 @@
 
 use crate::actions::{ActionMapper, ActionMatch};
 use crate::audit::{trace_ids, AuditConfig, AuditEvent};
+use crate::bundle::{Bundle, BundleKeys};
 use crate::condition::{Lookup, Value};
-use crate::config::{self, ConfigError, Mode, PluginConfig};
+use crate::config::{self, BundleConfig, ConfigError, Mode, PluginConfig, StatusConfig};
 use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
 use crate::policy::{parse_policy_yaml, Decision, Effect, PolicySet, Subject};
 use crate::request::Request;
 use crate::response::{self, Denial, LocalResponse};
 use crate::tier::TrustTier;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A compiled configuration, shared by every request of a worker.
 #[derive(Debug)]
@@ -22,6 +23,28 @@ pub struct Engine {
     policies: PolicySet,
     audit: AuditConfig,
     version: String,
+    bundle: Option<BundleSource>,
+    bundle_version: Option<u64>,
+    agents: usize,
+    status: Option<StatusConfig>,
+}
+
+/// The compiled `bundle:` section: where to poll and which keys may sign.
+#[derive(Debug, Clone)]
+pub struct BundleSource {
+    /// As configured.
+    pub config: BundleConfig,
+    /// Verifying keys.
+    pub keys: BundleKeys,
+}
+
+/// Data fetched at run time that an engine is built from, besides the configuration.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The active verified bundle; its policies replace the inline ones.
+    pub bundle: Option<&'a Bundle>,
+    /// Fetched JWKS documents by issuer.
+    pub jwks: Option<&'a HashMap<String, serde_json::Value>>,
 }
 
 /// What to do with the request.
@@ -124,6 +147,32 @@ fn fingerprint(bytes: &[u8]) -> String {
     format!("inline-{h:016x}")
 }
 
+fn compile_bundle_source(b: &BundleConfig) -> Result<BundleSource, ConfigError> {
+    if b.cluster.is_empty() {
+        return Err(ConfigError::invalid(
+            "bundle.cluster",
+            "must name an Envoy cluster",
+        ));
+    }
+    if !b.path.starts_with('/') {
+        return Err(ConfigError::invalid("bundle.path", "must start with /"));
+    }
+    if b.interval_seconds == 0 {
+        return Err(ConfigError::invalid(
+            "bundle.interval_seconds",
+            "must be greater than 0",
+        ));
+    }
+    let keys = BundleKeys::parse(&b.public_keys).map_err(|m| {
+        let (field, msg) = m.split_once(": ").unwrap_or(("public_keys", m.as_str()));
+        ConfigError::invalid(format!("bundle.{field}"), msg)
+    })?;
+    Ok(BundleSource {
+        config: b.clone(),
+        keys,
+    })
+}
+
 fn now_parts(now_unix_nanos: u64) -> u64 {
     now_unix_nanos / 1_000_000_000
 }
@@ -131,46 +180,90 @@ fn now_parts(now_unix_nanos: u64) -> u64 {
 impl Engine {
     /// Parses and compiles configuration text (JSON or YAML).
     pub fn from_text(text: &[u8]) -> Result<Engine, ConfigError> {
-        Engine::compile(config::parse(text)?)
+        Engine::build(&config::parse(text)?, Sources::default())
     }
 
-    /// Compiles a parsed configuration.
+    /// Compiles a parsed configuration with no fetched data.
     pub fn compile(cfg: PluginConfig) -> Result<Engine, ConfigError> {
-        if cfg.bundle.is_some() {
-            return Err(ConfigError::Unsupported {
-                field: "bundle".into(),
-                message: "signed policy bundles are not available in this build; \
-                          use policies or policy_yaml"
-                    .into(),
-            });
-        }
-        let verifier = Verifier::compile(&cfg.identity)?;
+        Engine::build(&cfg, Sources::default())
+    }
+
+    /// Compiles a configuration together with the bundle and JWKS fetched so far.
+    pub fn build(cfg: &PluginConfig, src: Sources<'_>) -> Result<Engine, ConfigError> {
+        let empty = HashMap::new();
+        let verifier = Verifier::compile_with(&cfg.identity, src.jwks.unwrap_or(&empty))?;
         let actions = ActionMapper::compile(&cfg.actions)?;
         cfg.audit.validate()?;
-        let (policies, field) = match (&cfg.policy_yaml, cfg.policies.is_empty()) {
+        let bundle = match &cfg.bundle {
+            Some(b) => Some(compile_bundle_source(b)?),
+            None => None,
+        };
+        if let Some(status) = &cfg.status {
+            if !status.path.starts_with('/') {
+                return Err(ConfigError::invalid("status.path", "must start with /"));
+            }
+        }
+        let inline = match (&cfg.policy_yaml, cfg.policies.is_empty()) {
             (Some(_), false) => {
                 return Err(ConfigError::invalid(
                     "policy_yaml",
                     "give policies either inline (policies) or as text (policy_yaml), not both",
                 ))
             }
-            (Some(text), true) => (parse_policy_yaml(text)?, "policy_yaml"),
-            (None, _) => (cfg.policies.clone(), "policies"),
+            (Some(text), true) => Some((parse_policy_yaml(text)?, "policy_yaml")),
+            (None, _) => None,
         };
-        let set = PolicySet::compile(&policies, field)?;
-        let version = fingerprint(
-            serde_json::to_string(&policies)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        let (set, version, bundle_version, agents) = match src.bundle {
+            Some(b) => (
+                PolicySet::compile(&b.policies, "bundle.policies")?,
+                b.version.to_string(),
+                Some(b.version),
+                b.agents.len(),
+            ),
+            None => {
+                let (policies, field) =
+                    inline.unwrap_or_else(|| (cfg.policies.clone(), "policies"));
+                let set = PolicySet::compile(&policies, field)?;
+                let fp = fingerprint(
+                    serde_json::to_string(&policies)
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
+                (set, fp, None, 0)
+            }
+        };
         Ok(Engine {
             mode: cfg.mode,
             verifier,
             actions,
             policies: set,
-            audit: cfg.audit,
+            audit: cfg.audit.clone(),
             version,
+            bundle,
+            bundle_version,
+            agents,
+            status: cfg.status.clone(),
         })
+    }
+
+    /// Where bundles come from, when configured.
+    pub fn bundle_source(&self) -> Option<&BundleSource> {
+        self.bundle.as_ref()
+    }
+
+    /// The version of the bundle in force, if a bundle (not inline policy) decides.
+    pub fn bundle_version(&self) -> Option<u64> {
+        self.bundle_version
+    }
+
+    /// Agent records carried by the bundle in force.
+    pub fn agent_count(&self) -> usize {
+        self.agents
+    }
+
+    /// The status endpoint, when configured.
+    pub fn status_config(&self) -> Option<&StatusConfig> {
+        self.status.as_ref()
     }
 
     /// Enforce or audit.
@@ -753,7 +846,10 @@ mod tests {
         );
         let e = Engine::from_text(b"identity:\n  issuers: []\n").unwrap_err();
         assert_eq!(e.field(), "identity.issuers");
-        let e = Engine::from_text(b"identity: {issuers: []}\nbundle: {cluster: x}\n").unwrap_err();
-        assert!(matches!(e, ConfigError::Unsupported { .. }), "{e}");
+        let mut bad_bundle = cfg.clone();
+        bad_bundle["policies"][0]["rules"][1]["conditions"][0] = json!("time.hour >= 7");
+        bad_bundle["bundle"] = json!({"cluster": "b", "path": "/x", "public_keys": ["AAAA"]});
+        let e = Engine::from_text(bad_bundle.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field(), "bundle.public_keys[0]", "{e}");
     }
 }

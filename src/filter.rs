@@ -1,19 +1,27 @@
 //! The proxy-wasm glue: moves bytes between Envoy and the engine, nothing more.
 //!
-//! Root context (one per worker VM): compiles the configuration in `on_configure`, owns
-//! the token cache and the audit buffer, and exports audit batches from `on_tick`.
-//! HTTP context (one per request): copies the request headers out, asks the engine,
-//! and applies the verdict.
+//! Root context (one per worker VM, plus the main thread's): keeps the last good
+//! configuration, the verified bundle and fetched JWKS, rebuilds the engine when any of
+//! them changes, polls bundle/JWKS sources (one fetch per interval per Envoy, coordinated
+//! through shared data), and exports audit batches from `on_tick`.
+//! HTTP context (one per request): copies the request headers out, asks the engine, and
+//! applies the verdict.
 
 use crate::audit::{self, AuditBuffer, AuditConfig, Chain};
-use crate::engine::{Engine, Verdict};
-use crate::identity::TokenCache;
+use crate::bundle::{self, Bundle};
+use crate::config::{self, PluginConfig};
+use crate::engine::{Engine, Sources, Verdict};
+use crate::health;
+use crate::identity::{parse_remote_jwks, remote_sources, TokenCache};
 use crate::otlp::AnyValue;
 use crate::request::Request;
 use crate::response::HEADER_PREFIX;
+use crate::rfc3339;
+use crate::sync::{self, Fetched, SharedStore, SyncStatus};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -26,9 +34,28 @@ proxy_wasm::main! {{
 }}
 
 const LOGS_SERVICE: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
+const BUNDLE_SOURCE: &str = "bundle";
 
-/// Envoy stats, defined once per VM. A host that refuses a metric gets id 0 and the
-/// increments are simply lost: stats must never take the request path down.
+fn jwks_source(issuer: &str) -> String {
+    format!("jwks/{issuer}")
+}
+
+/// Envoy's shared data. Host errors read as "absent" / "not written": coordination degrades
+/// to extra fetches, never to a VM abort.
+struct EnvoyShared;
+
+impl SharedStore for EnvoyShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
+/// Envoy stats, defined once per VM (same names across VMs aggregate into one stat). A
+/// host that refuses a metric gets id 0 and its updates are dropped: stats must never take
+/// the request path down.
 struct Metrics {
     allowed: u32,
     denied: u32,
@@ -43,6 +70,17 @@ struct Metrics {
     audit_exports_failed: u32,
     audit_buffered: u32,
     config_rejected: u32,
+    bundle_version: u32,
+    bundle_age: u32,
+    bundle_last_sync_success: u32,
+    bundle_fetches: u32,
+    bundle_failures: u32,
+    bundle_rejected: u32,
+    bundle_updates: u32,
+    jwks_fetches: u32,
+    jwks_failures: u32,
+    jwks_rejected: u32,
+    jwks_updates: u32,
 }
 
 impl Metrics {
@@ -63,6 +101,17 @@ impl Metrics {
             audit_exports_failed: c("meshguard.audit.exports_failed"),
             audit_buffered: g("meshguard.audit.buffered"),
             config_rejected: c("meshguard.config.rejected"),
+            bundle_version: g("meshguard.bundle.version"),
+            bundle_age: g("meshguard.bundle.age_seconds"),
+            bundle_last_sync_success: g("meshguard.bundle.last_sync_success"),
+            bundle_fetches: c("meshguard.bundle.fetches"),
+            bundle_failures: c("meshguard.bundle.fetch_failures"),
+            bundle_rejected: c("meshguard.bundle.rejected"),
+            bundle_updates: c("meshguard.bundle.updates"),
+            jwks_fetches: c("meshguard.jwks.fetches"),
+            jwks_failures: c("meshguard.jwks.fetch_failures"),
+            jwks_rejected: c("meshguard.jwks.rejected"),
+            jwks_updates: c("meshguard.jwks.updates"),
         }
     }
 
@@ -86,43 +135,87 @@ struct Shared {
     audit: AuditBuffer,
     /// Counters already published to Envoy stats, so ticks publish deltas.
     published: audit::AuditCounters,
+    /// A request met an unknown `kid` or an issuer without keys: refetch remote JWKS.
+    jwks_wanted: bool,
+    /// `created_at` of the bundle in force, for `bundleAge`.
+    bundle_created: Option<u64>,
+    started_secs: u64,
+}
+
+/// What an outstanding HTTP callout is for.
+#[derive(Debug, Clone)]
+enum Fetch {
+    Bundle,
+    Jwks(String),
 }
 
 struct Root {
     shared: Rc<RefCell<Shared>>,
     metrics: Rc<Metrics>,
     /// gRPC call token -> audit batch id.
-    in_flight: HashMap<u32, u64>,
+    audit_calls: HashMap<u32, u64>,
+    /// HTTP call token -> what it fetches.
+    fetches: HashMap<u32, Fetch>,
+    /// The last configuration that compiled.
+    config: Option<PluginConfig>,
+    /// The verified bundle in force.
+    bundle: Option<Bundle>,
+    /// CAS of the shared bundle last looked at (adopted or refused).
+    bundle_cas: Option<u32>,
+    /// Fetched JWKS by issuer, and the CAS last looked at.
+    jwks: HashMap<String, Value>,
+    jwks_cas: HashMap<String, u32>,
+    random: u64,
     node_id: String,
     node_cluster: String,
     pod: String,
     namespace: String,
 }
 
+fn unix_nanos(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn now_nanos() -> u64 {
     hostcalls::get_current_time().map(unix_nanos).unwrap_or(0)
 }
 
-/// A stream id unique per VM lifetime: start time plus a random part, because every
-/// worker VM numbers its contexts from 1 and workers can start within the same tick.
-fn stream_id() -> String {
-    let random = std::collections::hash_map::RandomState::new()
+fn now_ms() -> u64 {
+    now_nanos() / 1_000_000
+}
+
+fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new()
         .build_hasher()
-        .finish();
-    format!("{:x}-{:016x}", now_nanos(), random)
+        .finish()
 }
 
 impl Root {
     fn new() -> Root {
+        // Each worker VM numbers its contexts from 1 and workers can start within the same
+        // tick, so the stream id mixes the start time with a random part.
+        let stream = format!("{:x}-{:016x}", now_nanos(), random_u64());
         Root {
             shared: Rc::new(RefCell::new(Shared {
                 engine: None,
                 cache: TokenCache::new(0),
-                audit: AuditBuffer::new(&AuditConfig::default(), Chain::new(stream_id())),
+                audit: AuditBuffer::new(&AuditConfig::default(), Chain::new(stream)),
                 published: audit::AuditCounters::default(),
+                jwks_wanted: false,
+                bundle_created: None,
+                started_secs: now_nanos() / 1_000_000_000,
             })),
             metrics: Rc::new(Metrics::define()),
-            in_flight: HashMap::new(),
+            audit_calls: HashMap::new(),
+            fetches: HashMap::new(),
+            config: None,
+            bundle: None,
+            bundle_cas: None,
+            jwks: HashMap::new(),
+            jwks_cas: HashMap::new(),
+            random: random_u64(),
             node_id: String::new(),
             node_cluster: String::new(),
             pod: String::new(),
@@ -136,8 +229,299 @@ impl Root {
             .unwrap_or_default()
     }
 
-    /// Sends batches while a call slot is free and something waits. Dispatch failures
-    /// (unknown cluster, host refusing the call) put the batch back; they never abort the VM.
+    /// Compiles `cfg` with the current bundle and JWKS and puts the result in force.
+    fn build(
+        &self,
+        cfg: &PluginConfig,
+        bundle: Option<&Bundle>,
+    ) -> Result<Engine, crate::config::ConfigError> {
+        Engine::build(
+            cfg,
+            Sources {
+                bundle,
+                jwks: Some(&self.jwks),
+            },
+        )
+    }
+
+    fn install(&mut self, engine: Engine) {
+        let tick = Duration::from_millis(engine.audit_config().flush_interval_ms.clamp(50, 1_000));
+        let mut shared = self.shared.borrow_mut();
+        shared.audit.set_limits(engine.audit_config());
+        shared.cache = engine.verifier().new_cache();
+        shared.bundle_created = self
+            .bundle
+            .as_ref()
+            .and_then(|b| rfc3339::parse(&b.created_at));
+        Metrics::set(
+            self.metrics.bundle_version,
+            engine.bundle_version().unwrap_or(0),
+        );
+        shared.engine = Some(Rc::new(engine));
+        drop(shared);
+        self.set_tick_period(tick);
+    }
+
+    /// Rebuilds after new JWKS; a failure keeps the engine in force.
+    fn rebuild(&mut self) {
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        match self.build(&cfg, self.bundle.as_ref()) {
+            Ok(e) => self.install(e),
+            Err(e) => log::error!("meshguard: could not rebuild with fetched data: {e}"),
+        }
+    }
+
+    /// Verifies a bundle and, if newer and compilable, puts it in force.
+    fn accept_bundle(&mut self, bytes: &[u8]) -> Result<Option<u64>, String> {
+        let Some(cfg) = self.config.clone() else {
+            return Err("no configuration".into());
+        };
+        let Some(engine) = self.shared.borrow().engine.clone() else {
+            return Err("no engine".into());
+        };
+        let Some(source) = engine.bundle_source() else {
+            return Err("no bundle source configured".into());
+        };
+        let b = bundle::verify(bytes, &source.keys, source.config.max_bytes)
+            .map_err(|e| e.to_string())?;
+        if self.bundle.as_ref().is_some_and(|a| a.version == b.version) {
+            return Ok(None);
+        }
+        bundle::check_newer(&b, self.bundle.as_ref().map(|a| a.version))
+            .map_err(|e| e.to_string())?;
+        let engine = self
+            .build(&cfg, Some(&b))
+            .map_err(|e| bundle::BundleError::Policy(e.to_string()).to_string())?;
+        let version = b.version;
+        self.bundle = Some(b);
+        self.install(engine);
+        log::info!("meshguard: bundle version {version} in force");
+        Ok(Some(version))
+    }
+
+    /// Adopts what another VM fetched.
+    fn adopt_shared(&mut self) {
+        let store = EnvoyShared;
+        let (data, cas) = store.get(&sync::key(BUNDLE_SOURCE, "data"));
+        if let (Some(bytes), Some(c)) = (data, cas) {
+            if self.bundle_cas != Some(c) {
+                self.bundle_cas = Some(c);
+                if let Err(e) = self.accept_bundle(&bytes) {
+                    log::debug!("meshguard: shared bundle not adopted: {e}");
+                }
+            }
+        }
+        let issuers: Vec<String> = self
+            .config
+            .as_ref()
+            .map(|c| {
+                remote_sources(&c.identity)
+                    .into_iter()
+                    .map(|s| s.0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut changed = false;
+        for issuer in issuers {
+            let (data, cas) = store.get(&sync::key(&jwks_source(&issuer), "data"));
+            let (Some(bytes), Some(c)) = (data, cas) else {
+                continue;
+            };
+            if self.jwks_cas.get(&issuer) == Some(&c) {
+                continue;
+            }
+            self.jwks_cas.insert(issuer.clone(), c);
+            if let Ok(doc) = serde_json::from_slice::<Value>(&bytes) {
+                if parse_remote_jwks(&doc).is_ok() {
+                    self.jwks.insert(issuer, doc);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.rebuild();
+        }
+    }
+
+    fn start_fetch(
+        &mut self,
+        what: Fetch,
+        cluster: &str,
+        path: &str,
+        authority: &str,
+        etag: Option<&str>,
+        timeout_ms: u64,
+    ) {
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", authority),
+            ("accept", "application/json"),
+        ];
+        if let Some(e) = etag {
+            headers.push(("if-none-match", e));
+        }
+        let (source, fetches) = match &what {
+            Fetch::Bundle => (BUNDLE_SOURCE.to_string(), self.metrics.bundle_fetches),
+            Fetch::Jwks(i) => (jwks_source(i), self.metrics.jwks_fetches),
+        };
+        Metrics::inc(fetches, 1);
+        match self.dispatch_http_call(
+            cluster,
+            headers,
+            None,
+            Vec::new(),
+            Duration::from_millis(timeout_ms),
+        ) {
+            Ok(token) => {
+                self.fetches.insert(token, what);
+            }
+            Err(status) => {
+                let reason = format!("could not start the call to cluster {cluster:?} ({status:?}); is the cluster defined?");
+                self.record_failure(&what, &source, false, reason);
+            }
+        }
+    }
+
+    fn record_failure(&self, what: &Fetch, source: &str, reachable: bool, reason: String) {
+        let store = EnvoyShared;
+        let mut st = SyncStatus::load(&store, source);
+        log::warn!("meshguard: fetching {source} failed: {reason}; keeping the last good data");
+        st.failed(now_ms(), reachable, reason);
+        st.store(&store, source);
+        let id = match what {
+            Fetch::Bundle => self.metrics.bundle_failures,
+            Fetch::Jwks(_) => self.metrics.jwks_failures,
+        };
+        Metrics::inc(id, 1);
+    }
+
+    fn record_rejection(&self, what: &Fetch, source: &str, reason: String) {
+        let store = EnvoyShared;
+        let mut st = SyncStatus::load(&store, source);
+        log::warn!("meshguard: {source} rejected: {reason}; keeping the last good data");
+        st.rejected(now_ms(), reason);
+        st.store(&store, source);
+        let id = match what {
+            Fetch::Bundle => self.metrics.bundle_rejected,
+            Fetch::Jwks(_) => self.metrics.jwks_rejected,
+        };
+        Metrics::inc(id, 1);
+    }
+
+    fn record_success(&self, what: &Fetch, source: &str, etag: Option<String>, updated: bool) {
+        let store = EnvoyShared;
+        let mut st = SyncStatus::load(&store, source);
+        st.succeeded(now_ms(), etag, updated);
+        st.store(&store, source);
+        if updated {
+            let id = match what {
+                Fetch::Bundle => self.metrics.bundle_updates,
+                Fetch::Jwks(_) => self.metrics.jwks_updates,
+            };
+            Metrics::inc(id, 1);
+        }
+    }
+
+    /// Starts the fetches that are due and that this VM wins.
+    fn maybe_fetch(&mut self) {
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        let store = EnvoyShared;
+        let now = now_ms();
+        if let Some(b) = &cfg.bundle {
+            let interval = sync::jittered(b.interval_seconds.saturating_mul(1000), self.random);
+            if sync::claim_fetch(&store, BUNDLE_SOURCE, now, interval, false) {
+                let etag = SyncStatus::load(&store, BUNDLE_SOURCE)
+                    .etag
+                    .filter(|_| self.bundle.is_some());
+                let authority = b.authority.clone().unwrap_or_else(|| b.cluster.clone());
+                self.start_fetch(
+                    Fetch::Bundle,
+                    &b.cluster,
+                    &b.path,
+                    &authority,
+                    etag.as_deref(),
+                    b.timeout_ms,
+                );
+            }
+        }
+        let forced = std::mem::take(&mut self.shared.borrow_mut().jwks_wanted);
+        for (issuer, cluster, path, refresh) in remote_sources(&cfg.identity) {
+            let source = jwks_source(&issuer);
+            let missing = !self.jwks.contains_key(&issuer);
+            let interval = sync::jittered(refresh.saturating_mul(1000), self.random);
+            if sync::claim_fetch(&store, &source, now, interval, forced || missing) {
+                self.start_fetch(
+                    Fetch::Jwks(issuer),
+                    &cluster,
+                    &path,
+                    &cluster,
+                    None,
+                    config::default_fetch_timeout(),
+                );
+            }
+        }
+    }
+
+    fn on_fetched(&mut self, what: Fetch, fetched: Fetched) {
+        let source = match &what {
+            Fetch::Bundle => BUNDLE_SOURCE.to_string(),
+            Fetch::Jwks(i) => jwks_source(i),
+        };
+        match fetched {
+            Fetched::NotModified => self.record_success(&what, &source, None, false),
+            Fetched::Failed { reachable, reason } => {
+                self.record_failure(&what, &source, reachable, reason)
+            }
+            Fetched::Body { body, etag } => match &what {
+                Fetch::Bundle => match self.accept_bundle(&body) {
+                    Ok(new) => {
+                        if new.is_some() {
+                            let store = EnvoyShared;
+                            store.set(&sync::key(BUNDLE_SOURCE, "data"), &body, None);
+                            // We already hold it: do not re-adopt our own write.
+                            self.bundle_cas = store.get(&sync::key(BUNDLE_SOURCE, "data")).1;
+                        }
+                        self.record_success(&what, &source, etag, new.is_some());
+                    }
+                    Err(reason) => self.record_rejection(&what, &source, reason),
+                },
+                Fetch::Jwks(issuer) => {
+                    let doc = serde_json::from_slice::<Value>(&body)
+                        .map_err(|e| format!("not JSON: {e}"));
+                    match doc.and_then(|d| parse_remote_jwks(&d).map(|(_, skipped)| (d, skipped))) {
+                        Ok((doc, skipped)) => {
+                            if !skipped.is_empty() {
+                                log::info!(
+                                    "meshguard: {source}: skipped unusable keys: {}",
+                                    skipped.join("; ")
+                                );
+                            }
+                            let store = EnvoyShared;
+                            store.set(&sync::key(&source, "data"), &body, None);
+                            if let Some(c) = store.get(&sync::key(&source, "data")).1 {
+                                self.jwks_cas.insert(issuer.clone(), c);
+                            }
+                            let changed = self.jwks.get(issuer) != Some(&doc);
+                            self.jwks.insert(issuer.clone(), doc);
+                            if changed {
+                                self.rebuild();
+                            }
+                            self.record_success(&what, &source, etag, changed);
+                        }
+                        Err(reason) => self.record_rejection(&what, &source, reason),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Sends audit batches while a call slot is free and something waits. Dispatch
+    /// failures (unknown cluster, host refusing the call) put the batch back.
     fn flush(&mut self) {
         let Some(engine) = self.shared.borrow().engine.clone() else {
             return;
@@ -179,7 +563,7 @@ impl Root {
                 timeout,
             ) {
                 Ok(token) => {
-                    self.in_flight.insert(token, id);
+                    self.audit_calls.insert(token, id);
                 }
                 Err(status) => {
                     log::warn!("meshguard: audit export to cluster {cluster:?} could not start ({status:?}); events kept for retry");
@@ -210,12 +594,20 @@ impl Root {
         );
         Metrics::set(m.audit_buffered, shared.audit.queued() as u64);
         shared.published = now;
+        if let Some(created) = shared.bundle_created {
+            Metrics::set(m.bundle_age, (now_ms() / 1000).saturating_sub(created));
+        }
+        drop(shared);
+        if self.config.as_ref().is_some_and(|c| c.bundle.is_some()) {
+            let st = SyncStatus::load(&EnvoyShared, BUNDLE_SOURCE);
+            Metrics::set(m.bundle_last_sync_success, u64::from(st.last_ok));
+        }
     }
 }
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
-        let Some(id) = self.in_flight.remove(&token_id) else {
+        let Some(id) = self.audit_calls.remove(&token_id) else {
             return;
         };
         let ok = status_code == 0;
@@ -228,7 +620,7 @@ impl Context for Root {
         }
         let more = {
             let mut shared = self.shared.borrow_mut();
-            shared.audit.finish_batch(id, ok, now_nanos() / 1_000_000);
+            shared.audit.finish_batch(id, ok, now_ms());
             ok && shared.audit.batch_ready()
         };
         // Under load one batch per tick is not enough: keep going while full batches wait.
@@ -237,13 +629,67 @@ impl Context for Root {
         }
         self.publish_counters();
     }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(what) = self.fetches.remove(&token_id) else {
+            return;
+        };
+        let headers = self.get_http_call_response_headers_bytes();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let max = match &what {
+            Fetch::Bundle => self
+                .config
+                .as_ref()
+                .and_then(|c| c.bundle.as_ref())
+                .map_or(1 << 20, |b| b.max_bytes),
+            Fetch::Jwks(_) => 1 << 20,
+        };
+        if status == Some(200) && body_size > max {
+            let source = match &what {
+                Fetch::Bundle => BUNDLE_SOURCE.to_string(),
+                Fetch::Jwks(i) => jwks_source(i),
+            };
+            self.record_rejection(
+                &what,
+                &source,
+                format!("{body_size} bytes is over the {max}-byte cap"),
+            );
+            return;
+        }
+        let body = self.get_http_call_response_body(0, body_size);
+        let fetched = sync::classify(status, header("etag"), body);
+        self.on_fetched(what, fetched);
+    }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match Engine::from_text(&bytes) {
-            Ok(engine) => {
+        let parsed = config::parse(&bytes);
+        let built = parsed.and_then(|cfg| {
+            // A bundle in force survives reconfiguration if it still verifies and compiles.
+            let keep = self.bundle.clone().filter(|_| cfg.bundle.is_some());
+            match self.build(&cfg, keep.as_ref()) {
+                Ok(e) => Ok((cfg, e, keep)),
+                Err(_) if keep.is_some() => self.build(&cfg, None).map(|e| (cfg, e, None)),
+                Err(e) => Err(e),
+            }
+        });
+        match built {
+            Ok((cfg, engine, keep)) => {
                 log::info!(
                     "meshguard: configured: mode {}, {} policies, version {}",
                     engine.mode().as_str(),
@@ -255,13 +701,9 @@ impl RootContext for Root {
                 // Istio puts the pod and namespace into the node metadata.
                 self.pod = self.property(vec!["node", "metadata", "NAME"]);
                 self.namespace = self.property(vec!["node", "metadata", "NAMESPACE"]);
-                let tick = Duration::from_millis(engine.audit_config().flush_interval_ms);
-                let mut shared = self.shared.borrow_mut();
-                shared.audit.set_limits(engine.audit_config());
-                shared.cache = engine.verifier().new_cache();
-                shared.engine = Some(Rc::new(engine));
-                drop(shared);
-                self.set_tick_period(tick);
+                self.bundle = keep;
+                self.config = Some(cfg);
+                self.install(engine);
                 true
             }
             Err(e) => {
@@ -274,6 +716,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.flush();
+        self.adopt_shared();
+        self.maybe_fetch();
         self.publish_counters();
     }
 
@@ -294,17 +738,53 @@ struct Http {
     metrics: Rc<Metrics>,
 }
 
-fn unix_nanos(t: std::time::SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl Context for Http {}
+
+impl Http {
+    /// Answers the status endpoint if this request is for it.
+    fn health(&self, engine: &Engine, req: &Request) -> bool {
+        let Some(st) = engine.status_config() else {
+            return false;
+        };
+        if req.method != "GET" || req.path_only() != st.path {
+            return false;
+        }
+        if !st.listeners.is_empty() {
+            let listener = self
+                .get_property(vec!["xds", "listener_name"])
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if !st.listeners.contains(&listener) {
+                return false;
+            }
+        }
+        let sync = SyncStatus::load(&EnvoyShared, BUNDLE_SOURCE);
+        let (created, started) = {
+            let s = self.shared.borrow();
+            (s.bundle_created, s.started_secs)
+        };
+        let report = health::report(engine, &sync, created, now_ms() / 1000, started);
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let code = if report.status == "unhealthy" {
+            503
+        } else {
+            200
+        };
+        self.send_http_response(
+            code,
+            vec![
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ],
+            Some(&body),
+        );
+        true
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let started = unix_nanos(self.get_current_time());
+        let started = now_nanos();
         let engine = self.shared.borrow().engine.clone();
         let Some(engine) = engine else {
             // No valid configuration was ever accepted: fail closed.
@@ -325,10 +805,19 @@ impl HttpContext for Http {
                 _ => req.headers.push((name, value)),
             }
         }
+        if self.health(&engine, &req) {
+            return Action::Pause;
+        }
         let mut outcome = {
             let mut shared = self.shared.borrow_mut();
             engine.handle(&req, started, &mut shared.cache)
         };
+        if matches!(
+            outcome.event.identity_error.as_str(),
+            "unknown_kid" | "keys_unavailable"
+        ) {
+            self.shared.borrow_mut().jwks_wanted = true;
+        }
         let m = &self.metrics;
         let action = match &outcome.verdict {
             Verdict::Forward { set_headers } => {
@@ -368,8 +857,7 @@ impl HttpContext for Http {
                 Action::Pause
             }
         };
-        let finished = unix_nanos(self.get_current_time());
-        outcome.event.latency_us = finished.saturating_sub(started) / 1_000;
+        outcome.event.latency_us = now_nanos().saturating_sub(started) / 1_000;
         if engine.audit_config().cluster.is_some() {
             self.shared.borrow_mut().audit.push(&outcome.event);
         } else {

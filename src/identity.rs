@@ -98,13 +98,14 @@ pub struct IssuerConfig {
     /// Inline JWKS, as a JSON string or an object.
     #[serde(default)]
     pub jwks: Option<Value>,
-    /// Remote JWKS cluster (not available in this build).
+    /// Envoy cluster serving the issuer's JWKS (instead of, or besides, inline `jwks`).
     #[serde(default)]
     pub jwks_cluster: Option<String>,
-    /// Remote JWKS path (not available in this build).
+    /// Path of the JWKS on `jwks_cluster`.
     #[serde(default)]
     pub jwks_path: Option<String>,
-    /// Remote JWKS refresh interval (not available in this build).
+    /// Seconds between JWKS refreshes (default 300); an unknown `kid` also triggers one,
+    /// at most every 30 s.
     #[serde(default, deserialize_with = "crate::config::de_lenient_opt")]
     pub jwks_refresh_seconds: Option<u64>,
 }
@@ -170,7 +171,8 @@ enum KeyMaterial {
     Ps512(PS512PublicKey),
 }
 
-struct VerifyingKey {
+/// A key that verifies tokens, with the one algorithm it accepts.
+pub struct VerifyingKey {
     kid: Option<String>,
     alg: Algorithm,
     material: KeyMaterial,
@@ -242,6 +244,54 @@ fn parse_jwks(jwks: &Value, field: &str) -> Result<Vec<VerifyingKey>, ConfigErro
         ));
     }
     Ok(out)
+}
+
+/// Parses a fetched JWKS document. Unusable keys (encryption keys, unsupported types) are
+/// skipped and reported, as identity providers often publish them alongside signing keys;
+/// a document with no usable key at all is rejected so the last good keys stay in force.
+pub fn parse_remote_jwks(doc: &Value) -> Result<(Vec<VerifyingKey>, Vec<String>), String> {
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("not a JWKS: expected a JSON object with a \"keys\" array")?;
+    let mut usable: Vec<VerifyingKey> = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, jwk) in keys.iter().enumerate() {
+        match parse_jwk(jwk) {
+            Ok(k) if k.kid.is_none() && keys.len() > 1 => {
+                skipped.push(format!("keys[{i}]: no kid"));
+            }
+            Ok(k) if usable.iter().any(|u| u.kid == k.kid) => {
+                skipped.push(format!("keys[{i}]: duplicate kid"));
+            }
+            Ok(k) => usable.push(k),
+            Err(e) => skipped.push(format!("keys[{i}]: {e}")),
+        }
+    }
+    if usable.is_empty() {
+        return Err(if keys.is_empty() {
+            "the key set is empty".to_string()
+        } else {
+            format!("no usable signing key ({})", skipped.join("; "))
+        });
+    }
+    Ok((usable, skipped))
+}
+
+/// Remote JWKS sources of an identity configuration: (issuer, cluster, path, refresh seconds).
+pub fn remote_sources(cfg: &IdentityConfig) -> Vec<(String, String, String, u64)> {
+    cfg.issuers
+        .iter()
+        .filter_map(|i| match (&i.jwks_cluster, &i.jwks_path) {
+            (Some(c), Some(p)) => Some((
+                i.issuer.clone(),
+                c.clone(),
+                p.clone(),
+                i.jwks_refresh_seconds.unwrap_or(300).max(1),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
@@ -373,6 +423,8 @@ pub enum IdentityError {
     UnknownTier(String),
     /// An `act` claim that is not a well-formed chain.
     Delegation(String),
+    /// A remote JWKS that has not been fetched successfully yet.
+    KeysUnavailable(String),
 }
 
 impl IdentityError {
@@ -399,6 +451,7 @@ impl IdentityError {
             IdentityError::ClaimType { .. } => "claim_type",
             IdentityError::UnknownTier(_) => "unknown_tier",
             IdentityError::Delegation(_) => "bad_delegation",
+            IdentityError::KeysUnavailable(_) => "keys_unavailable",
         }
     }
 }
@@ -444,6 +497,9 @@ impl fmt::Display for IdentityError {
                 "unknown trust tier {t:?} (expected untrusted, verified, trusted or privileged)"
             ),
             IdentityError::Delegation(m) => write!(f, "bad delegation (act) claim: {m}"),
+            IdentityError::KeysUnavailable(i) => {
+                write!(f, "the keys of issuer {i:?} have not been fetched yet")
+            }
         }
     }
 }
@@ -527,8 +583,17 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Compiles issuers and keys; errors name `identity.issuers[i]...`.
+    /// Compiles issuers and inline keys; errors name `identity.issuers[i]...`.
     pub fn compile(cfg: &IdentityConfig) -> Result<Verifier, ConfigError> {
+        Verifier::compile_with(cfg, &HashMap::new())
+    }
+
+    /// Compiles issuers with the remote JWKS fetched so far (by issuer); remote issuers
+    /// without keys yet fail their tokens with `keys_unavailable`.
+    pub fn compile_with(
+        cfg: &IdentityConfig,
+        remote: &HashMap<String, Value>,
+    ) -> Result<Verifier, ConfigError> {
         if cfg.issuers.is_empty() {
             return Err(ConfigError::invalid(
                 "identity.issuers",
@@ -550,21 +615,39 @@ impl Verifier {
                     "list at least one audience: tokens minted for other services must not pass",
                 ));
             }
-            if ic.jwks_cluster.is_some() || ic.jwks_path.is_some() {
-                return Err(ConfigError::Unsupported {
-                    field: format!("{field}.jwks_cluster"),
-                    message:
-                        "remote JWKS is not available in this build; give the keys inline in jwks"
-                            .into(),
-                });
+            let remote_source =
+                match (&ic.jwks_cluster, &ic.jwks_path) {
+                    (Some(c), Some(p)) if !c.is_empty() && p.starts_with('/') => true,
+                    (None, None) => false,
+                    (Some(_), Some(_)) => return Err(ConfigError::invalid(
+                        format!("{field}.jwks_path"),
+                        "jwks_cluster must be a cluster name and jwks_path a path starting with /",
+                    )),
+                    (Some(_), None) | (None, Some(_)) => {
+                        return Err(ConfigError::invalid(
+                            format!("{field}.jwks_cluster"),
+                            "remote JWKS needs both jwks_cluster and jwks_path",
+                        ))
+                    }
+                };
+            let mut keys = match &ic.jwks {
+                Some(jwks) => parse_jwks(jwks, &format!("{field}.jwks"))?,
+                None if remote_source => Vec::new(),
+                None => {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.jwks"),
+                        "the issuer needs its keys: inline jwks, or jwks_cluster + jwks_path",
+                    ))
+                }
+            };
+            if remote_source {
+                if let Some(fetched) = remote.get(&ic.issuer) {
+                    // Inline keys stay; fetched keys with the same kid replace them.
+                    let (fetched, _) = parse_remote_jwks(fetched).unwrap_or_default();
+                    keys.retain(|k| !fetched.iter().any(|f| f.kid == k.kid));
+                    keys.extend(fetched);
+                }
             }
-            let jwks = ic.jwks.as_ref().ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("{field}.jwks"),
-                    "the issuer needs its keys (inline JWKS)",
-                )
-            })?;
-            let keys = parse_jwks(jwks, &format!("{field}.jwks"))?;
             if issuers.iter().any(|x: &Issuer| x.name == ic.issuer) {
                 return Err(ConfigError::invalid(
                     format!("{field}.issuer"),
@@ -703,6 +786,9 @@ impl Verifier {
             .iter()
             .find(|i| i.name == iss)
             .ok_or_else(|| IdentityError::UnknownIssuer(iss.to_string()))?;
+        if issuer.keys.is_empty() {
+            return Err(IdentityError::KeysUnavailable(issuer.name.clone()));
+        }
         let key = match kid {
             Some(k) => issuer
                 .keys

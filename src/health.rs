@@ -1,0 +1,82 @@
+//! The local status endpoint: the Guardian sidecar's `/health` fields, computed from the
+//! engine in force and the shared sync status.
+
+use crate::engine::Engine;
+use crate::rfc3339;
+use crate::sync::SyncStatus;
+use serde::Serialize;
+
+/// What `/.meshguard/health` answers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `healthy`, `degraded` (bundle source failing or not loaded yet) or `unhealthy`
+    /// (no policy at all: everything is denied).
+    pub status: &'static str,
+    /// `enforce` or `audit`.
+    pub mode: &'static str,
+    /// Bundle version in force, or the inline policy's fingerprint.
+    pub bundle_version: String,
+    /// Age of the bundle in force (since its `created_at`), e.g. `4m32s`; empty for inline.
+    pub bundle_age: String,
+    /// Last successful sync (RFC 3339), empty if never.
+    pub last_sync: String,
+    /// Whether the last sync attempt succeeded.
+    pub last_sync_success: bool,
+    /// Whether the bundle source answered the last attempt.
+    pub gateway_reachable: bool,
+    /// Policies in force.
+    pub cached_policies: usize,
+    /// Agent records in force (from the bundle).
+    pub cached_agents: usize,
+    /// Seconds since this worker VM started.
+    pub uptime_seconds: u64,
+    /// `bundle`, `inline` or `none`.
+    pub policy_source: &'static str,
+    /// Why the last sync failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Computes the report. `bundle_created` is the active bundle's `created_at` (seconds).
+pub fn report(
+    engine: &Engine,
+    sync: &SyncStatus,
+    bundle_created: Option<u64>,
+    now_secs: u64,
+    started_secs: u64,
+) -> Health {
+    let bundled = engine.bundle_source().is_some();
+    let source = match (engine.bundle_version(), engine.policy_count()) {
+        (Some(_), _) => "bundle",
+        (None, 0) => "none",
+        (None, _) => "inline",
+    };
+    let status = match (source, bundled) {
+        ("none", _) => "unhealthy",
+        ("bundle", true) if sync.last_ok => "healthy",
+        (_, true) => "degraded",
+        _ => "healthy",
+    };
+    Health {
+        status,
+        mode: engine.mode().as_str(),
+        bundle_version: engine.policy_version().to_string(),
+        bundle_age: bundle_created
+            .filter(|_| source == "bundle")
+            .map(|c| rfc3339::age(now_secs.saturating_sub(c)))
+            .unwrap_or_default(),
+        last_sync: if sync.last_success_ms > 0 {
+            rfc3339::format(sync.last_success_ms / 1000)
+        } else {
+            String::new()
+        },
+        last_sync_success: if bundled { sync.last_ok } else { true },
+        gateway_reachable: if bundled { sync.reachable } else { true },
+        cached_policies: engine.policy_count(),
+        cached_agents: engine.agent_count(),
+        uptime_seconds: now_secs.saturating_sub(started_secs),
+        policy_source: source,
+        last_error: sync.last_error.clone().filter(|_| bundled),
+    }
+}
