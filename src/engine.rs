@@ -367,6 +367,23 @@ impl Engine {
         decision
     }
 
+    /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
+    /// action is a denial with a reason that says so.
+    pub fn decide_request(
+        &self,
+        identity: &Identity,
+        action: Option<&ActionMatch>,
+        req: &Request,
+        now_secs: u64,
+    ) -> Decision {
+        match action {
+            Some(a) => self.decide(identity, a, req, now_secs),
+            None => Decision::deny(
+                "no action: the request matches no route in actions.routes and carries no action header",
+            ),
+        }
+    }
+
     /// The whole request path for one request.
     pub fn handle(&self, req: &Request, now_unix_nanos: u64, cache: &mut TokenCache) -> Outcome {
         let now_secs = now_parts(now_unix_nanos);
@@ -399,12 +416,7 @@ impl Engine {
         event.agent_id.clone_from(&identity.agent_id);
         event.trust_tier = identity.tier.as_str().into();
         event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
-        let decision = match &action {
-            Some(a) => self.decide(&identity, a, req, now_secs),
-            None => Decision::deny(
-                "no action: the request matches no route in actions.routes and carries no action header",
-            ),
-        };
+        let decision = self.decide_request(&identity, action.as_ref(), req, now_secs);
         event.effect = decision.effect.as_str().into();
         event.policy = decision.policy.clone().unwrap_or_default();
         event.rule = decision.rule.clone().unwrap_or_default();

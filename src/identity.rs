@@ -815,7 +815,9 @@ impl Verifier {
             artificial_time: Some(UnixTimeStamp::from_secs(now_secs)),
             ..VerificationOptions::default()
         };
-        let claims = key.verify(token, options).map_err(map_jwt_error)?;
+        let claims = key
+            .verify(token, options)
+            .map_err(|e| map_jwt_error(e, &payload))?;
         let exp = claims
             .expires_at
             .ok_or(IdentityError::MissingExpiry)?
@@ -838,7 +840,32 @@ fn decode_json(part: &str, what: &str) -> Result<Value, IdentityError> {
     }
 }
 
-fn map_jwt_error(e: jwt_simple::Error) -> IdentityError {
+/// The registered claim whose JSON type jwt-simple refused, for a precise reason. Only
+/// reached after the signature verified (jwt-simple parses claims last).
+fn registered_claim_type_error(payload: &Value) -> Option<IdentityError> {
+    let checks: [(&str, &'static str, fn(&Value) -> bool); 7] = [
+        ("iss", "a string", Value::is_string),
+        ("sub", "a string", Value::is_string),
+        ("jti", "a string", Value::is_string),
+        ("aud", "a string or a list of strings", |v| {
+            v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }),
+        ("exp", "a number of seconds", Value::is_number),
+        ("nbf", "a number of seconds", Value::is_number),
+        ("iat", "a number of seconds", Value::is_number),
+    ];
+    checks
+        .iter()
+        .find_map(|(name, expected, ok)| match payload.get(*name) {
+            Some(v) if !v.is_null() && !ok(v) => Some(IdentityError::ClaimType {
+                claim: (*name).to_string(),
+                expected,
+            }),
+            _ => None,
+        })
+}
+
+fn map_jwt_error(e: jwt_simple::Error, payload: &Value) -> IdentityError {
     match e.downcast_ref::<JWTError>() {
         Some(JWTError::InvalidSignature) => IdentityError::BadSignature,
         Some(JWTError::TokenHasExpired) => IdentityError::Expired,
@@ -852,7 +879,9 @@ fn map_jwt_error(e: jwt_simple::Error) -> IdentityError {
         }
         Some(JWTError::TokenTooLong) => IdentityError::Malformed("token is too long".into()),
         _ => {
-            // Claims of the wrong type (e.g. `exp` as a string) surface as serde errors.
+            if let Some(precise) = registered_claim_type_error(payload) {
+                return precise;
+            }
             let msg = e.to_string();
             if msg.contains("invalid type") || msg.contains("expected") {
                 IdentityError::Malformed(format!("a registered claim has the wrong type: {msg}"))
@@ -1148,6 +1177,16 @@ mod tests {
         assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "unknown_tier");
         let c = claims(json!({"trust_tier": 3}));
         assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "claim_type");
+        let mut raw = claims(json!({"sub": 5}));
+        raw.subject = None;
+        let numeric_sub = k.es.sign(raw).unwrap();
+        assert_eq!(
+            v.verify(&numeric_sub, NOW).unwrap_err(),
+            IdentityError::ClaimType {
+                claim: "sub".into(),
+                expected: "a string"
+            }
+        );
         let mut c = claims(json!({}));
         c.subject = None;
         assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "missing_claim");

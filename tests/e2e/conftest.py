@@ -10,7 +10,6 @@ own starts its Envoy at module scope. Every test tells its requests apart by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pytest

@@ -26,7 +26,7 @@ def test_verified_agent_cannot_delete(seed, tokens, upstream):
     assert not upstream.received(resp.request_id), "a denied request reached the upstream"
 
 
-def test_verified_agent_email_only_in_office_hours(seed, tokens):
+def test_verified_agent_email_only_in_office_hours(seed, tokens, collector):
     """rule allow-email: ``time.hour >= 9 AND time.hour <= 17`` (UTC); otherwise nothing
     allows write:email and the default deny applies."""
 
@@ -35,6 +35,7 @@ def test_verified_agent_email_only_in_office_hours(seed, tokens):
                                             path="/v1/email/send")
         if 9 <= hour <= 17:
             expect.forwarded(resp, agent="mailer", tier="verified", action="write:email")
+            assert collector.by_request_id(resp.request_id)["attributes"]["meshguard.rule"] == "allow-email"
         else:
             expect.denied(resp, policy=None, rule=None, action="write:email")
 
@@ -64,10 +65,12 @@ class TestClockConditions:
     def _decide(rich, tokens, action):
         return rich.client.call(tokens.token("clock-watcher", "untrusted"), action=action)
 
-    def test_current_hour_matches_equal_and_not_unequal(self, rich, tokens):
+    def test_current_hour_matches_equal_and_not_unequal(self, rich, tokens, collector):
         def check(hour: int) -> None:
-            expect.forwarded(self._decide(rich, tokens, f"clock:eq-{hour}"),
-                             agent="clock-watcher", tier="untrusted", action=f"clock:eq-{hour}")
+            resp = self._decide(rich, tokens, f"clock:eq-{hour}")
+            expect.forwarded(resp, agent="clock-watcher", tier="untrusted", action=f"clock:eq-{hour}")
+            a = collector.by_request_id(resp.request_id)["attributes"]
+            assert (a["meshguard.policy"], a["meshguard.rule"]) == ("clock", f"hour-eq-{hour}")
             expect.denied(self._decide(rich, tokens, f"clock:ne-{hour}"), policy=None, rule=None)
 
         at_stable_hour(check)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 
@@ -21,7 +21,6 @@ class Response:
     headers: dict[str, str]
     body: bytes
     request_id: str = ""
-    sent_headers: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -50,8 +49,7 @@ def http_request(port: int, method: str, path: str, headers: Mapping[str, Any] |
         conn.endheaders(body)
         resp = conn.getresponse()
         data = resp.read()
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data,
-                        sent_headers=dict(headers or {}))
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
     finally:
         conn.close()
 

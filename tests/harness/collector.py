@@ -32,6 +32,17 @@ from typing import Any, Callable
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+
+# Other wheels (e.g. xds-protos) ship their own, pre-1.0 copies of these modules and
+# overwrite opentelemetry-proto's files when installed after it; the filter speaks
+# current OTLP (ScopeLogs), so say so instead of failing every Export obscurely.
+if "scope_logs" not in logs_pb2.ResourceLogs.DESCRIPTOR.fields_by_name:
+    raise ImportError(
+        f"{logs_pb2.__file__} is a pre-1.0 OTLP schema (no ResourceLogs.scope_logs), probably "
+        "written over opentelemetry-proto by another package; repair with: "
+        "pip install --force-reinstall --no-deps opentelemetry-proto (version in tests/requirements.txt)"
+    )
 
 Event = dict[str, Any]
 
@@ -75,7 +86,12 @@ class _Servicer(logs_service_pb2_grpc.LogsServiceServicer):
         self._collector = collector
 
     def Export(self, request, context):  # noqa: N802 (gRPC method name)
-        self._collector._receive(decode_request(request))
+        try:
+            events = decode_request(request)
+        except Exception as e:  # kept for the timeout message, then the export fails
+            self._collector._errors.append(f"{type(e).__name__}: {e}")
+            raise
+        self._collector._receive(events)
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
@@ -87,6 +103,7 @@ class Collector:
         self._on_event = on_event
         self._events: list[Event] = []
         self._exports = 0
+        self._errors: list[str] = []
         self._cond = threading.Condition()
         self._server: grpc.Server | None = None
         self.port = 0
@@ -142,9 +159,10 @@ class Collector:
                     return matched
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    last_error = f"; last decoding error: {self._errors[-1]}" if self._errors else ""
                     raise AssertionError(
                         f"collector: {len(matched)} of {count} expected events after {timeout}s "
-                        f"({len(self._events)} events in total, {self._exports} exports)"
+                        f"({len(self._events)} events in total, {self._exports} exports{last_error})"
                     )
                 self._cond.wait(remaining)
 

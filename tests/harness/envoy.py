@@ -123,6 +123,7 @@ def with_lds(cfg: dict, lds_dir: Path) -> dict:
     `lds_dir` (``listeners.yaml``), for live-reload tests. Returns the new bootstrap;
     write the listeners with `write_lds`."""
     cfg = copy.deepcopy(cfg)
+    cfg.setdefault("node", {"id": "meshguard-tests", "cluster": "meshguard-tests"})  # xDS needs both
     cfg["static_resources"]["listeners"] = []
     cfg["dynamic_resources"] = {
         "lds_config": {
@@ -178,12 +179,6 @@ class Envoy:
         self.log_path = workdir / "envoy.log"
         self.proc: subprocess.Popen | None = None
         self._stderr: Any = None
-
-    def listener_port(self, name: str | None = None) -> int:
-        for l in self.cfg["static_resources"]["listeners"]:
-            if name is None or l["name"] == name:
-                return l["address"]["socket_address"]["port_value"]
-        raise KeyError(f"no listener {name}")
 
     def start(self, timeout: float = 30.0) -> "Envoy":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -258,8 +253,9 @@ class Envoy:
             return ""
 
     def log_tail(self, lines: int = 40) -> str:
-        # Skip Envoy's start-up inventory of linked extensions: long and never the point.
-        useful = [l for l in self.log_text().splitlines() if "server.cc:467]" not in l]
+        # Skip Envoy's start-up inventories (extensions, header maps): long, never the point.
+        noise = ("server.cc:465]", "server.cc:467]", "server.cc:544]", "server.cc:547]")
+        useful = [l for l in self.log_text().splitlines() if not any(n in l for n in noise)]
         tail = useful[-lines:]
         return f"--- envoy {self.name} log tail ({self.log_path}) ---\n" + "\n".join(tail)
 

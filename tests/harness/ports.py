@@ -18,16 +18,3 @@ def free_port() -> int:
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports (sockets are held open together so they cannot repeat)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()

@@ -1,0 +1,195 @@
+"""`make demo`: MeshGuard in a real Envoy, end to end, in well under a minute.
+
+Starts an OTLP/gRPC collector and an echo tool service (in this process), generates an
+ES256 signing key and its JWKS, and starts Envoy with the MeshGuard module on two
+listeners: one enforcing, one in audit mode. Then a few agents make calls with real
+tokens: allowed, denied by a rule, denied by tier, a tampered token, one needing human
+approval, and the same denials again in audit mode. Each decision is printed as a table
+row, then the audit events the collector received. Everything started here is stopped by
+PID on the way out, also on Ctrl-C or an error.
+
+Run from the repository root: ``.venv/bin/python tests/demo.py``
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import keys, policies  # noqa: E402
+from harness.client import MeshClient, Response  # noqa: E402
+from harness.collector import Collector, summary_line  # noqa: E402
+from harness.envoy import WASM, Envoy, Listener, render  # noqa: E402
+from harness.ports import free_port  # noqa: E402
+from harness.upstream import EchoUpstream  # noqa: E402
+
+WIDTH = 132
+DEMO_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def heading(text: str) -> None:
+    print(f"\n{'=' * WIDTH}\n  {text}\n{'=' * WIDTH}", flush=True)
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass
+class Step:
+    """One scripted call: who, how, where, and why it is in the demo."""
+
+    label: str
+    listener: str
+    agent: str
+    tier: str
+    token: str
+    method: str = "GET"
+    path: str = "/v1/orders/42"
+    action: str | None = None
+    headers: dict = field(default_factory=dict)
+
+
+def decision_of(resp: Response) -> str:
+    if resp.status == 200:
+        return resp.upstream_headers.get("x-meshguard-decision", "?")
+    body = resp.json()
+    if resp.status == 401:
+        return f"deny ({body.get('errorCode')})"
+    return body.get("decision", "?")
+
+
+def decided_by(attrs: dict) -> str:
+    if attrs.get("meshguard.identity.error"):
+        return "(identity check)"
+    if attrs.get("meshguard.policy"):
+        return f"{attrs['meshguard.policy']}/{attrs['meshguard.rule']}"
+    return "(default deny)" if attrs.get("meshguard.effect") != "allow" else "-"
+
+
+def print_table(rows: list[tuple[Step, Response, dict]]) -> None:
+    fmt = "{:<2} {:<7} {:<12} {:<11} {:<34} {:>4}  {:<21} {:<33} {}"
+    print(fmt.format("#", "mode", "agent", "tier", "request", "HTTP", "decision", "policy/rule", "reason"))
+    print("-" * WIDTH)
+    for i, (step, resp, event) in enumerate(rows, 1):
+        a = event["attributes"]
+        request = f"{step.method} {step.path}" + (f" [{step.action}]" if step.action else "")
+        print(fmt.format(i, step.listener, clip(step.agent, 12), step.tier, clip(request, 34), resp.status,
+                         clip(decision_of(resp), 21), clip(decided_by(a), 33),
+                         clip(a.get("meshguard.reason", ""), 34)))
+
+
+def scenario(tokens: keys.TokenFactory) -> list[Step]:
+    reader = tokens.token("orders-bot", "verified")
+    scraper = tokens.token("scraper-bot", "untrusted")
+    tampered = keys.tamper(tokens.token("orders-bot", "verified"), trust_tier="privileged")
+    return [
+        Step("allowed: a verified agent reads orders (with a W3C traceparent)", "enforce", "orders-bot",
+             "verified", reader, headers={"traceparent": f"00-{DEMO_TRACE}-00f067aa0ba902b7-01"}),
+        Step("denied by rule: verified agents cannot delete", "enforce", "orders-bot", "verified", reader,
+             method="DELETE"),
+        Step("denied by tier: no policy for untrusted agents", "enforce", "scraper-bot", "untrusted", scraper),
+        Step("bad token: claims changed after signing", "enforce", "orders-bot", "forged", tampered),
+        Step("needs approval: payments need a human", "enforce", "orders-bot", "verified", reader,
+             method="POST", path="/v1/payments", action="pay:invoice"),
+        Step("office hours only (UTC 9-17): sending email", "enforce", "orders-bot", "verified", reader,
+             method="POST", path="/v1/email/send"),
+        Step("audit mode: the delete passes, recorded as would_deny", "audit", "orders-bot", "verified", reader,
+             method="DELETE"),
+        Step("audit mode: the untrusted read passes too", "audit", "scraper-bot", "untrusted", scraper),
+    ]
+
+
+def run(workdir: Path) -> int:
+    with ExitStack() as stack:
+        heading("MeshGuard demo: identity, policy and audit for AI agents, inside Envoy")
+        print(f"module: {WASM}")
+        collector = stack.enter_context(Collector())
+        upstream = stack.enter_context(EchoUpstream())
+        print(f"collector (OTLP/gRPC)  127.0.0.1:{collector.port}")
+        print(f"tool service (echo)    127.0.0.1:{upstream.port}")
+
+        key = keys.generate("ES256", "demo-es256")
+        tokens = keys.TokenFactory(key)
+        jwks = keys.jwks(key)
+        print(f"issuer {tokens.issuer}, audience {tokens.audience}, ES256 key kid={key.kid} (generated now)")
+
+        listeners = [
+            Listener("enforce", free_port(), policies.as_yaml(policies.demo_config(jwks))),
+            Listener("audit", free_port(), policies.as_yaml(policies.demo_config(jwks, mode="audit"))),
+        ]
+        cfg = render(listeners, admin_port=free_port(), upstream_port=upstream.port, collector_port=collector.port)
+        envoy = Envoy("demo", cfg, workdir)
+        stack.callback(envoy.stop)
+        started = time.monotonic()
+        envoy.start()
+        print(f"envoy pid {envoy.proc.pid} ready in {time.monotonic() - started:.1f}s: "
+              + ", ".join(f"{l.name} listener 127.0.0.1:{l.port}" for l in listeners)
+              + f", admin 127.0.0.1:{envoy.admin_port}")
+        print("policies: verified-agent-policy (read:* allow, write:email in office hours, delete:* deny), "
+              "payments (pay:* require_approval)")
+
+        heading("Agents calling tools through Envoy")
+        clients = {l.name: MeshClient(l.port) for l in listeners}
+        calls = []
+        for step in scenario(tokens):
+            resp = clients[step.listener].call(step.token, method=step.method, path=step.path, action=step.action,
+                                               headers=step.headers)
+            calls.append((step, resp))
+        rows: list[tuple[Step, Response, dict[str, Any]]] = []
+        for step, resp in calls:
+            rows.append((step, resp, collector.by_request_id(resp.request_id, timeout=10)))
+        print_table(rows)
+        print()
+        for i, (step, _, _) in enumerate(rows, 1):
+            print(f"  {i}. {step.label}")
+
+        heading(f"Audit events received by the collector ({len(collector.events())} events, "
+                f"{collector.exports} batched Export calls)")
+        print(f"{'time (UTC)':<12}  {'trace':<8}  {'decision':<16}  {'agent':<22}  {'action':<16}  policy/rule")
+        # each listener's plugin exports its own batches: order by decision time
+        for event in sorted(collector.events(), key=lambda e: e["time_unix_nano"]):
+            print(summary_line(event))
+
+        heading("Stopping")
+    print("envoy, collector and tool service stopped.")
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    if not WASM.exists():
+        print(f"{WASM} is missing: cargo build --release --target wasm32-wasip1 -p meshguard-filter",
+              file=sys.stderr)
+        return 2
+    # SIGTERM, and SIGINT even when a non-interactive shell started us with it ignored,
+    # unwind like Ctrl-C, so the ExitStack stops Envoy by PID.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="meshguard-demo-"))
+    try:
+        code = run(workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything started was stopped.", file=sys.stderr)
+        code = 130
+    except Exception:
+        print(f"\ndemo failed; everything started was stopped. Envoy's files are kept in {workdir}",
+              file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+if __name__ == "__main__":
+    sys.exit(main())
