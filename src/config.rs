@@ -75,7 +75,8 @@ pub struct BundleConfig {
     pub cluster: String,
     /// Request path of the bundle.
     pub path: String,
-    /// `:authority` of the request; defaults to the cluster name.
+    /// `:authority` of the request; defaults to HOST of an Istio cluster name
+    /// (`outbound|PORT||HOST`), else the cluster name.
     #[serde(default)]
     pub authority: Option<String>,
     /// Ed25519 public keys (base64 of 32 bytes, or OKP JWKs); any may sign.
@@ -108,9 +109,10 @@ pub fn default_fetch_timeout() -> u64 {
 pub struct StatusConfig {
     /// Request path answered by the filter, e.g. `/.meshguard/health`.
     pub path: String,
-    /// Listener names on which it is answered; empty means every listener the filter runs on.
+    /// Listener ports on which it is answered (Envoy does not tell wasm filters listener
+    /// names; the port identifies the listener). Empty means every listener the filter runs on.
     #[serde(default)]
-    pub listeners: Vec<String>,
+    pub ports: Vec<u16>,
 }
 
 /// Everything that can be wrong with a configuration. Each variant names the field.

@@ -35,6 +35,8 @@ proxy_wasm::main! {{
 
 const LOGS_SERVICE: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
 const BUNDLE_SOURCE: &str = "bundle";
+/// How often an issuer whose keys never arrived is retried.
+const MISSING_KEYS_RETRY_MS: u64 = 5_000;
 
 fn jwks_source(issuer: &str) -> String {
     format!("jwks/{issuer}")
@@ -135,7 +137,7 @@ struct Shared {
     audit: AuditBuffer,
     /// Counters already published to Envoy stats, so ticks publish deltas.
     published: audit::AuditCounters,
-    /// A request met an unknown `kid` or an issuer without keys: refetch remote JWKS.
+    /// A request met an unknown `kid`: refetch remote JWKS early.
     jwks_wanted: bool,
     /// `created_at` of the bundle in force, for `bundleAge`.
     bundle_created: Option<u64>,
@@ -319,7 +321,7 @@ impl Root {
             .map(|c| {
                 remote_sources(&c.identity)
                     .into_iter()
-                    .map(|s| s.0)
+                    .map(|s| s.issuer)
                     .collect()
             })
             .unwrap_or_default();
@@ -368,6 +370,7 @@ impl Root {
             Fetch::Jwks(i) => (jwks_source(i), self.metrics.jwks_fetches),
         };
         Metrics::inc(fetches, 1);
+        log::debug!("meshguard: fetching {source} from cluster {cluster:?} path {path}");
         match self.dispatch_http_call(
             cluster,
             headers,
@@ -438,7 +441,10 @@ impl Root {
                 let etag = SyncStatus::load(&store, BUNDLE_SOURCE)
                     .etag
                     .filter(|_| self.bundle.is_some());
-                let authority = b.authority.clone().unwrap_or_else(|| b.cluster.clone());
+                let authority = b
+                    .authority
+                    .clone()
+                    .unwrap_or_else(|| sync::authority_for(&b.cluster));
                 self.start_fetch(
                     Fetch::Bundle,
                     &b.cluster,
@@ -450,18 +456,25 @@ impl Root {
             }
         }
         let forced = std::mem::take(&mut self.shared.borrow_mut().jwks_wanted);
-        for (issuer, cluster, path, refresh) in remote_sources(&cfg.identity) {
-            let source = jwks_source(&issuer);
-            let missing = !self.jwks.contains_key(&issuer);
-            let interval = sync::jittered(refresh.saturating_mul(1000), self.random);
-            if sync::claim_fetch(&store, &source, now, interval, forced || missing) {
+        for remote in remote_sources(&cfg.identity) {
+            let source = jwks_source(&remote.issuer);
+            // Until keys arrive, retry every few seconds on the schedule; the forced budget
+            // is kept for unknown-kid refetches.
+            let refresh_ms = if self.jwks.contains_key(&remote.issuer) {
+                remote.refresh_seconds.saturating_mul(1000)
+            } else {
+                MISSING_KEYS_RETRY_MS
+            };
+            let interval = sync::jittered(refresh_ms, self.random);
+            if sync::claim_fetch(&store, &source, now, interval, forced) {
+                let timeout = config::default_fetch_timeout();
                 self.start_fetch(
-                    Fetch::Jwks(issuer),
-                    &cluster,
-                    &path,
-                    &cluster,
+                    Fetch::Jwks(remote.issuer),
+                    &remote.cluster,
+                    &remote.path,
+                    &remote.authority,
                     None,
-                    config::default_fetch_timeout(),
+                    timeout,
                 );
             }
         }
@@ -670,7 +683,16 @@ impl Context for Root {
             return;
         }
         let body = self.get_http_call_response_body(0, body_size);
-        let fetched = sync::classify(status, header("etag"), body);
+        // When the source cannot be reached Envoy answers the callout itself (503 "upstream
+        // connect error", 504 "upstream request timeout"): that is no answer from the source.
+        let local_reply = matches!(status, Some(503 | 504))
+            && header("x-envoy-upstream-service-time").is_none()
+            && body.as_deref().is_some_and(|b| {
+                b.starts_with(b"upstream connect error")
+                    || b.starts_with(b"no healthy upstream")
+                    || b.starts_with(b"upstream request timeout")
+            });
+        let fetched = sync::classify(status.filter(|_| !local_reply), header("etag"), body);
         self.on_fetched(what, fetched);
     }
 }
@@ -696,11 +718,12 @@ impl RootContext for Root {
                     engine.policy_count(),
                     engine.policy_version()
                 );
-                self.node_id = self.property(vec!["node", "id"]);
-                self.node_cluster = self.property(vec!["node", "cluster"]);
-                // Istio puts the pod and namespace into the node metadata.
-                self.pod = self.property(vec!["node", "metadata", "NAME"]);
-                self.namespace = self.property(vec!["node", "metadata", "NAMESPACE"]);
+                // Envoy 1.40 exposes the bootstrap node under `xds.node`; Istio puts the
+                // pod and namespace into its metadata.
+                self.node_id = self.property(vec!["xds", "node", "id"]);
+                self.node_cluster = self.property(vec!["xds", "node", "cluster"]);
+                self.pod = self.property(vec!["xds", "node", "metadata", "NAME"]);
+                self.namespace = self.property(vec!["xds", "node", "metadata", "NAMESPACE"]);
                 self.bundle = keep;
                 self.config = Some(cfg);
                 self.install(engine);
@@ -749,12 +772,15 @@ impl Http {
         if req.method != "GET" || req.path_only() != st.path {
             return false;
         }
-        if !st.listeners.is_empty() {
-            let listener = self
-                .get_property(vec!["xds", "listener_name"])
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            if !st.listeners.contains(&listener) {
+        if !st.ports.is_empty() {
+            // Envoy does not expose listener names to wasm; the local port of the
+            // downstream connection identifies the listener (an int64, little-endian).
+            let port = self
+                .get_property(vec!["destination", "port"])
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(i64::from_le_bytes)
+                .and_then(|p| u16::try_from(p).ok());
+            if !port.is_some_and(|p| st.ports.contains(&p)) {
                 return false;
             }
         }
@@ -812,10 +838,9 @@ impl HttpContext for Http {
             let mut shared = self.shared.borrow_mut();
             engine.handle(&req, started, &mut shared.cache)
         };
-        if matches!(
-            outcome.event.identity_error.as_str(),
-            "unknown_kid" | "keys_unavailable"
-        ) {
+        // Missing keys are retried on their own schedule; only an unknown kid hints at a
+        // rotation worth an early refetch.
+        if outcome.event.identity_error == "unknown_kid" {
             self.shared.borrow_mut().jwks_wanted = true;
         }
         let m = &self.metrics;

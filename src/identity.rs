@@ -104,6 +104,10 @@ pub struct IssuerConfig {
     /// Path of the JWKS on `jwks_cluster`.
     #[serde(default)]
     pub jwks_path: Option<String>,
+    /// `:authority` of the JWKS request; defaults to HOST of an Istio cluster name
+    /// (`outbound|PORT||HOST`), else the cluster name.
+    #[serde(default)]
+    pub jwks_authority: Option<String>,
     /// Seconds between JWKS refreshes (default 300); an unknown `kid` also triggers one,
     /// at most every 30 s.
     #[serde(default, deserialize_with = "crate::config::de_lenient_opt")]
@@ -278,17 +282,36 @@ pub fn parse_remote_jwks(doc: &Value) -> Result<(Vec<VerifyingKey>, Vec<String>)
     Ok((usable, skipped))
 }
 
-/// Remote JWKS sources of an identity configuration: (issuer, cluster, path, refresh seconds).
-pub fn remote_sources(cfg: &IdentityConfig) -> Vec<(String, String, String, u64)> {
+/// Where an issuer's JWKS is fetched from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// Envoy cluster.
+    pub cluster: String,
+    /// Request path.
+    pub path: String,
+    /// `:authority` of the request.
+    pub authority: String,
+    /// Seconds between scheduled refreshes.
+    pub refresh_seconds: u64,
+}
+
+/// The remote JWKS sources of an identity configuration.
+pub fn remote_sources(cfg: &IdentityConfig) -> Vec<RemoteJwks> {
     cfg.issuers
         .iter()
         .filter_map(|i| match (&i.jwks_cluster, &i.jwks_path) {
-            (Some(c), Some(p)) => Some((
-                i.issuer.clone(),
-                c.clone(),
-                p.clone(),
-                i.jwks_refresh_seconds.unwrap_or(300).max(1),
-            )),
+            (Some(c), Some(p)) => Some(RemoteJwks {
+                issuer: i.issuer.clone(),
+                cluster: c.clone(),
+                path: p.clone(),
+                authority: i
+                    .jwks_authority
+                    .clone()
+                    .unwrap_or_else(|| crate::sync::authority_for(c)),
+                refresh_seconds: i.jwks_refresh_seconds.unwrap_or(300).max(1),
+            }),
             _ => None,
         })
         .collect()
@@ -843,7 +866,9 @@ fn decode_json(part: &str, what: &str) -> Result<Value, IdentityError> {
 /// The registered claim whose JSON type jwt-simple refused, for a precise reason. Only
 /// reached after the signature verified (jwt-simple parses claims last).
 fn registered_claim_type_error(payload: &Value) -> Option<IdentityError> {
-    let checks: [(&str, &'static str, fn(&Value) -> bool); 7] = [
+    /// A registered claim, the type it must have, and the check.
+    type ClaimCheck = (&'static str, &'static str, fn(&Value) -> bool);
+    let checks: [ClaimCheck; 7] = [
         ("iss", "a string", Value::is_string),
         ("sub", "a string", Value::is_string),
         ("jti", "a string", Value::is_string),

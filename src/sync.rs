@@ -3,8 +3,8 @@
 //! Envoy runs one VM per worker (plus the main thread). They coordinate through Envoy's
 //! shared data, a key-value store with compare-and-swap:
 //!
-//! * `meshguard/<source>/next`: `"<next_fetch_ms> <last_fetch_ms>"`. A VM whose tick finds
-//!   the time has come CAS-writes the next slot; only the winner fetches.
+//! * `meshguard/<source>/next`: `"<next_fetch_ms> <last_forced_fetch_ms>"`. A VM whose
+//!   tick finds the time has come CAS-writes the next slot; only the winner fetches.
 //! * `meshguard/<source>/data`: the last accepted document (verified bundle, usable JWKS).
 //!   Every VM adopts it when its CAS value changes.
 //! * `meshguard/<source>/status`: [`SyncStatus`] as JSON, for health and stats on any VM.
@@ -38,7 +38,9 @@ fn parse_slot(v: Option<Vec<u8>>) -> (u64, u64) {
 }
 
 /// Tries to take the next fetch of `source`. Normal fetches happen once `next` has passed;
-/// a forced fetch (unknown `kid`) happens early, but at most every [`FORCED_REFETCH_MS`].
+/// a forced fetch (unknown `kid`) happens early, but forced fetches happen at most every
+/// [`FORCED_REFETCH_MS`] (scheduled fetches do not count against that budget, so a key
+/// rotated just after a scheduled fetch is still picked up within seconds).
 /// Returns true when this VM should fetch now.
 pub fn claim_fetch(
     store: &dyn SharedStore,
@@ -49,12 +51,16 @@ pub fn claim_fetch(
 ) -> bool {
     let k = key(source, "next");
     let (value, cas) = store.get(&k);
-    let (next, last) = parse_slot(value);
-    let due = now_ms >= next || (forced && now_ms.saturating_sub(last) >= FORCED_REFETCH_MS);
-    if !due {
+    let (next, last_forced) = parse_slot(value);
+    let scheduled = now_ms >= next;
+    let early = !scheduled
+        && forced
+        && (last_forced == 0 || now_ms.saturating_sub(last_forced) >= FORCED_REFETCH_MS);
+    if !scheduled && !early {
         return false;
     }
-    let slot = format!("{} {now_ms}", now_ms.saturating_add(interval_ms));
+    let forced_at = if early { now_ms } else { last_forced };
+    let slot = format!("{} {forced_at}", now_ms.saturating_add(interval_ms));
     store.set(&k, slot.as_bytes(), cas.or(Some(0)))
 }
 
@@ -105,9 +111,11 @@ impl SyncStatus {
         self.last_ok = true;
         self.reachable = true;
         self.last_error = None;
+        if etag.is_some() {
+            self.etag = etag;
+        }
         if updated {
             self.updates += 1;
-            self.etag = etag;
         }
     }
 
@@ -168,6 +176,27 @@ pub fn classify(status: Option<u16>, etag: Option<String>, body: Option<Vec<u8>>
             reachable: false,
             reason: "no response (connection failed or timed out)".into(),
         },
+    }
+}
+
+/// The `:authority` for a fetch from `cluster`: Istio names outbound clusters
+/// `outbound|PORT|SUBSET|HOST`, and the sidecar or gateway in front of the source routes
+/// by HOST (the cluster name itself is answered with 400); other names are used as is.
+pub fn authority_for(cluster: &str) -> String {
+    let mut parts = cluster.split('|');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("outbound" | "inbound"), Some(_port), Some(_subset), Some(host), None)
+            if !host.is_empty() =>
+        {
+            host.to_string()
+        }
+        _ => cluster.to_string(),
     }
 }
 
@@ -235,13 +264,24 @@ mod tests {
     #[test]
     fn forced_refetch_is_debounced() {
         let store = Mem::default();
-        assert!(claim_fetch(&store, "jwks", 1_000, 300_000, false));
+        assert!(
+            claim_fetch(&store, "jwks", 1_000, 300_000, false),
+            "scheduled"
+        );
+        assert!(
+            claim_fetch(&store, "jwks", 2_000, 300_000, true),
+            "forced right after a scheduled fetch"
+        );
         assert!(
             !claim_fetch(&store, "jwks", 20_000, 300_000, true),
-            "within 30 s"
+            "second forced within 30 s"
         );
-        assert!(claim_fetch(&store, "jwks", 31_000, 300_000, true));
-        assert!(!claim_fetch(&store, "jwks", 32_000, 300_000, true));
+        assert!(
+            !claim_fetch(&store, "jwks", 20_000, 300_000, false),
+            "not due"
+        );
+        assert!(claim_fetch(&store, "jwks", 32_001, 300_000, true));
+        assert!(!claim_fetch(&store, "jwks", 33_000, 300_000, true));
     }
 
     #[test]
@@ -272,6 +312,11 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            authority_for("outbound|8080||jwks.meshguard.svc.cluster.local"),
+            "jwks.meshguard.svc.cluster.local"
+        );
+        assert_eq!(authority_for("meshguard-bundles"), "meshguard-bundles");
         let j = jittered(60_000, 123_456);
         assert!((54_000..66_000).contains(&j));
     }

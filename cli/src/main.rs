@@ -1,5 +1,10 @@
 //! `meshguard`: the operator's command line. It shares the filter's engine, so `check`
-//! decides exactly as the filter does.
+//! decides exactly as the filter does; `collector` and `audit` are the reference audit
+//! collector and its query tools.
+
+mod audit_query;
+mod collector;
+mod timestamp;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use jwt_simple::prelude::*;
@@ -33,6 +38,11 @@ enum Command {
     Token(TokenArgs),
     /// Write a development key pair (private JWK) and its public JWKS.
     Keygen(KeygenArgs),
+    /// Run the reference audit collector: OTLP/gRPC in, SQLite out, hash chains verified
+    /// as events arrive; optional JSON API and denial alerts.
+    Collector(collector::CollectorArgs),
+    /// Query and verify the collector's audit database.
+    Audit(audit_query::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +137,10 @@ fn main() -> ExitCode {
         Command::Check(a) => check(a),
         Command::Token(a) => token(a),
         Command::Keygen(a) => keygen(a),
+        Command::Collector(a) => collector::run(a)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Fail(e.to_string())),
+        Command::Audit(a) => audit_query::run(a).map_err(|e| Fail(e.to_string())),
     };
     match result {
         Ok(code) => code,
@@ -210,13 +224,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             m
         }),
     };
-    let Some(action) = action else {
-        return Err(Fail(format!(
-            "no action: {} {} matches no route; pass --action",
-            req.method, req.path
-        )));
-    };
-    let d = engine.decide(&identity, &action, &req, now);
+    let d = engine.decide_request(&identity, action.as_ref(), &req, now);
     let out = json!({
         "decision": d.effect.as_str(),
         "effect": d.effect.as_str(),
@@ -226,8 +234,8 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
         "agent": identity.agent_id,
         "trustTier": identity.tier.as_str(),
         "delegationChain": identity.chain.iter().map(|h| h.agent_id.as_str()).collect::<Vec<_>>(),
-        "action": action.action,
-        "resource": action.resource,
+        "action": action.as_ref().map(|a| a.action.as_str()),
+        "resource": action.as_ref().and_then(|a| a.resource.as_deref()),
         "mode": engine.mode().as_str(),
         "bundleVersion": engine.policy_version(),
     });

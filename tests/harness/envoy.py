@@ -118,6 +118,26 @@ def render(listeners: list[Listener], *, admin_port: int, upstream_port: int, co
     return cfg
 
 
+def add_cluster(cfg: dict, name: str, port: int, *, http2: bool = False) -> dict:
+    """Adds a STATIC cluster (e.g. a bundle or JWKS server) to a rendered bootstrap."""
+    cluster = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    cfg["static_resources"]["clusters"].append(cluster)
+    return cfg
+
+
 def with_lds(cfg: dict, lds_dir: Path) -> dict:
     """Moves the listeners out of the bootstrap into a filesystem LDS source watched in
     `lds_dir` (``listeners.yaml``), for live-reload tests. Returns the new bootstrap;
@@ -170,8 +190,9 @@ class Envoy:
 
     running: list["Envoy"] = []
 
-    def __init__(self, name: str, cfg: dict, workdir: Path):
+    def __init__(self, name: str, cfg: dict, workdir: Path, *, concurrency: int = 1):
         self.name = name
+        self.concurrency = concurrency
         self.cfg = cfg
         self.workdir = workdir
         self.admin_port = cfg["admin"]["address"]["socket_address"]["port_value"]
@@ -186,7 +207,7 @@ class Envoy:
         self._stderr = open(self.workdir / "envoy.stderr", "wb")
         self.proc = subprocess.Popen(
             [str(envoy_binary()), "-c", str(self.config_path), "--disable-hot-restart",
-             "--concurrency", "1", "-l", "info", "--log-path", str(self.log_path)],
+             "--concurrency", str(self.concurrency), "-l", "info", "--log-path", str(self.log_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr, cwd=self.workdir,
         )

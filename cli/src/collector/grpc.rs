@@ -1,0 +1,137 @@
+//! `opentelemetry.proto.collector.logs.v1.LogsService/Export`: decode, store in one
+//! transaction, report integrity findings, feed the denial alerts.
+
+use super::alerts::{AlertQueue, Denial, DenialWindows};
+use super::event::{self, Batch};
+use super::store::{InsertOutcome, Store};
+use crate::timestamp::now_nanos;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use std::sync::{Arc, Mutex, PoisonError};
+use tonic::codegen::http;
+use tonic::{Request, Response, Status};
+
+/// Denial counting plus the queue to the webhook sender.
+pub struct Alerting {
+    /// Per-agent windows.
+    pub windows: Mutex<DenialWindows>,
+    /// Where alerts go.
+    pub queue: AlertQueue,
+}
+
+/// The Export handler.
+pub struct AuditLogsService {
+    store: Arc<Mutex<Store>>,
+    alerting: Option<Arc<Alerting>>,
+}
+
+impl AuditLogsService {
+    /// A handler writing to `store`, alerting through `alerting` when configured.
+    pub fn new(store: Arc<Mutex<Store>>, alerting: Option<Arc<Alerting>>) -> AuditLogsService {
+        AuditLogsService { store, alerting }
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for AuditLogsService {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let request = request.into_inner();
+        let store = Arc::clone(&self.store);
+        // SQLite and hashing are blocking work: keep them off the async workers.
+        let stored = tokio::task::spawn_blocking(move || {
+            let batch = event::decode(&request);
+            let received = now_nanos();
+            // A panic while holding the lock can only happen mid-transaction, which SQLite
+            // rolled back; the store is still consistent, so keep using it.
+            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            store
+                .insert_batch(&batch, received)
+                .map(|outcome| (batch, outcome))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the export handler failed: {e}")))?;
+        let (batch, outcome) = stored.map_err(|e| {
+            eprintln!("meshguard collector: export not stored: {e}");
+            // UNAVAILABLE is retryable for OTLP senders: the filter keeps the batch and
+            // sends it again, so nothing is lost while the disk is full or locked.
+            Status::unavailable(format!("audit events not stored, retry later: {e}"))
+        })?;
+        for (workload, stream, f) in &outcome.findings {
+            eprintln!(
+                "meshguard collector: integrity: workload {workload:?} stream {stream:?}: {}",
+                f.describe()
+            );
+        }
+        if let Some(alerting) = &self.alerting {
+            feed_alerts(alerting, &batch, &outcome);
+        }
+        let message = batch.status_message();
+        let partial_success = if batch.rejected.is_empty() && message.is_empty() {
+            None
+        } else {
+            Some(ExportLogsPartialSuccess {
+                rejected_log_records: i64::try_from(batch.rejected.len()).unwrap_or(i64::MAX),
+                error_message: message,
+            })
+        };
+        Ok(Response::new(ExportLogsServiceResponse { partial_success }))
+    }
+}
+
+/// Only newly stored events count, so a retried batch cannot raise an alert twice.
+fn feed_alerts(alerting: &Alerting, batch: &Batch, outcome: &InsertOutcome) {
+    let mut windows = alerting
+        .windows
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for e in outcome.inserted.iter().filter_map(|&i| batch.events.get(i)) {
+        if !e.is_denial() {
+            continue;
+        }
+        let denial = Denial::new(
+            i64::try_from(e.time_unix_nano).unwrap_or(i64::MAX),
+            e.text("meshguard.action"),
+            e.text("meshguard.reason"),
+            e.trace_id.clone(),
+        );
+        if let Some(alert) = windows.observe(&e.text("meshguard.agent.id"), denial) {
+            eprintln!(
+                "meshguard collector: alert: agent {:?} denied {} times in {}s",
+                alert.agent, alert.count, alert.window_seconds
+            );
+            alerting.queue.send(alert);
+        }
+    }
+}
+
+/// Tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's status-code guide
+/// (and OTLP senders) expect RESOURCE_EXHAUSTED. Tonic answers such requests before the
+/// handler runs, with a trailers-only response, so the code is in the headers.
+pub fn size_limit_status<B>(mut response: http::Response<B>) -> http::Response<B> {
+    const OUT_OF_RANGE: &str = "11";
+    const RESOURCE_EXHAUSTED: http::HeaderValue = http::HeaderValue::from_static("8");
+    let too_large = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == OUT_OF_RANGE.as_bytes())
+        && response
+            .headers()
+            .get("grpc-message")
+            // grpc-message is percent-encoded.
+            .is_some_and(|m| {
+                String::from_utf8_lossy(m.as_bytes())
+                    .replace("%20", " ")
+                    .contains("too large")
+            });
+    if too_large {
+        response
+            .headers_mut()
+            .insert("grpc-status", RESOURCE_EXHAUSTED);
+    }
+    response
+}

@@ -1,0 +1,563 @@
+//! Hash-chain verification of audit streams.
+//!
+//! Every worker VM of the filter numbers its events 1, 2, 3, ... in its own stream and links
+//! each event to the previous one by hash (`meshguard::audit::chain_input`). From what the
+//! store holds this module tells, per stream:
+//!
+//! - **altered**: an event whose content no longer hashes to its `meshguard.hash`;
+//! - **break**: an event whose `meshguard.prev_hash` is not the hash of its predecessor
+//!   (the event before it, or the `last_hash` of a declared gap that ends just before it);
+//! - **gap**: seqs missing without a declaration (lost in transit or deleted);
+//! - **conflict**: a second, different event arrived with a seq already stored (recorded
+//!   by the store when it happens, since only the first copy is kept);
+//! - **declared loss**: seqs the filter said it dropped (buffer overflow). Reported, but the
+//!   stream stays intact: the loss is known and the chain continues across it.
+//!
+//! Links are only judged when the predecessor is known, so events arriving out of order
+//! never produce false findings; missing seqs are only judged by the full pass.
+
+use meshguard::audit::{chain_hash, chain_input, CHAIN_GENESIS};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The chain hash an event should carry, recomputed from its content.
+pub fn event_hash(
+    prev_hash: &str,
+    time_unix_nano: u64,
+    trace_id_hex: &str,
+    attributes: &Map<String, Value>,
+) -> String {
+    let attrs: Vec<(&str, Value)> = attributes
+        .iter()
+        .filter(|(k, _)| k.as_str() != "meshguard.hash")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    chain_hash(&chain_input(
+        prev_hash,
+        time_unix_nano,
+        trace_id_hex,
+        &attrs,
+    ))
+}
+
+/// Something wrong with a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// The event's content does not hash to its `meshguard.hash`.
+    Altered {
+        /// The event.
+        seq: i64,
+        /// `meshguard.hash` as stored.
+        hash: String,
+        /// What the content hashes to.
+        computed: String,
+    },
+    /// The event's `meshguard.prev_hash` does not link to its predecessor.
+    Break {
+        /// The event whose link is wrong.
+        seq: i64,
+        /// `meshguard.prev_hash` as stored.
+        prev_hash: String,
+        /// What it should be (one value, or several when overlapping gap declarations
+        /// each name a last hash).
+        expected: Vec<String>,
+    },
+    /// Seqs missing that no gap declaration covers.
+    Gap {
+        /// First missing seq.
+        from_seq: i64,
+        /// Last missing seq.
+        to_seq: i64,
+    },
+    /// A different event arrived for a seq already stored; the first copy was kept.
+    Conflict {
+        /// The seq.
+        seq: i64,
+        /// What differed.
+        detail: String,
+    },
+}
+
+impl Finding {
+    /// The kind as stored and printed: `altered`, `break`, `gap`, `conflict`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::Altered { .. } => "altered",
+            Finding::Break { .. } => "break",
+            Finding::Gap { .. } => "gap",
+            Finding::Conflict { .. } => "conflict",
+        }
+    }
+
+    /// The seq it is about (the first missing one for a gap).
+    pub fn seq(&self) -> i64 {
+        match self {
+            Finding::Altered { seq, .. }
+            | Finding::Break { seq, .. }
+            | Finding::Conflict { seq, .. } => *seq,
+            Finding::Gap { from_seq, .. } => *from_seq,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Finding::Altered {
+                seq,
+                hash,
+                computed,
+            } => format!(
+                "seq {seq} altered: content hashes to {} but the event says {}",
+                short(computed),
+                short(hash)
+            ),
+            Finding::Break {
+                seq,
+                prev_hash,
+                expected,
+            } => format!(
+                "seq {seq} breaks the chain: prev_hash {} but its predecessor's hash is {}",
+                short(prev_hash),
+                expected
+                    .iter()
+                    .map(|h| short(h))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            Finding::Gap { from_seq, to_seq } if from_seq == to_seq => {
+                format!("seq {from_seq} missing (no gap declared)")
+            }
+            Finding::Gap { from_seq, to_seq } => {
+                format!("seqs {from_seq}..{to_seq} missing (no gap declared)")
+            }
+            Finding::Conflict { seq, detail } => format!("seq {seq} conflict: {detail}"),
+        }
+    }
+}
+
+fn short(hash: &str) -> String {
+    if hash.is_empty() {
+        "(none)".into()
+    } else {
+        hash.chars().take(12).collect()
+    }
+}
+
+/// What `prev_hash` an event with this seq must carry, given what is known about its
+/// predecessor: the genesis for seq 1, else the predecessor's hash, else the `last_hash`
+/// of each gap declared to end just before it. Empty when nothing is known yet.
+pub fn expected_prev(
+    seq: i64,
+    predecessor_hash: Option<&str>,
+    gap_last_hashes: &[String],
+) -> Vec<String> {
+    if seq == 1 {
+        vec![CHAIN_GENESIS.to_string()]
+    } else if let Some(h) = predecessor_hash {
+        vec![h.to_string()]
+    } else {
+        gap_last_hashes.to_vec()
+    }
+}
+
+/// A [`Finding::Break`] when `prev_hash` is none of the expected values.
+pub fn check_link(seq: i64, prev_hash: &str, expected: Vec<String>) -> Option<Finding> {
+    if expected.is_empty() || expected.iter().any(|e| e == prev_hash) {
+        None
+    } else {
+        Some(Finding::Break {
+            seq,
+            prev_hash: prev_hash.to_string(),
+            expected,
+        })
+    }
+}
+
+/// A [`Finding::Altered`] when the content does not hash to the claimed hash.
+pub fn check_content(seq: i64, hash: &str, computed: &str) -> Option<Finding> {
+    (hash != computed).then(|| Finding::Altered {
+        seq,
+        hash: hash.to_string(),
+        computed: computed.to_string(),
+    })
+}
+
+/// Events the filter declared dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredLoss {
+    /// First dropped seq.
+    pub from_seq: i64,
+    /// Last dropped seq.
+    pub to_seq: i64,
+    /// `meshguard.gap.count` as declared.
+    pub count: i64,
+    /// Hash of the last dropped event.
+    pub last_hash: String,
+}
+
+/// The verdict on one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No findings (declared losses allowed).
+    Intact,
+    /// At least one finding.
+    Broken,
+    /// Events without chain fields: nothing can be verified.
+    Unchained,
+}
+
+impl Verdict {
+    /// As printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Intact => "intact",
+            Verdict::Broken => "broken",
+            Verdict::Unchained => "unchained",
+        }
+    }
+}
+
+/// The result of verifying one stream (or a workload's unchained events).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    /// `envoy.node.id`.
+    pub workload: String,
+    /// The stream, or `None` for the row of a workload's unchained events.
+    pub stream: Option<String>,
+    /// Events stored.
+    pub events: u64,
+    /// Lowest seq stored.
+    pub first_seq: Option<i64>,
+    /// Highest seq stored.
+    pub last_seq: Option<i64>,
+    /// Gaps the filter declared.
+    pub declared_losses: Vec<DeclaredLoss>,
+    /// Distinct seqs covered by declared gaps.
+    pub declared_lost_events: u64,
+    /// What is wrong.
+    pub findings: Vec<Finding>,
+    /// intact, broken or unchained.
+    pub verdict: Verdict,
+}
+
+/// One stored event, as the full pass needs it.
+#[derive(Debug, Clone)]
+pub struct ChainEvent {
+    /// `meshguard.seq`.
+    pub seq: i64,
+    /// `time_unix_nano`.
+    pub time_unix_nano: u64,
+    /// Trace id hex.
+    pub trace_id: String,
+    /// `meshguard.prev_hash`.
+    pub prev_hash: String,
+    /// `meshguard.hash`.
+    pub hash: String,
+    /// All attributes.
+    pub attributes: Map<String, Value>,
+}
+
+/// The full pass over one stream: feed its events in seq order, then [`finish`].
+///
+/// [`finish`]: StreamVerifier::finish
+#[derive(Debug)]
+pub struct StreamVerifier {
+    report: StreamReport,
+    prev: Option<(i64, String)>,
+}
+
+impl StreamVerifier {
+    /// Starts a stream, with its declared gaps.
+    pub fn new(workload: &str, stream: &str, mut gaps: Vec<DeclaredLoss>) -> StreamVerifier {
+        gaps.sort_by_key(|g| (g.from_seq, g.to_seq));
+        let declared_lost_events = union_len(&gaps);
+        StreamVerifier {
+            report: StreamReport {
+                workload: workload.to_string(),
+                stream: Some(stream.to_string()),
+                events: 0,
+                first_seq: None,
+                last_seq: None,
+                declared_losses: gaps,
+                declared_lost_events,
+                findings: Vec::new(),
+                verdict: Verdict::Intact,
+            },
+            prev: None,
+        }
+    }
+
+    /// The next event; seqs must increase (the store's UNIQUE key makes them distinct).
+    pub fn push(&mut self, ev: &ChainEvent) {
+        let r = &mut self.report;
+        r.events += 1;
+        r.first_seq.get_or_insert(ev.seq);
+        r.last_seq = Some(ev.seq);
+        let computed = event_hash(
+            &ev.prev_hash,
+            ev.time_unix_nano,
+            &ev.trace_id,
+            &ev.attributes,
+        );
+        r.findings
+            .extend(check_content(ev.seq, &ev.hash, &computed));
+        // The filter never declares a gap over events it sent: an event inside a declared
+        // range means the declaration is false, and it would otherwise hide missing seqs.
+        if let Some(g) = r
+            .declared_losses
+            .iter()
+            .find(|g| (g.from_seq..=g.to_seq).contains(&ev.seq))
+        {
+            r.findings.push(Finding::Conflict {
+                seq: ev.seq,
+                detail: format!(
+                    "event stored inside declared gap {}..{}",
+                    g.from_seq, g.to_seq
+                ),
+            });
+        }
+        let next_expected = self.prev.as_ref().map_or(1, |(s, _)| s.saturating_add(1));
+        if ev.seq > next_expected {
+            for (from_seq, to_seq) in uncovered(next_expected, ev.seq - 1, &r.declared_losses) {
+                r.findings.push(Finding::Gap { from_seq, to_seq });
+            }
+        }
+        let predecessor = match &self.prev {
+            Some((s, h)) if *s == ev.seq - 1 => Some(h.as_str()),
+            _ => None,
+        };
+        let gap_hashes: Vec<String> = r
+            .declared_losses
+            .iter()
+            .filter(|g| g.to_seq == ev.seq - 1)
+            .map(|g| g.last_hash.clone())
+            .collect();
+        r.findings.extend(check_link(
+            ev.seq,
+            &ev.prev_hash,
+            expected_prev(ev.seq, predecessor, &gap_hashes),
+        ));
+        self.prev = Some((ev.seq, ev.hash.clone()));
+    }
+
+    /// The report, with findings recorded by the store on arrival (conflicts) added.
+    pub fn finish(mut self, recorded: Vec<Finding>) -> StreamReport {
+        self.report.findings.extend(recorded);
+        self.report.findings.sort_by_key(Finding::seq);
+        self.report.verdict = if self.report.findings.is_empty() {
+            Verdict::Intact
+        } else {
+            Verdict::Broken
+        };
+        self.report
+    }
+}
+
+/// The report row for a workload's events that carry no chain fields.
+pub fn unchained_report(workload: &str, events: u64) -> StreamReport {
+    StreamReport {
+        workload: workload.to_string(),
+        stream: None,
+        events,
+        first_seq: None,
+        last_seq: None,
+        declared_losses: Vec::new(),
+        declared_lost_events: 0,
+        findings: Vec::new(),
+        verdict: Verdict::Unchained,
+    }
+}
+
+/// The parts of `from..=to` that no gap (sorted by `from_seq`) covers.
+fn uncovered(from: i64, to: i64, gaps: &[DeclaredLoss]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut cur = from;
+    for g in gaps {
+        if g.to_seq < cur {
+            continue;
+        }
+        if g.from_seq > to {
+            break;
+        }
+        if g.from_seq > cur {
+            out.push((cur, g.from_seq - 1));
+        }
+        cur = cur.max(g.to_seq.saturating_add(1));
+        if cur > to {
+            return out;
+        }
+    }
+    if cur <= to {
+        out.push((cur, to));
+    }
+    out
+}
+
+/// How many distinct seqs the gaps (sorted by `from_seq`) cover.
+fn union_len(gaps: &[DeclaredLoss]) -> u64 {
+    let mut total: u64 = 0;
+    let mut covered_to = 0i64;
+    for g in gaps {
+        let start = g.from_seq.max(covered_to.saturating_add(1));
+        if g.to_seq >= start {
+            total += u64::try_from(g.to_seq - start + 1).unwrap_or(0);
+        }
+        covered_to = covered_to.max(g.to_seq);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::event::{decode, testing::*};
+
+    /// Decodes records into what the store would hand the full pass.
+    fn chain_events(
+        records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
+    ) -> Vec<ChainEvent> {
+        decode(&request("n", records))
+            .events
+            .into_iter()
+            .map(|e| {
+                let c = e.chain.unwrap();
+                ChainEvent {
+                    seq: c.seq,
+                    time_unix_nano: e.time_unix_nano,
+                    trace_id: e.trace_id,
+                    prev_hash: c.prev_hash,
+                    hash: c.hash,
+                    attributes: e.attributes,
+                }
+            })
+            .collect()
+    }
+
+    fn verify(events: &[ChainEvent], gaps: Vec<DeclaredLoss>) -> StreamReport {
+        let mut v = StreamVerifier::new("n", "s", gaps);
+        for e in events {
+            v.push(e);
+        }
+        v.finish(Vec::new())
+    }
+
+    fn loss(from_seq: i64, to_seq: i64, last_hash: &str) -> DeclaredLoss {
+        DeclaredLoss {
+            from_seq,
+            to_seq,
+            count: to_seq - from_seq + 1,
+            last_hash: last_hash.into(),
+        }
+    }
+
+    #[test]
+    fn an_untouched_chain_is_intact() {
+        let mut c = Chain::new("s");
+        let evs = chain_events((0..5).map(|_| c.event("a", "read:x", "allow")).collect());
+        let r = verify(&evs, Vec::new());
+        assert_eq!(r.verdict, Verdict::Intact, "{:?}", r.findings);
+        assert_eq!((r.events, r.first_seq, r.last_seq), (5, Some(1), Some(5)));
+    }
+
+    #[test]
+    fn altered_content_and_rewritten_hash_are_both_caught() {
+        let mut c = Chain::new("s");
+        let mut evs = chain_events((0..4).map(|_| c.event("a", "read:x", "deny")).collect());
+        // Content changed, hash left: altered at 2.
+        evs[1]
+            .attributes
+            .insert("meshguard.decision".into(), Value::from("allow"));
+        // Content changed and hash recomputed: 3 verifies alone but 4 no longer links.
+        evs[2]
+            .attributes
+            .insert("meshguard.action".into(), Value::from("read:y"));
+        evs[2].hash = event_hash(
+            &evs[2].prev_hash,
+            evs[2].time_unix_nano,
+            &evs[2].trace_id,
+            &evs[2].attributes,
+        );
+        let r = verify(&evs, Vec::new());
+        let kinds: Vec<(&str, i64)> = r.findings.iter().map(|f| (f.kind(), f.seq())).collect();
+        assert_eq!(kinds, [("altered", 2), ("break", 4)]);
+        assert_eq!(r.verdict, Verdict::Broken);
+    }
+
+    #[test]
+    fn declared_losses_keep_the_chain_intact_and_undeclared_gaps_do_not() {
+        let mut c = Chain::new("s");
+        let mut records = vec![c.event("a", "x", "allow")];
+        let gap = c.drop_events(2); // seqs 2..3
+        let last = c.last_hash.clone();
+        records.push(c.event("a", "x", "allow")); // 4
+        let _lost = c.event("a", "x", "allow"); // 5, lost in transit
+        records.push(c.event("a", "x", "allow")); // 6
+        drop(gap);
+        let evs = chain_events(records);
+        let r = verify(&evs, vec![loss(2, 3, &last)]);
+        assert_eq!(r.declared_lost_events, 2);
+        let kinds: Vec<(&str, i64)> = r.findings.iter().map(|f| (f.kind(), f.seq())).collect();
+        assert_eq!(kinds, [("gap", 5)], "{:?}", r.findings);
+
+        let r = verify(&evs[..2], Vec::new());
+        assert_eq!(
+            r.findings,
+            [Finding::Gap {
+                from_seq: 2,
+                to_seq: 3
+            }]
+        );
+
+        // A declaration whose last hash is wrong does not let a forged event through.
+        let r = verify(&evs[..2], vec![loss(2, 3, CHAIN_GENESIS)]);
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].kind(), "break");
+    }
+
+    #[test]
+    fn a_declaration_over_stored_events_is_a_conflict() {
+        let mut c = Chain::new("s");
+        let evs = chain_events((0..4).map(|_| c.event("a", "x", "allow")).collect());
+        // Seq 2 deleted and "declared" lost together with seq 3, which is still stored.
+        let kept = [evs[0].clone(), evs[2].clone(), evs[3].clone()];
+        let r = verify(&kept, vec![loss(2, 3, &evs[2].prev_hash)]);
+        let kinds: Vec<(&str, i64)> = r.findings.iter().map(|f| (f.kind(), f.seq())).collect();
+        assert_eq!(kinds, [("conflict", 3)], "{:?}", r.findings);
+    }
+
+    #[test]
+    fn a_stream_that_starts_late_is_a_gap_unless_declared() {
+        let mut c = Chain::new("s");
+        let _ = c.event("a", "x", "allow");
+        let evs = chain_events(vec![c.event("a", "x", "allow")]);
+        let r = verify(&evs, Vec::new());
+        assert_eq!(
+            r.findings,
+            [Finding::Gap {
+                from_seq: 1,
+                to_seq: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn coverage_arithmetic() {
+        let gaps = [loss(2, 3, ""), loss(3, 5, ""), loss(9, 9, "")];
+        assert_eq!(uncovered(1, 10, &gaps), [(1, 1), (6, 8), (10, 10)]);
+        assert_eq!(uncovered(2, 5, &gaps), []);
+        assert_eq!(union_len(&gaps), 5);
+    }
+
+    #[test]
+    fn links_are_only_judged_with_a_known_predecessor() {
+        assert_eq!(check_link(7, "abc", expected_prev(7, None, &[])), None);
+        assert!(check_link(1, "abc", expected_prev(1, None, &[])).is_some());
+        assert_eq!(
+            check_link(1, CHAIN_GENESIS, expected_prev(1, None, &[])),
+            None
+        );
+        assert_eq!(check_link(3, "h2", expected_prev(3, Some("h2"), &[])), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! `meshguard collector`: the reference audit collector.
+//!
+//! OTLP/gRPC `LogsService/Export` in, one SQLite file out; each stream's hash chain is
+//! checked as events arrive; optional read-only JSON API and denial alerts. See
+//! `cli/COLLECTOR.md` for the operator's view.
+
+pub mod alerts;
+pub mod api;
+pub mod event;
+pub mod grpc;
+pub mod integrity;
+pub mod store;
+
+use crate::timestamp::{self, TimeError};
+use alerts::{DenialWindows, WebhookError};
+use grpc::{Alerting, AuditLogsService};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long in-flight Exports may take to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(30);
+/// How long queued alerts may take to be delivered at shutdown.
+const ALERT_DRAIN: Duration = Duration::from_secs(5);
+/// First retry delay of a webhook delivery (doubles per attempt).
+const WEBHOOK_BACKOFF: Duration = Duration::from_millis(500);
+
+/// `meshguard collector` flags.
+#[derive(clap::Args)]
+pub struct CollectorArgs {
+    /// OTLP/gRPC listen address (HOST:PORT; port 0 picks a free port and prints it).
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    listen: String,
+    /// SQLite database file (created if missing; WAL mode).
+    #[arg(long, default_value = "meshguard-audit.db")]
+    db: PathBuf,
+    /// Serve the read-only JSON API on this address (off when omitted).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
+    /// POST denial alerts to this http:// URL (repeatable).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    alert_webhooks: Vec<String>,
+    /// Alert when one agent has more than this many denials within --alert-window.
+    #[arg(long, default_value_t = 5)]
+    alert_threshold: u32,
+    /// The alert window (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s")]
+    alert_window: String,
+    /// Largest Export accepted, in bytes (larger ones get RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 4_194_304,
+          value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    max_message_bytes: u64,
+}
+
+/// Why the collector could not start or stopped abnormally.
+#[derive(Debug)]
+pub enum CollectorError {
+    /// A listen address that cannot be bound.
+    Listen {
+        /// The flag.
+        flag: &'static str,
+        /// The address given.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database cannot be used.
+    Store(StoreError),
+    /// A bad `--alert-webhook`.
+    Webhook(WebhookError),
+    /// A bad `--alert-window`.
+    Window(TimeError),
+    /// The async runtime or signal handlers could not be set up.
+    Runtime(std::io::Error),
+    /// The gRPC server failed.
+    Serve(tonic::transport::Error),
+}
+
+impl fmt::Display for CollectorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectorError::Listen { flag, addr, source } => write!(
+                f,
+                "{flag} {addr:?}: cannot listen there: {source} (use HOST:PORT such as \
+                 127.0.0.1:4317, with a port that is free)"
+            ),
+            CollectorError::Store(e) => e.fmt(f),
+            CollectorError::Webhook(e) => e.fmt(f),
+            CollectorError::Window(e) => write!(f, "--alert-window: {e}"),
+            CollectorError::Runtime(e) => write!(f, "cannot start the collector: {e}"),
+            CollectorError::Serve(e) => write!(f, "the gRPC server failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CollectorError {}
+
+impl From<StoreError> for CollectorError {
+    fn from(e: StoreError) -> Self {
+        CollectorError::Store(e)
+    }
+}
+
+/// Runs the collector until SIGINT or SIGTERM.
+pub fn run(args: CollectorArgs) -> Result<(), CollectorError> {
+    // Check every flag before touching the network or the disk.
+    let window = timestamp::parse_duration(&args.alert_window).map_err(CollectorError::Window)?;
+    let webhooks = args
+        .alert_webhooks
+        .iter()
+        .map(|u| alerts::parse_webhook(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CollectorError::Webhook)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CollectorError::Runtime)?;
+    runtime.block_on(serve(args, window, webhooks))
+}
+
+async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, CollectorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CollectorError::Listen {
+            flag,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+async fn serve(
+    args: CollectorArgs,
+    window: Duration,
+    webhooks: Vec<hyper::Uri>,
+) -> Result<(), CollectorError> {
+    let grpc_listener = bind("--listen", &args.listen).await?;
+    let http_listener = match &args.http {
+        Some(a) => Some(bind("--http", a).await?),
+        None => None,
+    };
+    let store = Store::open_for_writing(&args.db)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(Signals::install()?.wait(stop_tx));
+
+    let store = Arc::new(Mutex::new(store));
+    let (alerting, alert_task) = if webhooks.is_empty() {
+        (None, None)
+    } else {
+        let (queue, task) = alerts::start(webhooks.clone(), WEBHOOK_BACKOFF);
+        let alerting = Arc::new(Alerting {
+            windows: Mutex::new(DenialWindows::new(args.alert_threshold, window)),
+            queue,
+        });
+        (Some(alerting), Some(task))
+    };
+
+    let local = |l: &TcpListener| {
+        l.local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string())
+    };
+    eprintln!(
+        "meshguard collector: OTLP/gRPC listening on {}",
+        local(&grpc_listener)
+    );
+    eprintln!("meshguard collector: database {}", args.db.display());
+    let http_task = http_listener.map(|l| {
+        eprintln!(
+            "meshguard collector: HTTP API listening on http://{}",
+            local(&l)
+        );
+        let router = api::router(args.db.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(l, router).with_graceful_shutdown(stop).await {
+                eprintln!("meshguard collector: HTTP API stopped: {e}");
+            }
+        })
+    });
+    if !webhooks.is_empty() {
+        eprintln!(
+            "meshguard collector: alerting {} webhook(s) when an agent has more than {} denials within {}s",
+            webhooks.len(),
+            args.alert_threshold,
+            window.as_secs()
+        );
+    }
+
+    let max = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
+    let service = LogsServiceServer::new(AuditLogsService::new(Arc::clone(&store), alerting))
+        .max_decoding_message_size(max)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut stop = stop_rx.clone();
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(grpc::size_limit_status))
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener),
+            stopping,
+        );
+    // Graceful: after the signal, stop accepting and let in-flight Exports finish, but not
+    // forever (an unfinished Export's transaction is rolled back; its sender retries).
+    let mut stop = stop_rx.clone();
+    let drained = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    let served = tokio::select! {
+        r = server => r.map_err(CollectorError::Serve),
+        () = drained => {
+            eprintln!("meshguard collector: in-flight exports did not finish within {}s", DRAIN.as_secs());
+            Ok(())
+        }
+    };
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(DRAIN, t).await;
+    }
+    signals.abort();
+    if let Some(task) = alert_task {
+        // The service (and with it the last queue handle) is gone once the server stopped.
+        if tokio::time::timeout(ALERT_DRAIN, task).await.is_err() {
+            eprintln!("meshguard collector: undelivered alerts abandoned at shutdown");
+        }
+    }
+    let checkpoint = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .checkpoint()
+        })
+        .await
+    };
+    match checkpoint {
+        Ok(Ok(())) => eprintln!("meshguard collector: stopped; database checkpointed"),
+        // The WAL still holds everything: SQLite replays it on next open.
+        Ok(Err(e)) => eprintln!("meshguard collector: stopped; WAL checkpoint failed: {e}"),
+        Err(e) => eprintln!("meshguard collector: stopped; WAL checkpoint failed: {e}"),
+    }
+    served
+}
+
+/// SIGINT and SIGTERM handlers, installed up front so a failure stops startup.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CollectorError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).map_err(CollectorError::Runtime)?,
+                int: signal(SignalKind::interrupt()).map_err(CollectorError::Runtime)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Resolves on the first signal by flipping the stop flag.
+    async fn wait(mut self, stop: watch::Sender<bool>) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("meshguard collector: shutting down");
+        let _ = stop.send(true);
+    }
+}
