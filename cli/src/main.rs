@@ -2,6 +2,7 @@
 //! decides exactly as the filter does; `collector` and `audit` are the reference audit
 //! collector and its query tools.
 
+mod bundle;
 mod audit_query;
 mod collector;
 mod timestamp;
@@ -43,6 +44,8 @@ enum Command {
     Collector(collector::CollectorArgs),
     /// Query and verify the collector's audit database.
     Audit(audit_query::AuditArgs),
+    /// Sign, verify, inspect and serve signed policy bundles.
+    Bundle(bundle::BundleArgs),
 }
 
 #[derive(clap::Args)]
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Fail(e.to_string())),
         Command::Audit(a) => audit_query::run(a).map_err(|e| Fail(e.to_string())),
+        Command::Bundle(a) => bundle::run(a).map_err(|e| Fail(e.to_string())),
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,7 @@ from harness import keys, policies
 from harness.envoy import REPO
 from harness.keys import OMIT, delegation
 
-CLI = REPO / "target" / "release" / "meshguard"
+from harness.cli import CLI
 
 ALLOW, DENY, APPROVAL = "allow", "deny", "require_approval"
 DEFAULT_DENY = (DENY, None, None)
@@ -132,7 +132,7 @@ def _none_if_empty(v: str) -> str | None:
 @pytest.fixture(scope="module")
 def cli() -> Path:
     if not CLI.exists():
-        pytest.fail(f"{CLI} is missing: cargo build --release -p meshguard-cli")
+        pytest.fail(f"{CLI} is missing: cargo build -p meshguard-cli")
     return CLI
 
 
