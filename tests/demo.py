@@ -1,12 +1,13 @@
 """`make demo`: MeshGuard in a real Envoy, end to end, in well under a minute.
 
-Starts an OTLP/gRPC collector and an echo tool service (in this process), generates an
-ES256 signing key and its JWKS, and starts Envoy with the MeshGuard module on two
-listeners: one enforcing, one in audit mode. Then a few agents make calls with real
-tokens: allowed, denied by a rule, denied by tier, a tampered token, one needing human
-approval, and the same denials again in audit mode. Each decision is printed as a table
-row, then the audit events the collector received. Everything started here is stopped by
-PID on the way out, also on Ctrl-C or an error.
+Starts the reference audit collector (`meshguard collector`, SQLite) and an echo tool
+service, generates an ES256 signing key and its JWKS, and starts Envoy with the MeshGuard
+module on two listeners: one enforcing, one in audit mode. Then a few agents make calls
+with real tokens: allowed, delegated, denied by a rule, denied by tier, a tampered token,
+one needing human approval, and the same denials again in audit mode. Each decision is
+printed as a table row, then the audit trail as the operator sees it: `meshguard audit
+query`, `meshguard audit trace` and `meshguard audit verify`. Everything started here is
+stopped by PID on the way out, also on Ctrl-C or an error.
 
 Run from the repository root: ``.venv/bin/python tests/demo.py``
 """
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import keys, policies  # noqa: E402
 from harness.client import MeshClient, Response  # noqa: E402
-from harness.collector import Collector, summary_line  # noqa: E402
+from harness.mgcollector import MeshguardCollector  # noqa: E402
 from harness.envoy import WASM, Envoy, Listener, render  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.upstream import EchoUpstream  # noqa: E402
@@ -90,11 +91,14 @@ def print_table(rows: list[tuple[Step, Response, dict]]) -> None:
 
 def scenario(tokens: keys.TokenFactory) -> list[Step]:
     reader = tokens.token("orders-bot", "verified")
+    delegated = tokens.token("orders-bot", "verified", act={"sub": "planner-bot", "trust_tier": "verified"})
     scraper = tokens.token("scraper-bot", "untrusted")
     tampered = keys.tamper(tokens.token("orders-bot", "verified"), trust_tier="privileged")
     return [
         Step("allowed: a verified agent reads orders (with a W3C traceparent)", "enforce", "orders-bot",
              "verified", reader, headers={"traceparent": f"00-{DEMO_TRACE}-00f067aa0ba902b7-01"}),
+        Step("delegated in the same trace: planner-bot acts for orders-bot", "enforce", "planner-bot",
+             "verified", delegated, headers={"traceparent": f"00-{DEMO_TRACE}-b7ad6b7169203331-01"}),
         Step("denied by rule: verified agents cannot delete", "enforce", "orders-bot", "verified", reader,
              method="DELETE"),
         Step("denied by tier: no policy for untrusted agents", "enforce", "scraper-bot", "untrusted", scraper),
@@ -109,13 +113,25 @@ def scenario(tokens: keys.TokenFactory) -> list[Step]:
     ]
 
 
+def wait_for_events(collector: MeshguardCollector, count: int, timeout: float = 15.0) -> list[dict]:
+    """The collector's stored events, once `count` have arrived (the filter exports in
+    batches on a timer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = collector.events()
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
+
+
 def run(workdir: Path) -> int:
     with ExitStack() as stack:
         heading("MeshGuard demo: identity, policy and audit for AI agents, inside Envoy")
         print(f"module: {WASM}")
-        collector = stack.enter_context(Collector())
+        collector = MeshguardCollector(workdir).start()
+        stack.callback(collector.stop)
         upstream = stack.enter_context(EchoUpstream())
-        print(f"collector (OTLP/gRPC)  127.0.0.1:{collector.port}")
+        print(f"meshguard collector    127.0.0.1:{collector.port} (OTLP/gRPC) -> {collector.db}")
         print(f"tool service (echo)    127.0.0.1:{upstream.port}")
 
         key = keys.generate("ES256", "demo-es256")
@@ -145,20 +161,22 @@ def run(workdir: Path) -> int:
             resp = clients[step.listener].call(step.token, method=step.method, path=step.path, action=step.action,
                                                headers=step.headers)
             calls.append((step, resp))
-        rows: list[tuple[Step, Response, dict[str, Any]]] = []
-        for step, resp in calls:
-            rows.append((step, resp, collector.by_request_id(resp.request_id, timeout=10)))
+        events = wait_for_events(collector, len(calls))
+        by_request = {e["attributes"].get("meshguard.request_id"): e for e in events}
+        rows: list[tuple[Step, Response, dict[str, Any]]] = [
+            (step, resp, by_request[resp.request_id]) for step, resp in calls
+        ]
         print_table(rows)
         print()
         for i, (step, _, _) in enumerate(rows, 1):
             print(f"  {i}. {step.label}")
 
-        heading(f"Audit events received by the collector ({len(collector.events())} events, "
-                f"{collector.exports} batched Export calls)")
-        print(f"{'time (UTC)':<12}  {'trace':<8}  {'decision':<16}  {'agent':<22}  {'action':<16}  policy/rule")
-        # each listener's plugin exports its own batches: order by decision time
-        for event in sorted(collector.events(), key=lambda e: e["time_unix_nano"]):
-            print(summary_line(event))
+        heading(f"The audit trail: meshguard audit query --db {collector.db.name}")
+        print(collector.run("query").stdout.rstrip())
+        heading(f"One trace across agents: meshguard audit trace {DEMO_TRACE[:8]}")
+        print(collector.run("trace", DEMO_TRACE[:8]).stdout.rstrip())
+        heading("Nothing removed or altered: meshguard audit verify")
+        print(collector.run("verify").stdout.rstrip())
 
         heading("Stopping")
     print("envoy, collector and tool service stopped.")

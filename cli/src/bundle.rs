@@ -106,7 +106,8 @@ impl fmt::Display for BundleCmdError {
 type Result<T> = std::result::Result<T, BundleCmdError>;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| BundleCmdError::Io(format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| BundleCmdError::Io(format!("cannot read {}: {e}", path.display())))
 }
 
 /// Runs a bundle subcommand.
@@ -124,16 +125,22 @@ fn secret_key(path: &Path) -> Result<(ed25519_compact::SecretKey, Option<String>
         .map_err(|e| BundleCmdError::Invalid(format!("{}: not a JWK: {e}", path.display())))?;
     let okp = jwk.get("kty").and_then(Value::as_str) == Some("OKP")
         && jwk.get("crv").and_then(Value::as_str) == Some("Ed25519");
-    let d = jwk.get("d").and_then(Value::as_str).filter(|_| okp).ok_or_else(|| {
-        BundleCmdError::Invalid(format!(
-            "{}: bundles are signed with an Ed25519 private JWK (meshguard keygen --alg EdDSA)",
-            path.display()
-        ))
-    })?;
+    let d = jwk
+        .get("d")
+        .and_then(Value::as_str)
+        .filter(|_| okp)
+        .ok_or_else(|| {
+            BundleCmdError::Invalid(format!(
+                "{}: bundles are signed with an Ed25519 private JWK (meshguard keygen --alg EdDSA)",
+                path.display()
+            ))
+        })?;
     let seed = Base64UrlSafeNoPadding::decode_to_vec(d, None)
         .ok()
         .and_then(|s| ed25519_compact::Seed::from_slice(&s).ok())
-        .ok_or_else(|| BundleCmdError::Invalid(format!("{}: \"d\" is not a 32-byte seed", path.display())))?;
+        .ok_or_else(|| {
+            BundleCmdError::Invalid(format!("{}: \"d\" is not a 32-byte seed", path.display()))
+        })?;
     let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
     Ok((ed25519_compact::KeyPair::from_seed(seed).sk, kid))
 }
@@ -155,7 +162,8 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
             .map_err(|e| BundleCmdError::Invalid(format!("{}: {e}", p.display())))?;
         policies.append(&mut ps);
     }
-    PolicySet::compile(&policies, "policies").map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
+    PolicySet::compile(&policies, "policies")
+        .map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
     let agents: Value = match &a.agents {
         Some(p) => serde_yaml::from_slice(&read(p)?)
             .map_err(|e| BundleCmdError::Invalid(format!("{}: {e}", p.display())))?,
@@ -175,8 +183,10 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
         "grants": [],
         "revocations": [],
     });
-    mgbundle::sign(&mut doc, &sk, kid.as_deref()).map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
+    mgbundle::sign(&mut doc, &sk, kid.as_deref())
+        .map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&doc).map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
     std::fs::write(&a.output, format!("{text}\n"))
         .map_err(|e| BundleCmdError::Io(format!("cannot write {}: {e}", a.output.display())))?;
     let pk = Base64::encode_to_string(sk.public_key().as_ref()).unwrap_or_default();
@@ -239,10 +249,19 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let bytes = read(&a.bundle)?;
     let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| BundleCmdError::Invalid(format!("{}: not JSON: {e}", a.bundle.display())))?;
-    let signing = mgbundle::signing_input(&doc).map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
-    let created = doc.get("created_at").and_then(Value::as_str).unwrap_or_default();
+    let signing =
+        mgbundle::signing_input(&doc).map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
+    let created = doc
+        .get("created_at")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let age = rfc3339::parse(created).map(|c| rfc3339::age(now_secs().saturating_sub(c)));
-    let list = |k: &str| doc.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |k: &str| {
+        doc.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let policies: Vec<Value> = list("policies")
         .iter()
         .map(|p| {
@@ -279,7 +298,9 @@ fn servable(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 async fn serve_file(
@@ -296,7 +317,10 @@ async fn serve_file(
         Ok(b) => b,
         Err(_) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
     };
-    let etag = format!("\"{}\"", meshguard::audit::hex(&hmac_sha256::Hash::hash(&bytes)));
+    let etag = format!(
+        "\"{}\"",
+        meshguard::audit::hex(&hmac_sha256::Hash::hash(&bytes))
+    );
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -317,7 +341,10 @@ async fn serve_file(
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     if !a.dir.is_dir() {
-        return Err(BundleCmdError::Io(format!("{} is not a directory", a.dir.display())));
+        return Err(BundleCmdError::Io(format!(
+            "{} is not a directory",
+            a.dir.display()
+        )));
     }
     let addr: SocketAddr = a
         .listen
@@ -364,7 +391,15 @@ mod tests {
     fn only_plain_names_are_served() {
         assert!(servable("current.json"));
         assert!(servable("v2-bundle_1.json"));
-        for bad in ["", "..data", ".hidden", "../etc/passwd", "a/b", "a\\b", "é.json"] {
+        for bad in [
+            "",
+            "..data",
+            ".hidden",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "é.json",
+        ] {
             assert!(!servable(bad), "{bad}");
         }
     }

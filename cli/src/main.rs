@@ -2,8 +2,8 @@
 //! decides exactly as the filter does; `collector` and `audit` are the reference audit
 //! collector and its query tools.
 
-mod bundle;
 mod audit_query;
+mod bundle;
 mod collector;
 mod timestamp;
 

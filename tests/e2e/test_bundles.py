@@ -8,11 +8,14 @@ two workers so the "one fetch per interval per Envoy" promise is actually exerci
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
 
 from harness import bundles, keys
+from harness.cli import require
 from harness.client import MeshClient
 from harness.docserver import DocServer
 from harness.envoy import Envoy, Listener, add_cluster, render
@@ -162,61 +165,55 @@ def test_one_fetch_per_interval_per_envoy(deployment, server, signer):
     assert server.not_modified.get(BUNDLE_PATH, 0) > 0, "If-None-Match/ETag avoids re-sending"
 
 
-class TestConfigMapFlow:
+@pytest.fixture(scope="module")
+def configmap_flow(request, tmp_path_factory, keyring, collector, upstream):
     """Flow (b) of istio/README.md with the real tools: `meshguard bundle sign` writes the
     bundle into a directory laid out like a mounted ConfigMap (`..data` symlink swapped on
     update), `meshguard bundle serve` serves it, the filter polls it. No VM reload."""
+    cli = require()
+    work = tmp_path_factory.mktemp("configmap")
+    subprocess.run([cli, "keygen", "--alg", "EdDSA", "--kid", "bundle-cm", "--out-dir", work],
+                   check=True, capture_output=True)
+    mount = work / "mount"
+    mount.mkdir()
 
-    @pytest.fixture(scope="class")
-    def setup(self, request, tmp_path_factory, keyring, collector, upstream):
-        import os
-        import subprocess
+    def publish(version: int, effect: str) -> None:
+        """Kubernetes' atomic ConfigMap update: a new timestamped dir, then the `..data`
+        symlink is replaced by a rename; `current.json` links through `..data`."""
+        policy = work / f"policy-{version}.yaml"
+        policy.write_text(f"name: cm-{effect}\nrules:\n  - {{name: cm-read, action: 'read:*', effect: {effect}}}\n")
+        stamp = mount / f"..{version}"
+        stamp.mkdir()
+        subprocess.run([cli, "bundle", "sign", "--key", work / "bundle-cm.key.json", "--version", str(version),
+                        policy, "-o", stamp / "current.json"], check=True, capture_output=True)
+        tmp_link = mount / "..data_tmp"
+        tmp_link.symlink_to(stamp.name)
+        os.replace(tmp_link, mount / "..data")
+        if not (mount / "current.json").is_symlink():
+            (mount / "current.json").symlink_to("..data/current.json")
 
-        from harness.cli import require
+    publish(1, "deny")
+    port = free_port()
+    serve = subprocess.Popen([cli, "bundle", "serve", "--dir", mount, "--listen", f"127.0.0.1:{port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    request.addfinalizer(lambda: (serve.terminate(), serve.wait(10)))
+    jwks = json.loads((work / "bundle-cm.jwks.json").read_text())
+    cfg = {
+        "identity": {"issuers": [{"issuer": keys.ISSUER, "audiences": [keys.AUDIENCE], "jwks": keyring.jwks}]},
+        "bundle": {"cluster": "meshguard-bundles", "path": "/bundles/current.json",
+                   "public_keys": jwks["keys"], "interval_seconds": 1},
+    }
+    listener = Listener("agents", free_port(), json.dumps(cfg))
+    boot = render([listener], admin_port=free_port(), upstream_port=upstream.port, collector_port=collector.port)
+    add_cluster(boot, "meshguard-bundles", port)
+    envoy = Envoy("configmap", boot, tmp_path_factory.mktemp("envoy-configmap"))
+    request.addfinalizer(envoy.stop)
+    envoy.start()
+    return MeshClient(listener.port), publish
 
-        cli = require()
-        work = tmp_path_factory.mktemp("configmap")
-        subprocess.run([cli, "keygen", "--alg", "EdDSA", "--kid", "bundle-cm", "--out-dir", work],
-                       check=True, capture_output=True)
-        mount = work / "mount"
-        mount.mkdir()
 
-        def publish(version: int, effect: str) -> None:
-            """Kubernetes' atomic ConfigMap update: a new timestamped dir, then the `..data`
-            symlink is replaced by a rename; `current.json` links through `..data`."""
-            policy = work / f"policy-{version}.yaml"
-            policy.write_text(f"name: cm-{effect}\nrules:\n  - {{name: cm-read, action: 'read:*', effect: {effect}}}\n")
-            stamp = mount / f"..{version}"
-            stamp.mkdir()
-            subprocess.run([cli, "bundle", "sign", "--key", work / "bundle-cm.key.json", "--version", str(version),
-                            policy, "-o", stamp / "current.json"], check=True, capture_output=True)
-            tmp_link = mount / "..data_tmp"
-            tmp_link.symlink_to(stamp.name)
-            os.replace(tmp_link, mount / "..data")
-            if not (mount / "current.json").is_symlink():
-                (mount / "current.json").symlink_to("..data/current.json")
-
-        publish(1, "deny")
-        port = free_port()
-        serve = subprocess.Popen([cli, "bundle", "serve", "--dir", mount, "--listen", f"127.0.0.1:{port}"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        request.addfinalizer(lambda: (serve.terminate(), serve.wait(10)))
-        jwks = json.loads((work / "bundle-cm.jwks.json").read_text())
-        cfg = {
-            "identity": {"issuers": [{"issuer": keys.ISSUER, "audiences": [keys.AUDIENCE], "jwks": keyring.jwks}]},
-            "bundle": {"cluster": "meshguard-bundles", "path": "/bundles/current.json",
-                       "public_keys": jwks["keys"], "interval_seconds": 1},
-        }
-        listener = Listener("agents", free_port(), json.dumps(cfg))
-        boot = render([listener], admin_port=free_port(), upstream_port=upstream.port, collector_port=collector.port)
-        add_cluster(boot, "meshguard-bundles", port)
-        envoy = Envoy("configmap", boot, tmp_path_factory.mktemp("envoy-configmap"))
-        request.addfinalizer(envoy.stop)
-        envoy.start()
-        return MeshClient(listener.port), publish
-
-    def test_signed_bundle_served_from_a_configmap_mount(self, setup, tokens):
-        client, publish = setup
-        wait_until(lambda: decision_policy(client, tokens) == (403, "cm-deny"), what="CLI-signed bundle v1")
-        publish(2, "allow")
-        wait_until(lambda: decision_policy(client, tokens) == (200, None), what="v2 after the symlink swap")
+def test_signed_bundle_served_from_a_configmap_mount(configmap_flow, tokens):
+    client, publish = configmap_flow
+    wait_until(lambda: decision_policy(client, tokens) == (403, "cm-deny"), what="CLI-signed bundle v1")
+    publish(2, "allow")
+    wait_until(lambda: decision_policy(client, tokens) == (200, None), what="v2 after the symlink swap")

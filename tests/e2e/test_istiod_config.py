@@ -22,6 +22,8 @@ def test_fixture_is_in_istiod_canonical_form():
     # Go float64 prints integral numbers without a decimal point
     assert '"clock_skew_seconds":60,' in CONFIG_TEXT and '"flush_interval_ms":200,' in CONFIG_TEXT
     assert isinstance(ISSUER["jwks"], dict) and isinstance(CONFIG["policies"], list)
+    # Go's encoder escapes < > & in strings: the condition's ">=" arrives as "\u003e="
+    assert "\\u003e=" in CONFIG_TEXT and ">=" not in CONFIG_TEXT
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
+import sys
+from pathlib import Path
+
 from .envoy import committed_plugin_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "istio" / "tools"))
+from meshguard_istio.istiod import plugin_config_json  # noqa: E402
 from .keys import AUDIENCE, ISSUER
 
 # Rich configuration: the delegation depth limit is lower than the default (4) so a
@@ -158,5 +164,6 @@ def as_json(cfg: dict) -> str:
 
 
 def canonical_json(obj: Any) -> str:
-    """What istiod renders: compact JSON, keys sorted at every level."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    """What istiod renders: the one implementation in istio/tools (sorted compact JSON,
+    Go float64 numbers, Go's HTML-safe string escaping)."""
+    return plugin_config_json(obj)
