@@ -119,7 +119,7 @@ bench: wasm venv bench-tools
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.
 bench-smoke: wasm venv bench-tools
-	cargo bench --bench meshguard -- --noplot --profile-time 0.05 'policy/decide/10$$|audit/push|engine/handle_cached$$'
+	cargo bench --bench meshguard -- --noplot --profile-time 1 'policy/decide/10$$|audit/push|engine/handle_cached$$'
 	$(PY) bench/run.py --smoke --out target/bench-smoke
 	@grep -q '^| mg-es256-cached ' target/bench-smoke/smoke.md && grep -q '^| baseline ' target/bench-smoke/smoke.md \
 	  || { echo "bench-smoke: no benchmark table" >&2; exit 1; }

@@ -52,7 +52,8 @@ fn policies(n: usize) -> Vec<Policy> {
             1 => json!({"agents": [format!("team-{}-*", *pi)]}),
             _ => json!(null),
         };
-        let mut p = json!({"name": format!("policy-{pi}"), "version": 1, "rules": std::mem::take(rules)});
+        let mut p =
+            json!({"name": format!("policy-{pi}"), "version": 1, "rules": std::mem::take(rules)});
         if !applies.is_null() {
             p["applies_to"] = applies;
         }
@@ -68,7 +69,9 @@ fn policies(n: usize) -> Vec<Policy> {
         let rule = match i % 20 {
             0 | 1 => json!({"action": format!("{verb}:resource-{i}:*"), "effect": "allow"}),
             2 => json!({"action": format!("{verb}:group-{i}:**"), "effect": "require_approval"}),
-            3 => json!({"action": format!("{verb}:resource-{i}"), "resource": format!("bucket-{i}/**"), "effect": "allow"}),
+            3 => {
+                json!({"action": format!("{verb}:resource-{i}"), "resource": format!("bucket-{i}/**"), "effect": "allow"})
+            }
             4 => json!({"action": format!("{verb}:resource-{i}"), "effect": "deny", "reason": "r"}),
             _ => json!({"action": format!("{verb}:resource-{i}"), "effect": "allow"}),
         };
@@ -178,10 +181,13 @@ fn bench_condition(c: &mut Criterion) {
 }
 
 fn claims() -> JWTClaims<Value> {
-    let mut c = Claims::with_custom_claims(json!({"trust_tier": "verified", "team": "research"}), Duration::from_secs(600))
-        .with_issuer("https://issuer.example")
-        .with_audience("agents")
-        .with_subject("agent-a");
+    let mut c = Claims::with_custom_claims(
+        json!({"trust_tier": "verified", "team": "research"}),
+        Duration::from_secs(600),
+    )
+    .with_issuer("https://issuer.example")
+    .with_audience("agents")
+    .with_subject("agent-a");
     c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 600));
     c
@@ -206,10 +212,26 @@ fn bench_identity(c: &mut Criterion) {
     let rs = RS256KeyPair::generate(2048).expect("rsa").with_key_id("rs");
     let ps = PS256KeyPair::generate(2048).expect("rsa").with_key_id("ps");
     let cases: Vec<(&str, String, String)> = vec![
-        ("ES256", es.public_key().to_jwk(), es.sign(claims()).expect("sign")),
-        ("EdDSA", ed.public_key().to_jwk(), ed.sign(claims()).expect("sign")),
-        ("RS256", rs.public_key().to_jwk(), rs.sign(claims()).expect("sign")),
-        ("PS256", ps.public_key().to_jwk(), ps.sign(claims()).expect("sign")),
+        (
+            "ES256",
+            es.public_key().to_jwk(),
+            es.sign(claims()).expect("sign"),
+        ),
+        (
+            "EdDSA",
+            ed.public_key().to_jwk(),
+            ed.sign(claims()).expect("sign"),
+        ),
+        (
+            "RS256",
+            rs.public_key().to_jwk(),
+            rs.sign(claims()).expect("sign"),
+        ),
+        (
+            "PS256",
+            ps.public_key().to_jwk(),
+            ps.sign(claims()).expect("sign"),
+        ),
     ];
     for (alg, jwk, token) in &cases {
         let v = verifier_for(jwk);

@@ -1020,6 +1020,9 @@ fn identity_from(
 pub struct TokenCache {
     entries: HashMap<String, Rc<Identity>>,
     capacity: usize,
+    /// The earliest `expires_at` among the entries (a lower bound after removals), so a
+    /// full cache scans for expired entries only when one can exist, not on every insert.
+    earliest_expiry: u64,
 }
 
 impl TokenCache {
@@ -1028,6 +1031,7 @@ impl TokenCache {
         TokenCache {
             entries: HashMap::new(),
             capacity,
+            earliest_expiry: u64::MAX,
         }
     }
 
@@ -1055,15 +1059,22 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() >= self.capacity {
-            self.entries
-                .retain(|_, v| now.saturating_sub(skew) <= v.expires_at);
+        let horizon = now.saturating_sub(skew);
+        if self.entries.len() >= self.capacity && horizon > self.earliest_expiry {
+            self.entries.retain(|_, v| horizon <= v.expires_at);
+            self.earliest_expiry = self
+                .entries
+                .values()
+                .map(|v| v.expires_at)
+                .min()
+                .unwrap_or(u64::MAX);
         }
         if self.entries.len() >= self.capacity {
             if let Some(k) = self.entries.keys().next().cloned() {
                 self.entries.remove(&k);
             }
         }
+        self.earliest_expiry = self.earliest_expiry.min(id.expires_at);
         self.entries.insert(token.to_string(), id);
     }
 }
