@@ -12,7 +12,7 @@ use crate::bundle::{self, Bundle};
 use crate::config::{self, PluginConfig};
 use crate::engine::{Engine, Sources, Verdict};
 use crate::health;
-use crate::identity::{parse_remote_jwks, remote_sources, TokenCache};
+use crate::identity::{parse_remote_jwks, remote_sources, SharedTokens, TokenCache};
 use crate::otlp::AnyValue;
 use crate::request::Request;
 use crate::response::HEADER_PREFIX;
@@ -52,6 +52,18 @@ impl SharedStore for EnvoyShared {
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
+/// The Envoy-wide tier of the verified-token cache (see `identity::SharedTokens`).
+struct EnvoyTokens;
+
+impl SharedTokens for EnvoyTokens {
+    fn get(&self, slot: &str) -> Option<Vec<u8>> {
+        hostcalls::get_shared_data(slot).ok().and_then(|(v, _)| v)
+    }
+    fn put(&self, slot: &str, entry: &[u8]) {
+        let _ = hostcalls::set_shared_data(slot, Some(entry), None);
     }
 }
 
@@ -250,7 +262,10 @@ impl Root {
         let tick = Duration::from_millis(engine.audit_config().flush_interval_ms.clamp(50, 1_000));
         let mut shared = self.shared.borrow_mut();
         shared.audit.set_limits(engine.audit_config());
-        shared.cache = engine.verifier().new_cache();
+        shared.cache = engine
+            .verifier()
+            .new_cache()
+            .with_shared(Box::new(EnvoyTokens));
         shared.bundle_created = self
             .bundle
             .as_ref()

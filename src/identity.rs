@@ -591,6 +591,8 @@ pub struct Verifier {
     claims: ClaimNames,
     cache_entries: usize,
     max_depth: usize,
+    /// Identifies what a verified token was checked against, for the shared cache.
+    fingerprint: String,
 }
 
 impl fmt::Debug for Verifier {
@@ -697,6 +699,15 @@ impl Verifier {
             claims: cfg.claims.clone(),
             cache_entries: cfg.token_cache_entries,
             max_depth: cfg.max_delegation_depth,
+            fingerprint: {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(serde_json::to_vec(cfg).unwrap_or_default());
+                let mut remote: Vec<_> = remote.iter().collect();
+                remote.sort_by(|a, b| a.0.cmp(b.0));
+                h.update(serde_json::to_vec(&remote).unwrap_or_default());
+                crate::audit::hex(&h.finalize())
+            },
         })
     }
 
@@ -759,7 +770,38 @@ impl Verifier {
         if let Some(id) = cache.get(token, now_secs, self.skew) {
             return Ok(id);
         }
+        let token_hash = cache.shared.as_ref().map(|_| {
+            use sha2::Digest;
+            sha2::Sha256::digest(token.as_bytes())
+        });
+        if let (Some(shared), Some(hash)) = (&cache.shared, &token_hash) {
+            let hex_hash = crate::audit::hex(hash);
+            let entry = shared
+                .get(&cache.slot(hash))
+                .and_then(|b| serde_json::from_slice::<SharedEntry>(&b).ok())
+                .filter(|e| e.h == hex_hash && e.g == self.fingerprint)
+                .filter(|e| now_secs.saturating_sub(self.skew) <= e.exp);
+            if let Some(e) = entry {
+                if let Ok(id) = identity_from(e.claims, &self.claims, e.iss, e.exp) {
+                    let id = Rc::new(id);
+                    cache.insert(token, Rc::clone(&id), now_secs, self.skew);
+                    return Ok(id);
+                }
+            }
+        }
         let id = Rc::new(self.verify(token, now_secs)?);
+        if let (Some(shared), Some(hash)) = (&cache.shared, &token_hash) {
+            let entry = SharedEntry {
+                h: crate::audit::hex(hash),
+                g: self.fingerprint.clone(),
+                iss: id.issuer.clone(),
+                exp: id.expires_at,
+                claims: id.claims.clone(),
+            };
+            if let Ok(bytes) = serde_json::to_vec(&entry) {
+                shared.put(&cache.slot(hash), &bytes);
+            }
+        }
         cache.insert(token, Rc::clone(&id), now_secs, self.skew);
         Ok(id)
     }
@@ -1016,13 +1058,50 @@ fn identity_from(
 /// rather than once per request. Entries expire with their token; when full, expired
 /// entries go first, then an arbitrary one (a bounded map, not an LRU: eviction is rare
 /// and its cost matters less than a lookup's).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct TokenCache {
     entries: HashMap<String, Rc<Identity>>,
     capacity: usize,
+    /// Tokens verified by any worker of this Envoy (see [`SharedTokens`]).
+    shared: Option<Box<dyn SharedTokens>>,
     /// The earliest `expires_at` among the entries (a lower bound after removals), so a
     /// full cache scans for expired entries only when one can exist, not on every insert.
     earliest_expiry: u64,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entries.len())
+            .field("capacity", &self.capacity)
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
+}
+
+/// A store of verified tokens shared by every worker VM of one Envoy (Envoy's shared
+/// data), so a token's signature is checked once per Envoy rather than once per worker.
+///
+/// Shared data cannot delete keys, so the store is a fixed ring of slots: the slot is
+/// chosen by the token's SHA-256, and writing a slot evicts what was there. An entry is
+/// used only when its full token hash and the verifier's fingerprint (issuers, audiences,
+/// keys, claim names) match and the token has not expired.
+pub trait SharedTokens {
+    /// The entry in a slot.
+    fn get(&self, slot: &str) -> Option<Vec<u8>>;
+    /// Replaces the entry in a slot.
+    fn put(&self, slot: &str, entry: &[u8]);
+}
+
+#[derive(Serialize, Deserialize)]
+struct SharedEntry {
+    /// SHA-256 of the whole token.
+    h: String,
+    /// Verifier fingerprint.
+    g: String,
+    iss: String,
+    exp: u64,
+    claims: Value,
 }
 
 impl TokenCache {
@@ -1031,8 +1110,25 @@ impl TokenCache {
         TokenCache {
             entries: HashMap::new(),
             capacity,
+            shared: None,
             earliest_expiry: u64::MAX,
         }
+    }
+
+    /// Adds the Envoy-wide tier (only when the cache is enabled).
+    pub fn with_shared(mut self, shared: Box<dyn SharedTokens>) -> TokenCache {
+        if self.capacity > 0 {
+            self.shared = Some(shared);
+        }
+        self
+    }
+
+    fn slot(&self, token_hash: &[u8]) -> String {
+        let n = token_hash
+            .iter()
+            .take(8)
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        format!("meshguard/tok/{}", n % self.capacity.max(1) as u64)
     }
 
     /// How many tokens are cached.
@@ -1304,6 +1400,58 @@ mod tests {
                 .unwrap();
         }
         assert!(cache.len() <= 2, "bounded");
+    }
+
+    #[test]
+    fn shared_tier_verifies_once_per_envoy_and_respects_keys_and_expiry() {
+        use std::cell::RefCell;
+        #[derive(Default, Clone)]
+        struct Mem(Rc<RefCell<HashMap<String, Vec<u8>>>>);
+        impl SharedTokens for Mem {
+            fn get(&self, slot: &str) -> Option<Vec<u8>> {
+                self.0.borrow().get(slot).cloned()
+            }
+            fn put(&self, slot: &str, entry: &[u8]) {
+                self.0.borrow_mut().insert(slot.to_string(), entry.to_vec());
+            }
+        }
+        let k = keys();
+        let v = verifier(&k);
+        let store = Mem::default();
+        let t =
+            k.es.sign(claims(json!({"trust_tier": "verified"})))
+                .unwrap();
+        let h = format!("Bearer {t}");
+        let mut worker1 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        let mut worker2 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        let a = v.authenticate(Some(&h), NOW, &mut worker1).unwrap();
+        assert_eq!(store.0.borrow().len(), 1, "worker 1 verified and shared it");
+        // Worker 2 finds it without verifying: tamper with the stored claims to prove the
+        // shared entry (not a fresh verification) answered.
+        let slot = store.0.borrow().keys().next().unwrap().clone();
+        let mut e: Value = serde_json::from_slice(&store.0.borrow()[&slot]).unwrap();
+        e["claims"]["marker"] = json!("from-shared");
+        store.put(&slot, &serde_json::to_vec(&e).unwrap());
+        let b = v.authenticate(Some(&h), NOW, &mut worker2).unwrap();
+        assert_eq!(b.claims["marker"], "from-shared");
+        assert_eq!(a.agent_id, b.agent_id);
+        // Another verifier (other keys) ignores the entry; so does an expired token.
+        let other = verifier(&keys());
+        let mut worker3 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        assert_eq!(
+            other
+                .authenticate(Some(&h), NOW, &mut worker3)
+                .unwrap_err()
+                .code(),
+            "bad_signature"
+        );
+        let mut worker4 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        assert_eq!(
+            v.authenticate(Some(&h), NOW + 700, &mut worker4)
+                .unwrap_err()
+                .code(),
+            "expired"
+        );
     }
 
     #[test]

@@ -16,6 +16,28 @@ pub enum AnyValue<'a> {
 }
 
 impl AnyValue<'_> {
+    /// Appends the compact JSON of the value, byte-identical to `serde_json::to_string`
+    /// of [`AnyValue::to_json`] (the audit chain's canonical form), without building it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            AnyValue::Str(s) => {
+                let _ = serde_json::to_writer(&mut *out, s);
+            }
+            AnyValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            AnyValue::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+            AnyValue::StrArray(items) => {
+                out.push(b'[');
+                for (n, s) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut *out, s);
+                }
+                out.push(b']');
+            }
+        }
+    }
+
     /// The JSON form used by the audit hash chain.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
@@ -65,29 +87,65 @@ fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
     varint(out, v);
 }
 
-fn any_value(v: &AnyValue<'_>) -> Vec<u8> {
-    let mut out = Vec::new();
+fn varint_len(v: u64) -> usize {
+    // 7 payload bits per byte, at least one byte
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn len_field_len(field: u32, len: usize) -> usize {
+    varint_len(u64::from(field) << 3) + varint_len(len as u64) + len
+}
+
+/// Encoded size of an `AnyValue` message: nested messages are written with their length
+/// computed up front instead of through temporary buffers (this is per request).
+fn any_value_len(v: &AnyValue<'_>) -> usize {
     match v {
-        AnyValue::Str(s) => string_field(&mut out, 1, s),
-        AnyValue::Bool(b) => varint_field(&mut out, 2, u64::from(*b)),
-        AnyValue::Int(i) => varint_field(&mut out, 3, *i as u64),
+        AnyValue::Str(s) => len_field_len(1, s.len()),
+        AnyValue::Bool(_) => 2,
+        AnyValue::Int(i) => 1 + varint_len(*i as u64),
         AnyValue::StrArray(items) => {
-            let mut arr = Vec::new();
-            for s in items.iter() {
-                bytes_field(&mut arr, 1, &any_value(&AnyValue::Str(s)));
-            }
-            bytes_field(&mut out, 5, &arr);
+            let arr: usize = items
+                .iter()
+                .map(|s| len_field_len(1, len_field_len(1, s.len())))
+                .sum();
+            len_field_len(5, arr)
         }
     }
-    out
+}
+
+fn write_any_value(out: &mut Vec<u8>, v: &AnyValue<'_>) {
+    match v {
+        AnyValue::Str(s) => string_field(out, 1, s),
+        AnyValue::Bool(b) => varint_field(out, 2, u64::from(*b)),
+        AnyValue::Int(i) => varint_field(out, 3, *i as u64),
+        AnyValue::StrArray(items) => {
+            let arr: usize = items
+                .iter()
+                .map(|s| len_field_len(1, len_field_len(1, s.len())))
+                .sum();
+            tag(out, 5, 2);
+            varint(out, arr as u64);
+            for s in items.iter() {
+                tag(out, 1, 2);
+                varint(out, len_field_len(1, s.len()) as u64);
+                string_field(out, 1, s);
+            }
+        }
+    }
 }
 
 /// Writes a `KeyValue` as field `field` of the enclosing message.
 pub fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue<'_>) {
-    let mut kv = Vec::with_capacity(key.len() + 16);
-    string_field(&mut kv, 1, key);
-    bytes_field(&mut kv, 2, &any_value(value));
-    bytes_field(out, field, &kv);
+    let value_len = any_value_len(value);
+    tag(out, field, 2);
+    varint(
+        out,
+        (len_field_len(1, key.len()) + len_field_len(2, value_len)) as u64,
+    );
+    string_field(out, 1, key);
+    tag(out, 2, 2);
+    varint(out, value_len as u64);
+    write_any_value(out, value);
 }
 
 /// The parts of a `LogRecord` MeshGuard writes.
@@ -118,7 +176,9 @@ pub fn encode_log_record(r: &LogRecord<'_>) -> Vec<u8> {
     fixed64_field(&mut out, 1, r.time_unix_nano);
     varint_field(&mut out, 2, u64::from(r.severity_number));
     string_field(&mut out, 3, r.severity_text);
-    bytes_field(&mut out, 5, &any_value(&AnyValue::Str(r.body)));
+    tag(&mut out, 5, 2);
+    varint(&mut out, any_value_len(&AnyValue::Str(r.body)) as u64);
+    write_any_value(&mut out, &AnyValue::Str(r.body));
     for (k, v) in r.attributes {
         key_value(&mut out, 6, k, v);
     }
@@ -175,6 +235,46 @@ mod tests {
         let mut v = Vec::new();
         varint(&mut v, u64::MAX);
         assert_eq!(v.len(), 10);
+    }
+
+    #[test]
+    fn write_json_matches_serde_json() {
+        let arr = vec!["a\"b".to_string(), "é\n\u{1}".to_string()];
+        for v in [
+            AnyValue::Str("x\"y\\z\t\u{7f}\u{2028}é"),
+            AnyValue::Bool(false),
+            AnyValue::Int(-42),
+            AnyValue::StrArray(&arr),
+            AnyValue::StrArray(&[]),
+        ] {
+            let mut out = Vec::new();
+            v.write_json(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&v.to_json()).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn computed_lengths_match_written_lengths() {
+        let arr = vec!["a".repeat(200), String::new(), "é".into()];
+        for v in [
+            AnyValue::Str(&"x".repeat(300)),
+            AnyValue::Bool(true),
+            AnyValue::Int(-1),
+            AnyValue::Int(5),
+            AnyValue::StrArray(&arr),
+        ] {
+            let mut out = Vec::new();
+            write_any_value(&mut out, &v);
+            assert_eq!(out.len(), any_value_len(&v));
+        }
+        for n in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut out = Vec::new();
+            varint(&mut out, n);
+            assert_eq!(out.len(), varint_len(n), "{n}");
+        }
     }
 
     #[test]

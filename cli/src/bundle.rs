@@ -283,7 +283,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         "grants": list("grants").len(),
         "revocations": list("revocations").len(),
         "signatures": list("signatures").iter().map(|s| json!({"alg": s.get("alg"), "kid": s.get("kid")})).collect::<Vec<_>>(),
-        "signed_sha256": meshguard::audit::hex(&hmac_sha256::Hash::hash(&signing)),
+        "signed_sha256": meshguard::audit::chain_hash(&signing),
     });
     println!(
         "{}",
@@ -317,10 +317,7 @@ async fn serve_file(
         Ok(b) => b,
         Err(_) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
     };
-    let etag = format!(
-        "\"{}\"",
-        meshguard::audit::hex(&hmac_sha256::Hash::hash(&bytes))
-    );
+    let etag = format!("\"{}\"", meshguard::audit::chain_hash(&bytes));
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
