@@ -29,7 +29,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "envoy" / "envoy.yaml"
-WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshguard.wasm"
+sys.path.insert(0, str(REPO / "istio" / "tools"))
+from meshguard_istio.paths import WASM  # noqa: E402  (one definition of the module path)
 
 
 def envoy_binary() -> Path:

@@ -8,7 +8,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 ISTIO_DIR = REPO / "istio"
-WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshguard.wasm"
+# `make wasm` writes the deliverable (wasm-opt'd when binaryen is installed) to
+# target/meshguard.wasm; cargo's own output is used when it is newer (a plain cargo build),
+# so a stale module is never tested.
+CARGO_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshguard.wasm"
+BUILT_WASM = REPO / "target" / "meshguard.wasm"
+
+
+def module_path() -> Path:
+    """The module to load: the `make wasm` deliverable unless cargo's output is newer."""
+    if BUILT_WASM.exists() and (not CARGO_WASM.exists() or BUILT_WASM.stat().st_mtime >= CARGO_WASM.stat().st_mtime):
+        return BUILT_WASM
+    return CARGO_WASM
+
+
+WASM = module_path()
 OCI_LAYOUT = REPO / "target" / "oci" / "meshguard-filter"
 IMAGE_PIN = ISTIO_DIR / "wasmplugin" / "image-pin.yaml"
 ENVOYFILTER_CONFIG = ISTIO_DIR / "envoyfilter" / "plugin-config.json"
