@@ -63,7 +63,7 @@ size: wasm
 
 ## Tests ----------------------------------------------------------------------------------
 
-test: unit lint validate e2e istio-check
+test: unit lint validate e2e istio-check bench-smoke
 
 unit:
 	cargo test --workspace

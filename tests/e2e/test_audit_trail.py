@@ -15,6 +15,7 @@ from harness import keys
 from harness.client import MeshClient
 from harness.envoy import Envoy, Listener, render
 from harness.mgcollector import MeshguardCollector
+from harness.poll import wait_until
 from harness.ports import free_port
 
 POLICY = "name: p\nrules:\n  - {action: 'read:*', effect: allow}\n  - {action: 'delete:*', effect: deny, reason: no}\n"
@@ -38,16 +39,6 @@ def start_envoy(request, tmp_path_factory, name, cfg_text, upstream, collector_p
     return envoy, MeshClient(listener.port)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out: {what}")
-
-
 @pytest.fixture
 def mgc(request, tmp_path):
     c = MeshguardCollector(tmp_path).start()
@@ -67,7 +58,7 @@ def test_every_request_stored_once_with_an_intact_chain(request, tmp_path_factor
         r = client.call(token if i % 10 else "garbage", action=action, request_id=rid,
                         headers={"traceparent": f"00-{trace}-{uuid.uuid4().hex[:16]}-01"})
         sent[rid] = (r.status, action, trace)
-    stored = wait_for(lambda: (lambda e: e if len(e) >= len(sent) else None)(mgc.events()), 20, "all events stored")
+    stored = wait_until(lambda: (lambda e: e if len(e) >= len(sent) else None)(mgc.events()), 20, "all events stored")
     assert len(stored) == len(sent), "exactly one stored event per request"
     by_rid = {e["attributes"]["meshguard.request_id"]: e for e in stored}
     assert set(by_rid) == set(sent)
@@ -114,7 +105,7 @@ def test_collector_outage_loses_nothing(request, tmp_path_factory, keyring, toke
     total = len(statuses)
     assert total > 200
     assert set(statuses) == {200}, f"requests were affected by the outage: {sorted(set(statuses))}"
-    stored = wait_for(lambda: (lambda e: e if len(e) >= total else None)(mgc.events()), 30, f"{total} events stored")
+    stored = wait_until(lambda: (lambda e: e if len(e) >= total else None)(mgc.events()), 30, f"{total} events stored")
     assert len(stored) == total, "no event lost"
     assert len({e["attributes"]["meshguard.request_id"] for e in stored}) == total, "no duplicate"
     assert envoy.stat("meshguard.audit.exports_failed") > 0, "the outage was noticed"
@@ -135,7 +126,7 @@ def test_overflow_is_counted_exactly(request, tmp_path_factory, keyring, tokens,
     assert all(client.call(token, action="read:orders").status == 200 for _ in range(n))
     mgc = MeshguardCollector(tmp_path, port=port).start()
     request.addfinalizer(mgc.stop)
-    stored = wait_for(lambda: (lambda e: e if len(e) >= 40 else None)(mgc.events()), 20, "buffered events delivered")
+    stored = wait_until(lambda: (lambda e: e if len(e) >= 40 else None)(mgc.events()), 20, "buffered events delivered")
     time.sleep(1.0)
     stored = mgc.events()
     dropped = envoy.stat("meshguard.audit.dropped")

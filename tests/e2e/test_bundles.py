@@ -19,6 +19,7 @@ from harness.cli import require
 from harness.client import MeshClient
 from harness.docserver import DocServer
 from harness.envoy import Envoy, Listener, add_cluster, render
+from harness.poll import wait_until
 from harness.ports import free_port
 
 BUNDLE_PATH = "/bundles/current.json"
@@ -76,17 +77,6 @@ def health(client: MeshClient) -> dict:
     r = client.call(None, path=HEALTH)
     assert r.status in (200, 503), r
     return r.json()
-
-
-def wait_until(predicate, timeout: float = 8.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
 
 
 def publish(server: DocServer, doc) -> None:
