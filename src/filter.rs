@@ -171,14 +171,14 @@ struct Root {
     /// HTTP call token -> what it fetches.
     fetches: HashMap<u32, Fetch>,
     /// The last configuration that compiled.
-    config: Option<PluginConfig>,
+    config: Option<Rc<PluginConfig>>,
     /// The verified bundle in force.
     bundle: Option<Bundle>,
-    /// CAS of the shared bundle last looked at (adopted or refused).
-    bundle_cas: Option<u32>,
-    /// Fetched JWKS by issuer, and the CAS last looked at.
+    /// Revision of the shared bundle last looked at (adopted or refused).
+    bundle_rev: u64,
+    /// Fetched JWKS by issuer, and the revision last looked at.
     jwks: HashMap<String, Value>,
-    jwks_cas: HashMap<String, u32>,
+    jwks_rev: HashMap<String, u64>,
     random: u64,
     node_id: String,
     node_cluster: String,
@@ -226,9 +226,9 @@ impl Root {
             fetches: HashMap::new(),
             config: None,
             bundle: None,
-            bundle_cas: None,
+            bundle_rev: 0,
             jwks: HashMap::new(),
-            jwks_cas: HashMap::new(),
+            jwks_rev: HashMap::new(),
             random: random_u64(),
             node_id: String::new(),
             node_cluster: String::new(),
@@ -321,10 +321,10 @@ impl Root {
     /// Adopts what another VM fetched.
     fn adopt_shared(&mut self) {
         let store = EnvoyShared;
-        let (data, cas) = store.get(&sync::key(BUNDLE_SOURCE, "data"));
-        if let (Some(bytes), Some(c)) = (data, cas) {
-            if self.bundle_cas != Some(c) {
-                self.bundle_cas = Some(c);
+        let rev = sync::revision(&store, BUNDLE_SOURCE);
+        if rev != self.bundle_rev {
+            self.bundle_rev = rev;
+            if let Some(bytes) = sync::document(&store, BUNDLE_SOURCE) {
                 if let Err(e) = self.accept_bundle(&bytes) {
                     log::debug!("meshguard: shared bundle not adopted: {e}");
                 }
@@ -342,14 +342,15 @@ impl Root {
             .unwrap_or_default();
         let mut changed = false;
         for issuer in issuers {
-            let (data, cas) = store.get(&sync::key(&jwks_source(&issuer), "data"));
-            let (Some(bytes), Some(c)) = (data, cas) else {
-                continue;
-            };
-            if self.jwks_cas.get(&issuer) == Some(&c) {
+            let source = jwks_source(&issuer);
+            let rev = sync::revision(&store, &source);
+            if self.jwks_rev.get(&issuer).copied().unwrap_or(0) == rev {
                 continue;
             }
-            self.jwks_cas.insert(issuer.clone(), c);
+            self.jwks_rev.insert(issuer.clone(), rev);
+            let Some(bytes) = sync::document(&store, &source) else {
+                continue;
+            };
             if let Ok(doc) = serde_json::from_slice::<Value>(&bytes) {
                 if parse_remote_jwks(&doc).is_ok() {
                     self.jwks.insert(issuer, doc);
@@ -510,9 +511,8 @@ impl Root {
                     Ok(new) => {
                         if new.is_some() {
                             let store = EnvoyShared;
-                            store.set(&sync::key(BUNDLE_SOURCE, "data"), &body, None);
                             // We already hold it: do not re-adopt our own write.
-                            self.bundle_cas = store.get(&sync::key(BUNDLE_SOURCE, "data")).1;
+                            self.bundle_rev = sync::publish(&store, BUNDLE_SOURCE, &body);
                         }
                         self.record_success(&what, &source, etag, new.is_some());
                     }
@@ -530,10 +530,8 @@ impl Root {
                                 );
                             }
                             let store = EnvoyShared;
-                            store.set(&sync::key(&source, "data"), &body, None);
-                            if let Some(c) = store.get(&sync::key(&source, "data")).1 {
-                                self.jwks_cas.insert(issuer.clone(), c);
-                            }
+                            let rev = sync::publish(&store, &source, &body);
+                            self.jwks_rev.insert(issuer.clone(), rev);
                             let changed = self.jwks.get(issuer) != Some(&doc);
                             self.jwks.insert(issuer.clone(), doc);
                             if changed {
@@ -740,7 +738,7 @@ impl RootContext for Root {
                 self.pod = self.property(vec!["xds", "node", "metadata", "NAME"]);
                 self.namespace = self.property(vec!["xds", "node", "metadata", "NAMESPACE"]);
                 self.bundle = keep;
-                self.config = Some(cfg);
+                self.config = Some(Rc::new(cfg));
                 self.install(engine);
                 true
             }

@@ -6,7 +6,8 @@
 //! * `meshguard/<source>/next`: `"<next_fetch_ms> <last_forced_fetch_ms>"`. A VM whose
 //!   tick finds the time has come CAS-writes the next slot; only the winner fetches.
 //! * `meshguard/<source>/data`: the last accepted document (verified bundle, usable JWKS).
-//!   Every VM adopts it when its CAS value changes.
+//! * `meshguard/<source>/rev`: a counter written after `data`. Every VM reads this small
+//!   value on its tick and copies the document out only when it changed.
 //! * `meshguard/<source>/status`: [`SyncStatus`] as JSON, for health and stats on any VM.
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,25 @@ pub fn claim_fetch(
     let forced_at = if early { now_ms } else { last_forced };
     let slot = format!("{} {forced_at}", now_ms.saturating_add(interval_ms));
     store.set(&k, slot.as_bytes(), cas.or(Some(0)))
+}
+
+/// Shares an accepted document with the other VMs; returns its revision.
+pub fn publish(store: &dyn SharedStore, source: &str, document: &[u8]) -> u64 {
+    let rev_key = key(source, "rev");
+    let next = parse_slot(store.get(&rev_key).0).0.wrapping_add(1);
+    store.set(&key(source, "data"), document, None);
+    store.set(&rev_key, next.to_string().as_bytes(), None);
+    next
+}
+
+/// The revision of a source's shared document (0: none yet), read without copying it.
+pub fn revision(store: &dyn SharedStore, source: &str) -> u64 {
+    parse_slot(store.get(&key(source, "rev")).0).0
+}
+
+/// The shared document of a source.
+pub fn document(store: &dyn SharedStore, source: &str) -> Option<Vec<u8>> {
+    store.get(&key(source, "data")).0
 }
 
 /// What the last fetch of a source did, shared by all VMs.
@@ -250,6 +270,16 @@ mod tests {
         assert!(!claim_fetch(&store, "bundle", 60_999, 60_000, false));
         assert!(claim_fetch(&store, "bundle", 61_000, 60_000, false));
         assert!(!claim_fetch(&store, "bundle", 61_000, 60_000, false));
+    }
+
+    #[test]
+    fn documents_are_published_with_a_revision() {
+        let store = Mem::default();
+        assert_eq!(revision(&store, "bundle"), 0);
+        assert_eq!(publish(&store, "bundle", b"v1"), 1);
+        assert_eq!(publish(&store, "bundle", b"v2"), 2);
+        assert_eq!(revision(&store, "bundle"), 2);
+        assert_eq!(document(&store, "bundle").as_deref(), Some(&b"v2"[..]));
     }
 
     #[test]
