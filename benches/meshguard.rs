@@ -19,11 +19,12 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use jwt_simple::prelude::*;
 use meshguard::actions::ActionMatch;
-use meshguard::audit::{AuditBuffer, AuditConfig, AuditEvent, Chain};
+use meshguard::audit::{AuditBuffer, AuditEvent, Chain};
 use meshguard::condition::{Condition, Lookup, Value as CValue};
-use meshguard::identity::{IdentityConfig, Verifier};
-use meshguard::policy::{parse_policy_yaml, Policy, PolicySet, Subject};
-use meshguard::request::Request;
+use meshguard::config::{parse_policy_yaml, AuditConfig, IdentityConfig, Policy};
+use meshguard::engine::request::Request;
+use meshguard::identity::Verifier;
+use meshguard::policy::{PolicySet, Subject};
 use meshguard::tier::TrustTier;
 use meshguard::Engine;
 use serde_json::{json, Value};

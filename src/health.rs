@@ -2,8 +2,8 @@
 //! engine in force and the shared sync status.
 
 use crate::engine::Engine;
-use crate::rfc3339;
-use crate::sync::SyncStatus;
+use crate::sources::SyncStatus;
+use crate::time;
 use serde::Serialize;
 
 /// What `/.meshguard/health` answers.
@@ -64,10 +64,10 @@ pub fn report(
         bundle_version: engine.policy_version().to_string(),
         bundle_age: bundle_created
             .filter(|_| source == "bundle")
-            .map(|c| rfc3339::age(now_secs.saturating_sub(c)))
+            .map(|c| time::age(now_secs.saturating_sub(c)))
             .unwrap_or_default(),
         last_sync: if sync.last_success_ms > 0 {
-            rfc3339::format(sync.last_success_ms / 1000)
+            time::format(sync.last_success_ms / 1000)
         } else {
             String::new()
         },

@@ -15,22 +15,19 @@
 
 pub mod actions;
 pub mod audit;
-pub mod bundle;
 pub mod condition;
 pub mod config;
 pub mod engine;
 pub mod glob;
 pub mod health;
+pub mod hex;
 pub mod identity;
-pub mod otlp;
 pub mod policy;
-pub mod request;
-pub mod response;
-pub mod rfc3339;
-pub mod sync;
+pub mod sources;
 pub mod tier;
+pub mod time;
 
 #[cfg(target_arch = "wasm32")]
-mod filter;
+mod host;
 
 pub use engine::{Engine, Outcome, Verdict};

@@ -1,5 +1,5 @@
 //! `meshguard bundle`: produce, check and serve signed policy bundles
-//! (format `meshguard-bundle/v1`, see the README and `meshguard::bundle`).
+//! (format `meshguard-bundle/v1`, see the README and `meshguard::sources::bundle`).
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use ct_codecs::{Base64, Base64UrlSafeNoPadding, Decoder, Encoder};
-use meshguard::bundle::{self as mgbundle, BundleKeys, FORMAT};
-use meshguard::policy::{parse_policy_yaml, PolicySet};
-use meshguard::rfc3339;
+use meshguard::config::parse_policy_yaml;
+use meshguard::policy::PolicySet;
+use meshguard::sources::bundle::{self as mgbundle, BundleKeys, FORMAT};
+use meshguard::time;
 use serde_json::{json, Value};
 use std::fmt;
 use std::net::SocketAddr;
@@ -176,7 +177,7 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
     let mut doc = json!({
         "format": FORMAT,
         "version": a.version.unwrap_or(now),
-        "created_at": rfc3339::format(now),
+        "created_at": time::format(now),
         "policies": policies,
         "trust_tiers": {},
         "agents": agents,
@@ -255,7 +256,7 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         .get("created_at")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let age = rfc3339::parse(created).map(|c| rfc3339::age(now_secs().saturating_sub(c)));
+    let age = time::parse(created).map(|c| time::age(now_secs().saturating_sub(c)));
     let list = |k: &str| {
         doc.get(k)
             .and_then(Value::as_array)

@@ -4,7 +4,7 @@
 //! Hand-written rather than a date crate because the collector only needs UTC civil dates
 //! (no time zones database), and every dependency costs build time on small machines.
 
-use meshguard::rfc3339::{civil_from_days, days_from_civil};
+use meshguard::time::{civil_from_days, days_from_civil};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -4,10 +4,10 @@
 //! Every process and file is owned by a guard that cleans up on drop, so a failing
 //! assertion leaves nothing behind.
 
-use meshguard::audit::{
-    chain_hash, chain_input, hex, AuditBuffer, AuditConfig, AuditEvent, Chain, CHAIN_GENESIS,
-};
-use meshguard::otlp::AnyValue as FilterValue;
+use meshguard::audit::otlp::AnyValue as FilterValue;
+use meshguard::audit::{chain_hash, chain_input, AuditBuffer, AuditEvent, Chain, CHAIN_GENESIS};
+use meshguard::config::AuditConfig;
+use meshguard::hex::hex;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,

@@ -185,7 +185,7 @@ pub fn attributes_to_json(kvs: &[KeyValue]) -> Map<String, Value> {
 
 /// Lowercase hex of some bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    meshguard::audit::hex(bytes)
+    meshguard::hex::hex(bytes)
 }
 
 /// Decodes an Export request. Records are sorted into decision events, gap declarations
@@ -403,7 +403,7 @@ pub mod testing {
             let hash = chain_hash(&chain_input(
                 &self.last_hash,
                 time,
-                &meshguard::audit::hex(&trace),
+                &meshguard::hex::hex(&trace),
                 &attrs,
             ));
             self.last_hash = hash.clone();

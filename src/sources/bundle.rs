@@ -30,7 +30,7 @@
 //! integers (bundles must not contain fractional numbers). Each signature is Ed25519 over
 //! those bytes; a bundle is accepted when any signature verifies with any configured key.
 
-use crate::policy::Policy;
+use crate::config::Policy;
 use ct_codecs::{Base64, Base64UrlSafeNoPadding, Decoder, Encoder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

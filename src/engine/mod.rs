@@ -2,16 +2,22 @@
 //! decision → verdict + audit event. The filter and the CLI both call this, so they
 //! decide identically.
 
+pub mod request;
+pub mod response;
+
 use crate::actions::{ActionMapper, ActionMatch};
-use crate::audit::{trace_ids, AuditConfig, AuditEvent};
-use crate::bundle::{Bundle, BundleKeys};
+use crate::audit::{trace_ids, AuditEvent};
 use crate::condition::{Lookup, Value};
-use crate::config::{self, BundleConfig, ConfigError, Mode, PluginConfig, StatusConfig};
+use crate::config::{
+    self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, Effect, Mode, PluginConfig,
+    StatusConfig,
+};
 use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
-use crate::policy::{parse_policy_yaml, Decision, Effect, PolicySet, Subject};
-use crate::request::Request;
-use crate::response::{self, Denial, LocalResponse};
+use crate::policy::{Decision, PolicySet, Subject};
+use crate::sources::bundle::{Bundle, BundleKeys};
 use crate::tier::TrustTier;
+use request::Request;
+use response::{Denial, LocalResponse};
 use std::collections::{HashMap, HashSet};
 
 /// A compiled configuration, shared by every request of a worker.

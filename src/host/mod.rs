@@ -7,17 +7,18 @@
 //! HTTP context (one per request): copies the request headers out, asks the engine, and
 //! applies the verdict.
 
-use crate::audit::{self, AuditBuffer, AuditConfig, Chain};
-use crate::bundle::{self, Bundle};
+use crate::audit::otlp::AnyValue;
+use crate::audit::{self, AuditBuffer, Chain};
+use crate::config::AuditConfig;
 use crate::config::{self, PluginConfig};
+use crate::engine::request::Request;
+use crate::engine::response::HEADER_PREFIX;
 use crate::engine::{Engine, Sources, Verdict};
 use crate::health;
 use crate::identity::{parse_remote_jwks, remote_sources, SharedTokens, TokenCache};
-use crate::otlp::AnyValue;
-use crate::request::Request;
-use crate::response::HEADER_PREFIX;
-use crate::rfc3339;
-use crate::sync::{self, Fetched, SharedStore, SyncStatus};
+use crate::sources::bundle::{self, Bundle};
+use crate::sources::{self, Fetched, SharedStore, SyncStatus};
+use crate::time;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
@@ -269,7 +270,7 @@ impl Root {
         shared.bundle_created = self
             .bundle
             .as_ref()
-            .and_then(|b| rfc3339::parse(&b.created_at));
+            .and_then(|b| time::parse(&b.created_at));
         Metrics::set(
             self.metrics.bundle_version,
             engine.bundle_version().unwrap_or(0),
@@ -321,10 +322,10 @@ impl Root {
     /// Adopts what another VM fetched.
     fn adopt_shared(&mut self) {
         let store = EnvoyShared;
-        let rev = sync::revision(&store, BUNDLE_SOURCE);
+        let rev = sources::revision(&store, BUNDLE_SOURCE);
         if rev != self.bundle_rev {
             self.bundle_rev = rev;
-            if let Some(bytes) = sync::document(&store, BUNDLE_SOURCE) {
+            if let Some(bytes) = sources::document(&store, BUNDLE_SOURCE) {
                 if let Err(e) = self.accept_bundle(&bytes) {
                     log::debug!("meshguard: shared bundle not adopted: {e}");
                 }
@@ -343,12 +344,12 @@ impl Root {
         let mut changed = false;
         for issuer in issuers {
             let source = jwks_source(&issuer);
-            let rev = sync::revision(&store, &source);
+            let rev = sources::revision(&store, &source);
             if self.jwks_rev.get(&issuer).copied().unwrap_or(0) == rev {
                 continue;
             }
             self.jwks_rev.insert(issuer.clone(), rev);
-            let Some(bytes) = sync::document(&store, &source) else {
+            let Some(bytes) = sources::document(&store, &source) else {
                 continue;
             };
             if let Ok(doc) = serde_json::from_slice::<Value>(&bytes) {
@@ -452,15 +453,15 @@ impl Root {
         let store = EnvoyShared;
         let now = now_ms();
         if let Some(b) = &cfg.bundle {
-            let interval = sync::jittered(b.interval_seconds.saturating_mul(1000), self.random);
-            if sync::claim_fetch(&store, BUNDLE_SOURCE, now, interval, false) {
+            let interval = sources::jittered(b.interval_seconds.saturating_mul(1000), self.random);
+            if sources::claim_fetch(&store, BUNDLE_SOURCE, now, interval, false) {
                 let etag = SyncStatus::load(&store, BUNDLE_SOURCE)
                     .etag
                     .filter(|_| self.bundle.is_some());
                 let authority = b
                     .authority
                     .clone()
-                    .unwrap_or_else(|| sync::authority_for(&b.cluster));
+                    .unwrap_or_else(|| sources::authority_for(&b.cluster));
                 self.start_fetch(
                     Fetch::Bundle,
                     &b.cluster,
@@ -481,8 +482,8 @@ impl Root {
             } else {
                 MISSING_KEYS_RETRY_MS
             };
-            let interval = sync::jittered(refresh_ms, self.random);
-            if sync::claim_fetch(&store, &source, now, interval, forced) {
+            let interval = sources::jittered(refresh_ms, self.random);
+            if sources::claim_fetch(&store, &source, now, interval, forced) {
                 let timeout = config::default_fetch_timeout();
                 self.start_fetch(
                     Fetch::Jwks(remote.issuer),
@@ -512,7 +513,7 @@ impl Root {
                         if new.is_some() {
                             let store = EnvoyShared;
                             // We already hold it: do not re-adopt our own write.
-                            self.bundle_rev = sync::publish(&store, BUNDLE_SOURCE, &body);
+                            self.bundle_rev = sources::publish(&store, BUNDLE_SOURCE, &body);
                         }
                         self.record_success(&what, &source, etag, new.is_some());
                     }
@@ -530,7 +531,7 @@ impl Root {
                                 );
                             }
                             let store = EnvoyShared;
-                            let rev = sync::publish(&store, &source, &body);
+                            let rev = sources::publish(&store, &source, &body);
                             self.jwks_rev.insert(issuer.clone(), rev);
                             let changed = self.jwks.get(issuer) != Some(&doc);
                             self.jwks.insert(issuer.clone(), doc);
@@ -705,7 +706,7 @@ impl Context for Root {
                     || b.starts_with(b"no healthy upstream")
                     || b.starts_with(b"upstream request timeout")
             });
-        let fetched = sync::classify(status.filter(|_| !local_reply), header("etag"), body);
+        let fetched = sources::classify(status.filter(|_| !local_reply), header("etag"), body);
         self.on_fetched(what, fetched);
     }
 }

@@ -5,7 +5,7 @@
 //! the token header: a token whose header names another algorithm is rejected before any
 //! cryptography runs, which closes HS/RS confusion and `alg: none` by construction.
 
-use crate::config::{de_lenient, ConfigError};
+use crate::config::{ClaimNames, ConfigError, IdentityConfig};
 use crate::tier::TrustTier;
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use jwt_simple::prelude::*;
@@ -15,104 +15,6 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
-
-/// `identity:` in the plugin configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// Header carrying the token. For `authorization` the value must be `Bearer <jwt>`;
-    /// for any other header a bare token is accepted too.
-    #[serde(default = "default_token_header")]
-    pub token_header: String,
-    /// Trusted issuers and their keys.
-    pub issuers: Vec<IssuerConfig>,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
-    #[serde(default = "default_skew", deserialize_with = "de_lenient")]
-    pub clock_skew_seconds: u64,
-    /// Largest token accepted, in bytes.
-    #[serde(default = "default_max_token", deserialize_with = "de_lenient")]
-    pub max_token_bytes: usize,
-    /// Which claims carry the agent id and the trust tier.
-    #[serde(default)]
-    pub claims: ClaimNames,
-    /// Verified tokens remembered per worker (0 disables the cache).
-    #[serde(default = "default_cache", deserialize_with = "de_lenient")]
-    pub token_cache_entries: usize,
-    /// Longest delegation chain (`act` nesting) accepted.
-    #[serde(default = "default_depth", deserialize_with = "de_lenient")]
-    pub max_delegation_depth: usize,
-}
-
-fn default_token_header() -> String {
-    "authorization".into()
-}
-fn default_skew() -> u64 {
-    60
-}
-fn default_max_token() -> usize {
-    8 * 1024
-}
-fn default_cache() -> usize {
-    1024
-}
-fn default_depth() -> usize {
-    4
-}
-
-/// `identity.claims`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimNames {
-    /// Claim holding the agent id (default `sub`).
-    #[serde(default = "default_agent_claim")]
-    pub agent_id: String,
-    /// Claim holding the trust tier (default `trust_tier`); absent means `untrusted`.
-    #[serde(default = "default_tier_claim")]
-    pub trust_tier: String,
-}
-
-impl Default for ClaimNames {
-    fn default() -> Self {
-        ClaimNames {
-            agent_id: default_agent_claim(),
-            trust_tier: default_tier_claim(),
-        }
-    }
-}
-
-fn default_agent_claim() -> String {
-    "sub".into()
-}
-fn default_tier_claim() -> String {
-    "trust_tier".into()
-}
-
-/// One trusted issuer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// Exact `iss` value.
-    pub issuer: String,
-    /// Accepted audiences; the token's `aud` must contain one of them.
-    pub audiences: Vec<String>,
-    /// Inline JWKS, as a JSON string or an object.
-    #[serde(default)]
-    pub jwks: Option<Value>,
-    /// Envoy cluster serving the issuer's JWKS (instead of, or besides, inline `jwks`).
-    #[serde(default)]
-    pub jwks_cluster: Option<String>,
-    /// Path of the JWKS on `jwks_cluster`.
-    #[serde(default)]
-    pub jwks_path: Option<String>,
-    /// `:authority` of the JWKS request; defaults to HOST of an Istio cluster name
-    /// (`outbound|PORT||HOST`), else the cluster name.
-    #[serde(default)]
-    pub jwks_authority: Option<String>,
-    /// Seconds between JWKS refreshes (default 300); an unknown `kid` also triggers one,
-    /// at most every 30 s.
-    #[serde(default, deserialize_with = "crate::config::de_lenient_opt")]
-    pub jwks_refresh_seconds: Option<u64>,
-}
 
 /// Signature algorithms MeshGuard verifies. HMAC is absent on purpose: a shared secret in
 /// a mesh-wide config would let anyone who reads the config mint tokens.
@@ -309,7 +211,7 @@ pub fn remote_sources(cfg: &IdentityConfig) -> Vec<RemoteJwks> {
                 authority: i
                     .jwks_authority
                     .clone()
-                    .unwrap_or_else(|| crate::sync::authority_for(c)),
+                    .unwrap_or_else(|| crate::sources::authority_for(c)),
                 refresh_seconds: i.jwks_refresh_seconds.unwrap_or(300).max(1),
             }),
             _ => None,
@@ -706,7 +608,7 @@ impl Verifier {
                 let mut remote: Vec<_> = remote.iter().collect();
                 remote.sort_by(|a, b| a.0.cmp(b.0));
                 h.update(serde_json::to_vec(&remote).unwrap_or_default());
-                crate::audit::hex(&h.finalize())
+                crate::hex::hex(&h.finalize())
             },
         })
     }
@@ -775,7 +677,7 @@ impl Verifier {
             sha2::Sha256::digest(token.as_bytes())
         });
         if let (Some(shared), Some(hash)) = (&cache.shared, &token_hash) {
-            let hex_hash = crate::audit::hex(hash);
+            let hex_hash = crate::hex::hex(hash);
             let entry = shared
                 .get(&cache.slot(hash))
                 .and_then(|b| serde_json::from_slice::<SharedEntry>(&b).ok())
@@ -792,7 +694,7 @@ impl Verifier {
         let id = Rc::new(self.verify(token, now_secs)?);
         if let (Some(shared), Some(hash)) = (&cache.shared, &token_hash) {
             let entry = SharedEntry {
-                h: crate::audit::hex(hash),
+                h: crate::hex::hex(hash),
                 g: self.fingerprint.clone(),
                 iss: id.issuer.clone(),
                 exp: id.expires_at,

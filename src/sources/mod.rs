@@ -10,6 +10,8 @@
 //!   value on its tick and copies the document out only when it changed.
 //! * `meshguard/<source>/status`: [`SyncStatus`] as JSON, for health and stats on any VM.
 
+pub mod bundle;
+
 use serde::{Deserialize, Serialize};
 
 /// Envoy's shared data, or an in-memory stand-in for tests.

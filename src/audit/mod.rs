@@ -5,117 +5,13 @@
 //! dropped and counted; a failed export puts its batch back at the front, so an outage
 //! delays events instead of losing them while there is room.
 
-use crate::config::{de_lenient, ConfigError};
-use crate::otlp::{self, AnyValue};
-use serde::{Deserialize, Serialize};
+pub mod otlp;
+
+use crate::config::AuditConfig;
+use crate::hex::{hex, unhex};
+use otlp::AnyValue;
+use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-
-/// `audit:` in the plugin configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Envoy cluster of the OTLP/gRPC collector (HTTP/2). Without it, events go to the
-    /// Envoy log at info level.
-    #[serde(default)]
-    pub cluster: Option<String>,
-    /// How often the root context flushes, in milliseconds.
-    #[serde(default = "default_flush", deserialize_with = "de_lenient")]
-    pub flush_interval_ms: u64,
-    /// Most events in one Export call.
-    #[serde(default = "default_batch", deserialize_with = "de_lenient")]
-    pub max_batch: usize,
-    /// Most bytes of encoded events in one Export call.
-    #[serde(default = "default_batch_bytes", deserialize_with = "de_lenient")]
-    pub max_batch_bytes: usize,
-    /// Most events waiting per worker before the oldest are dropped.
-    #[serde(default = "default_buffer", deserialize_with = "de_lenient")]
-    pub buffer_events: usize,
-    /// Most bytes waiting per worker before the oldest are dropped.
-    #[serde(default = "default_buffer_bytes", deserialize_with = "de_lenient")]
-    pub buffer_bytes: usize,
-    /// Export call timeout in milliseconds.
-    #[serde(default = "default_timeout", deserialize_with = "de_lenient")]
-    pub timeout_ms: u64,
-    /// Most Export calls in flight per worker.
-    #[serde(default = "default_in_flight", deserialize_with = "de_lenient")]
-    pub max_in_flight: usize,
-    /// Longest wait between retries after failed exports, in milliseconds (the wait
-    /// doubles from `flush_interval_ms` up to this).
-    #[serde(default = "default_backoff", deserialize_with = "de_lenient")]
-    pub retry_max_backoff_ms: u64,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            cluster: None,
-            flush_interval_ms: default_flush(),
-            max_batch: default_batch(),
-            max_batch_bytes: default_batch_bytes(),
-            buffer_events: default_buffer(),
-            buffer_bytes: default_buffer_bytes(),
-            timeout_ms: default_timeout(),
-            max_in_flight: default_in_flight(),
-            retry_max_backoff_ms: default_backoff(),
-        }
-    }
-}
-
-fn default_flush() -> u64 {
-    200
-}
-fn default_batch() -> usize {
-    500
-}
-fn default_batch_bytes() -> usize {
-    1024 * 1024
-}
-fn default_buffer() -> usize {
-    10_000
-}
-fn default_buffer_bytes() -> usize {
-    16 * 1024 * 1024
-}
-fn default_timeout() -> u64 {
-    5_000
-}
-fn default_in_flight() -> usize {
-    2
-}
-fn default_backoff() -> u64 {
-    5_000
-}
-
-impl AuditConfig {
-    /// Checks limits that would make the pipeline useless.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = |v: u64, f: &str| {
-            if v == 0 {
-                Err(ConfigError::invalid(
-                    format!("audit.{f}"),
-                    "must be greater than 0",
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        positive(self.flush_interval_ms, "flush_interval_ms")?;
-        positive(self.max_batch as u64, "max_batch")?;
-        positive(self.max_batch_bytes as u64, "max_batch_bytes")?;
-        positive(self.buffer_events as u64, "buffer_events")?;
-        positive(self.buffer_bytes as u64, "buffer_bytes")?;
-        positive(self.timeout_ms, "timeout_ms")?;
-        positive(self.max_in_flight as u64, "max_in_flight")?;
-        positive(self.retry_max_backoff_ms, "retry_max_backoff_ms")?;
-        if self.cluster.as_deref() == Some("") {
-            return Err(ConfigError::invalid(
-                "audit.cluster",
-                "must not be empty (omit it to log events instead)",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// One decision, as recorded.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -244,37 +140,6 @@ impl AuditEvent {
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
     }
-}
-
-/// Lowercase hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digit = |n: u8| char::from(DIGITS.get(usize::from(n & 0xf)).copied().unwrap_or(b'0'));
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(*b));
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|p| match p {
-            [h, l] => Some(digit(*h)? << 4 | digit(*l)?),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Trace and span ids for a request: from a valid W3C `traceparent`, else from an
