@@ -2,6 +2,7 @@
 //! decision → verdict + audit event. The filter and the CLI both call this, so they
 //! decide identically.
 
+pub mod body;
 pub mod request;
 pub mod response;
 
@@ -60,6 +61,9 @@ pub enum Verdict {
     Forward {
         /// Headers for the upstream.
         set_headers: Vec<(String, String)>,
+        /// A replacement request body (a JSON-RPC batch with its denied elements removed);
+        /// `None` forwards the body as received.
+        body: Option<Vec<u8>>,
     },
     /// Answer locally.
     Respond(LocalResponse),
@@ -74,6 +78,13 @@ pub struct Outcome {
     pub decision: Decision,
     /// The audit record (latency to be filled in by the caller).
     pub event: AuditEvent,
+    /// Further decisions taken on the same request (the other elements of a JSON-RPC
+    /// batch), each audited like `event`.
+    pub more_events: Vec<AuditEvent>,
+    /// Set when the upstream's response must pass through the engine (MCP `tools/list`
+    /// filtering, merging denied batch elements into the answer). The host keeps it for
+    /// the response phase; see [`body::ResponsePlan`].
+    pub response: Option<body::ResponsePlan>,
 }
 
 /// The values conditions can refer to (DESIGN §4).
@@ -429,6 +440,7 @@ impl Engine {
         event.reason.clone_from(&decision.reason);
         let allowed = decision.effect == Effect::Allow;
         let forward = |label: &str| Verdict::Forward {
+            body: None,
             set_headers: vec![
                 (response::AGENT_HEADER.into(), identity.agent_id.clone()),
                 (response::TIER_HEADER.into(), identity.tier.as_str().into()),
@@ -473,6 +485,8 @@ impl Engine {
             verdict,
             decision,
             event,
+            more_events: Vec::new(),
+            response: None,
         }
     }
 
@@ -502,6 +516,7 @@ impl Engine {
                 event.decision = "would_deny".into();
                 event.enforced = false;
                 Verdict::Forward {
+                    body: None,
                     set_headers: vec![
                         (
                             response::TIER_HEADER.into(),
@@ -516,6 +531,8 @@ impl Engine {
             verdict,
             decision: Decision::deny(reason),
             event,
+            more_events: Vec::new(),
+            response: None,
         }
     }
 }
@@ -593,7 +610,7 @@ mod tests {
 
     fn header<'a>(v: &'a Verdict, name: &str) -> Option<&'a str> {
         match v {
-            Verdict::Forward { set_headers } => set_headers
+            Verdict::Forward { set_headers, .. } => set_headers
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str()),

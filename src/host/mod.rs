@@ -859,7 +859,7 @@ impl HttpContext for Http {
         }
         let m = &self.metrics;
         let action = match &outcome.verdict {
-            Verdict::Forward { set_headers } => {
+            Verdict::Forward { set_headers, .. } => {
                 for (name, _) in &req.headers {
                     if name.starts_with(HEADER_PREFIX) {
                         self.set_http_request_header(name, None);
