@@ -9,6 +9,7 @@ own starts its Envoy at module scope. Every test tells its requests apart by
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,7 +18,7 @@ import pytest
 from harness import keys, policies
 from harness.client import MeshClient
 from harness.collector import Collector
-from harness.envoy import WASM, Envoy, Listener, render
+from harness.envoy import WASM, Envoy, Listener, add_cluster, render
 from harness.ports import free_port
 from harness.upstream import EchoUpstream
 
@@ -94,15 +95,26 @@ Launcher = Callable[..., Deployment]
 
 @pytest.fixture(scope="session")
 def launch(tmp_path_factory, collector: Collector, upstream: EchoUpstream) -> Launcher:
-    """``launch(request, name, {listener: plugin_config_text}, collector_port=None)``
-    starts an Envoy whose lifetime is the calling fixture's scope (stopped by PID in a
-    finalizer, also when start-up fails)."""
+    """``launch(request, name, {listener: plugin_config_text | Listener}, collector_port=None,
+    concurrency=1, clusters={})`` starts an Envoy whose lifetime is the calling fixture's
+    scope (stopped by PID in a finalizer, also when start-up fails). A `Listener` value
+    (port 0 = pick one) can carry TLS or leave the filter out; `clusters` adds STATIC
+    clusters (name -> port) such as a grants or bundle server; `concurrency` is Envoy's
+    worker count (2 where state must hold across worker VMs)."""
 
-    def _launch(request, name: str, listeners: dict[str, str], *, collector_port: int | None = None) -> Deployment:
-        ls = [Listener(n, free_port(), text) for n, text in listeners.items()]
+    def _launch(request, name: str, listeners: dict[str, "str | Listener"], *, collector_port: int | None = None,
+                concurrency: int = 1, clusters: dict[str, int] | None = None) -> Deployment:
+        ls = []
+        for n, spec in listeners.items():
+            if isinstance(spec, Listener):
+                ls.append(dataclasses.replace(spec, name=n, port=spec.port or free_port()))
+            else:
+                ls.append(Listener(n, free_port(), spec))
         cfg = render(ls, admin_port=free_port(), upstream_port=upstream.port,
                      collector_port=collector.port if collector_port is None else collector_port)
-        envoy = Envoy(name, cfg, tmp_path_factory.mktemp(f"envoy-{name}"))
+        for cluster, port in (clusters or {}).items():
+            add_cluster(cfg, cluster, port)
+        envoy = Envoy(name, cfg, tmp_path_factory.mktemp(f"envoy-{name}"), concurrency=concurrency)
         request.addfinalizer(envoy.stop)
         envoy.start()
         return Deployment(envoy, {l.name: MeshClient(l.port) for l in ls})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -35,10 +36,12 @@ class Response:
 
 
 def http_request(port: int, method: str, path: str, headers: Mapping[str, Any] | None = None,
-                 body: bytes | None = None, timeout: float = 10.0) -> Response:
-    """One request on a fresh connection. Header values may be ``bytes`` (sent verbatim,
-    e.g. UTF-8) or ``str`` (sent as latin-1, as http.client does)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                 body: bytes | None = None, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> Response:
+    """One request on a fresh connection (HTTPS with `tls`, e.g. a context presenting a
+    client certificate from harness.certs). Header values may be ``bytes`` (sent
+    verbatim, e.g. UTF-8) or ``str`` (sent as latin-1, as http.client does)."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls) if tls is not None
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
     try:
         own_host = any(name.lower() == "host" for name in (headers or {}))
         conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
@@ -60,10 +63,11 @@ def traceparent(trace_id: str, span_id: str) -> str:
 
 
 class MeshClient:
-    """Calls through one Envoy listener as an agent would."""
+    """Calls through one Envoy listener as an agent would (over TLS with `tls`)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None):
         self.port = port
+        self.tls = tls
 
     def call(self, token: str | None = None, *, action: str | None = None, resource: str | None = None,
              method: str = "GET", path: str = "/tools/call", headers: Mapping[str, Any] | None = None,
@@ -82,6 +86,6 @@ class MeshClient:
         if resource is not None:
             h["x-meshguard-resource"] = resource
         h.update(headers or {})
-        resp = http_request(self.port, method, path, h, body)
+        resp = http_request(self.port, method, path, h, body, tls=self.tls)
         resp.request_id = rid
         return resp

@@ -86,11 +86,20 @@ def _cluster_endpoint(cluster: dict) -> dict:
 
 @dataclass
 class Listener:
-    """One listener to generate: a name, a port and the plugin configuration text."""
+    """One listener to generate: a name, a port and the plugin configuration text.
+
+    `tls` is a downstream transport socket (``harness.certs.downstream_tls_context``):
+    the listener then speaks (m)TLS and Envoy forwards the peer certificate's URI SAN to
+    the upstream in ``x-forwarded-client-cert`` (SANITIZE_SET: a client-sent header is
+    replaced), which is how a test sees which SPIFFE id Envoy verified. `wasm=False`
+    leaves the MeshGuard filter out (a plain passthrough, to test the harness itself).
+    """
 
     name: str
     port: int
     plugin_config: str
+    tls: dict | None = None
+    wasm: bool = True
 
 
 def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict:
@@ -104,7 +113,22 @@ def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict
     filt = wasm_filter(lst)
     filt["vm_config"]["code"]["local"]["filename"] = str(wasm.resolve())
     filt["configuration"]["value"] = listener.plugin_config
+    hcm = _http_connection_manager(lst)
+    if not listener.wasm:
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") != "meshguard"]
+    if listener.tls is not None:
+        for chain in lst["filter_chains"]:
+            chain["transport_socket"] = copy.deepcopy(listener.tls)
+        hcm["forward_client_cert_details"] = "SANITIZE_SET"
+        hcm["set_current_client_cert_details"] = {"uri": True}
     return lst
+
+
+def _http_connection_manager(listener: dict) -> dict:
+    for node in _walk(listener):
+        if node.get("name") == "envoy.filters.network.http_connection_manager":
+            return node["typed_config"]
+    raise KeyError("listener has no http_connection_manager")
 
 
 def render(listeners: list[Listener], *, admin_port: int, upstream_port: int, collector_port: int,

@@ -70,3 +70,30 @@ def forwarded(resp: Response, *, agent: str | None, tier: str, action: str | Non
     ours = {k: v for k, v in seen.items() if k.startswith("x-meshguard-")}
     assert ours == expected, f"upstream saw MeshGuard headers {ours}, expected {expected}"
     return seen
+
+
+def refusal_body(resp: Response, *, status: int, decision: str, mode: str = "enforce") -> dict:
+    """A refusal answered by MeshGuard with the policy-denial body shape (403 deny or
+    require_approval, 429 rate_limited): every documented field present, whatever the
+    policy and rule are. Returns the body."""
+    assert resp.status == status, f"expected {status} {decision}, got {resp}"
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert body["decision"] == decision, body
+    for key in ("policy", "rule", "reason", "bundleVersion", "traceId"):
+        assert key in body, f"{key} missing from {body}"
+    assert body["mode"] == mode, body
+    assert isinstance(body["reason"], str) and body["reason"], body
+    assert isinstance(body["bundleVersion"], str) and body["bundleVersion"], body
+    assert _trace_id_ok(body["traceId"]), body
+    return body
+
+
+def rate_limited(resp: Response, *, limit: str) -> tuple[dict, int]:
+    """A 429 for the rate limit named `limit` (reported as the rule), with an integer
+    ``Retry-After`` of at least one second. Returns the body and Retry-After."""
+    body = refusal_body(resp, status=429, decision="rate_limited")
+    assert body["rule"] == limit, body
+    retry_after = resp.headers.get("retry-after", "")
+    assert retry_after.isdigit() and int(retry_after) >= 1, f"Retry-After {retry_after!r} in {resp.headers}"
+    return body, int(retry_after)

@@ -167,3 +167,22 @@ def canonical_json(obj: Any) -> str:
     """What istiod renders: the one implementation in istio/tools (sorted compact JSON,
     Go float64 numbers, Go's HTML-safe string escaping)."""
     return plugin_config_json(obj)
+
+
+def controls_config(jwks: dict, rules: list[dict], *, mode: str = "enforce", policy_name: str = "controls",
+                    **sections: Any) -> dict:
+    """A small configuration for the agent-control suites: the test issuer, one policy
+    applying to every agent with `rules`, fast audit flushing, plus any top-level
+    `sections` as written in the README (``revoked=``, ``rate_limits=``, ``loop=``,
+    ``grants=``, ``identity_workload_binding=`` for ``identity.workload_binding``)."""
+    cfg: dict[str, Any] = {
+        "mode": mode,
+        "identity": {"issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": jwks}]},
+        "policies": [{"name": policy_name, "rules": copy.deepcopy(rules)}],
+        "audit": {"cluster": "meshguard-collector", "flush_interval_ms": 100},
+    }
+    binding = sections.pop("identity_workload_binding", None)
+    if binding is not None:
+        cfg["identity"]["workload_binding"] = binding
+    cfg.update(copy.deepcopy(sections))
+    return cfg
