@@ -282,6 +282,12 @@ class Envoy:
             raise AssertionError(f"stat suffix {suffix} is ambiguous: {matches}")
         return next(iter(matches.values()), 0)
 
+    def connections_per_worker(self, port: int) -> list[int]:
+        """Connections accepted by each worker on the listener at `port` (Envoy's
+        per-worker listener stats), to show that load really reached every worker VM."""
+        stats = self.stats(f"127.0.0.1_{port}.worker_")
+        return [v for k, v in sorted(stats.items()) if k.endswith(".downstream_cx_total")]
+
     def wait_stat(self, suffix: str, at_least: int, timeout: float = 10.0) -> int:
         deadline = time.monotonic() + timeout
         while True:
