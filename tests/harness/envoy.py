@@ -88,18 +88,33 @@ def _cluster_endpoint(cluster: dict) -> dict:
 class Listener:
     """One listener to generate: a name, a port and the plugin configuration text.
 
+    The optional fields change the copy of the committed listener for MCP traffic:
+    `cluster` routes to another upstream cluster (added with `add_cluster`);
+    `route_timeout` ``"0s"`` lifts Envoy's 15 s route timeout, which would cut the
+    long-lived SSE streams of MCP; `wasm_options` are extra fields of the wasm filter's
+    ``PluginConfig`` (e.g. ``{"allow_on_headers_stop_iteration": True}``), none by
+    default, as in envoy/envoy.yaml; `meshguard=False` removes the MeshGuard filter
+    (a plain pass-through listener, the baseline for conformance runs);
+    `request_headers_to_add` makes the route add headers on the way upstream.
     `tls` is a downstream transport socket (``harness.certs.downstream_tls_context``):
-    the listener then speaks (m)TLS and Envoy forwards the peer certificate's URI SAN to
-    the upstream in ``x-forwarded-client-cert`` (SANITIZE_SET: a client-sent header is
-    replaced), which is how a test sees which SPIFFE id Envoy verified. `wasm=False`
-    leaves the MeshGuard filter out (a plain passthrough, to test the harness itself).
+    the listener then speaks (m)TLS and Envoy forwards the verified peer certificate's
+    URI SAN to the upstream in ``x-forwarded-client-cert`` (SANITIZE_SET: a header the
+    client sent is replaced), which is how a test sees the SPIFFE id Envoy verified.
     """
 
     name: str
     port: int
-    plugin_config: str
+    plugin_config: str = ""
+    cluster: str = "upstream"
+    route_timeout: str | None = None
+    wasm_options: dict | None = None
+    meshguard: bool = True
+    request_headers_to_add: dict[str, str] | None = None
     tls: dict | None = None
-    wasm: bool = True
+
+
+def _routes(listener: dict) -> list[dict]:
+    return [node for node in _walk(listener) if "match" in node and "route" in node]
 
 
 def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict:
@@ -110,25 +125,31 @@ def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict
     for node in _walk(lst):
         if node.get("stat_prefix"):
             node["stat_prefix"] = listener.name
-    filt = wasm_filter(lst)
-    filt["vm_config"]["code"]["local"]["filename"] = str(wasm.resolve())
-    filt["configuration"]["value"] = listener.plugin_config
-    hcm = _http_connection_manager(lst)
-    if not listener.wasm:
-        hcm["http_filters"] = [f for f in hcm["http_filters"] if f.get("name") != "meshguard"]
+    for route in _routes(lst):
+        route["route"]["cluster"] = listener.cluster
+        if listener.route_timeout is not None:
+            route["route"]["timeout"] = listener.route_timeout
+        if listener.request_headers_to_add:
+            route["request_headers_to_add"] = [
+                {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                for k, v in listener.request_headers_to_add.items()]
     if listener.tls is not None:
         for chain in lst["filter_chains"]:
             chain["transport_socket"] = copy.deepcopy(listener.tls)
+        hcm = next(n["typed_config"] for n in _walk(lst)
+                   if n.get("name") == "envoy.filters.network.http_connection_manager")
         hcm["forward_client_cert_details"] = "SANITIZE_SET"
         hcm["set_current_client_cert_details"] = {"uri": True}
+    if not listener.meshguard:
+        for node in _walk(lst):
+            if "http_filters" in node:
+                node["http_filters"] = [f for f in node["http_filters"] if f.get("name") != "meshguard"]
+        return lst
+    filt = wasm_filter(lst)
+    filt["vm_config"]["code"]["local"]["filename"] = str(wasm.resolve())
+    filt["configuration"]["value"] = listener.plugin_config
+    filt.update(listener.wasm_options or {})
     return lst
-
-
-def _http_connection_manager(listener: dict) -> dict:
-    for node in _walk(listener):
-        if node.get("name") == "envoy.filters.network.http_connection_manager":
-            return node["typed_config"]
-    raise KeyError("listener has no http_connection_manager")
 
 
 def render(listeners: list[Listener], *, admin_port: int, upstream_port: int, collector_port: int,
