@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import keys, policies  # noqa: E402
 from harness.client import MeshClient, Response  # noqa: E402
-from harness.mgcollector import MeshguardCollector  # noqa: E402
-from harness.envoy import WASM, Envoy, Listener, render  # noqa: E402
+from harness.mgcollector import MeshguardCollector, grants_keypair  # noqa: E402
+from harness.envoy import WASM, Envoy, Listener, add_cluster, render  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.upstream import EchoUpstream  # noqa: E402
 
@@ -111,6 +111,64 @@ def scenario(tokens: keys.TokenFactory) -> list[Step]:
              method="DELETE"),
         Step("audit mode: the untrusted read passes too", "audit", "scraper-bot", "untrusted", scraper),
     ]
+
+
+APPROVAL_TTL = "20s"
+
+
+def approval_act(stack: ExitStack, workdir: Path, tokens: keys.TokenFactory, jwks: dict, upstream: EchoUpstream) -> None:
+    """The approval loop, end to end (README "Agent controls"): a payment needs a human,
+    the 403 carries an approvalId, the collector lists it as pending, an operator approves
+    it for a while with the CLI, the collector publishes the signed grants document that
+    the filter polls every second, and the agent's retry goes through. Its own collector
+    (with the HTTP API and a grants signing key) and Envoy, stopped by PID via `stack`.
+    Call it from `run` to make it part of `make demo`."""
+    heading("The approval loop: require_approval -> meshguard approvals approve -> allowed")
+    act_dir = workdir / "approvals"
+    grants_key, public_keys = grants_keypair(act_dir)
+    service = MeshguardCollector(act_dir, http=True, grants_key=grants_key).start()
+    stack.callback(service.stop)
+    print(f"meshguard collector    127.0.0.1:{service.port} (OTLP/gRPC), approvals API and "
+          f"signed grants document at {service.url}/grants")
+    cfg = policies.demo_config(jwks)
+    cfg["grants"] = {"cluster": "meshguard-grants", "path": "/grants", "public_keys": public_keys,
+                     "interval_seconds": 1}
+    listener = Listener("approvals", free_port(), policies.as_yaml(cfg))
+    boot = render([listener], admin_port=free_port(), upstream_port=upstream.port, collector_port=service.port)
+    add_cluster(boot, "meshguard-grants", service.http_port)
+    envoy = Envoy("demo-approvals", boot, act_dir / "envoy", concurrency=2)
+    stack.callback(envoy.stop)
+    envoy.start()
+    client = MeshClient(listener.port)
+    token = tokens.token("orders-bot", "verified")
+
+    def pay() -> Response:
+        return client.call(token, method="POST", path="/v1/payments", action="pay:invoice")
+
+    first = pay()
+    approval_id = first.json().get("approvalId", "") if first.status == 403 else ""
+    print(f"\n1. orders-bot pays an invoice: HTTP {first.status}, decision {decision_of(first)}, "
+          f"approvalId {approval_id or '(none)'}")
+    if not approval_id:
+        print("   no approvalId in the answer: the filter does not support approvals yet")
+        return
+    deadline = time.monotonic() + 10
+    while service.approval(approval_id) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"\n2. the operator's queue: meshguard approvals list --url {service.url}")
+    print(service.approvals_cli("list").stdout.rstrip())
+    print(f"\n3. meshguard approvals approve {approval_id} --for {APPROVAL_TTL} --by alice")
+    decided = service.approvals_cli("approve", approval_id, "--for", APPROVAL_TTL, "--by", "alice",
+                                    "--reason", "invoice INV-7 checked")
+    print((decided.stdout or decided.stderr).rstrip())
+    approved_at = time.monotonic()
+    retry = pay()
+    while retry.status != 200 and time.monotonic() - approved_at < 5:
+        time.sleep(0.2)
+        retry = pay()
+    print(f"\n4. orders-bot retries: HTTP {retry.status}, decision {decision_of(retry)} "
+          f"({time.monotonic() - approved_at:.1f}s after the approval; the filter polls /grants every second)")
+    print(f"   the grant lasts {APPROVAL_TTL}; after that the same call needs approval again.")
 
 
 def wait_for_events(collector: MeshguardCollector, count: int, timeout: float = 15.0) -> list[dict]:
