@@ -182,10 +182,11 @@ def test_counters_are_per_agent_and_per_action(deployment, tokens):
 
 
 # Audit mode records the would-be refusal without enforcing it (README "Audit events":
-# `meshguard.decision` is would_deny, `meshguard.effect` what the decision was before the
-# mode applied).
-AUDIT_MODE = {"meshguard.decision": "would_deny", "meshguard.effect": "rate_limited", "meshguard.enforced": False,
-              "meshguard.rule": LIMIT_NAME, "meshguard.mode": "audit"}
+# `meshguard.decision` is would_deny; the rule names the limit, the reason says why).
+AUDIT_MODE = {"meshguard.decision": "would_deny", "meshguard.enforced": False, "meshguard.rule": LIMIT_NAME,
+              "meshguard.mode": "audit"}
+# `meshguard.effect`, the effect before the mode applied: a refusal by a limit is a deny.
+AUDIT_MODE_EFFECTS = ("deny", "rate_limited")
 
 
 def test_audit_mode_records_but_does_not_enforce(deployment, tokens, upstream, collector):
@@ -201,3 +202,5 @@ def test_audit_mode_records_but_does_not_enforce(deployment, tokens, upstream, c
         assert upstream.received(resp.request_id)
         attrs = collector.by_request_id(resp.request_id)["attributes"]
         assert {k: attrs.get(k) for k in AUDIT_MODE} == AUDIT_MODE
+        assert attrs["meshguard.effect"] in AUDIT_MODE_EFFECTS, attrs
+        assert "rate limit" in attrs["meshguard.reason"], attrs
