@@ -17,7 +17,7 @@ import pytest
 from harness import keys, policies
 from harness.client import MeshClient
 from harness.collector import Collector
-from harness.envoy import WASM, Envoy, Listener, render
+from harness.envoy import WASM, Envoy, Listener, add_cluster, render
 from harness.ports import free_port
 from harness.upstream import EchoUpstream
 
@@ -129,3 +129,36 @@ def rich_config(keyring: Keyring) -> dict:
 def rich(request, launch: Launcher, rich_config: dict) -> Deployment:
     """The rich policy set (JSON plugin configuration)."""
     return launch(request, "rich", {"enforce": policies.as_json(rich_config)})
+
+
+@dataclass
+class ListenerSet:
+    """A running Envoy built from explicit `Listener`s (see harness.envoy.Listener), with
+    the port of each listener by name."""
+
+    envoy: Envoy
+    ports: dict[str, int]
+
+    def url(self, listener: str, path: str = "/mcp") -> str:
+        return f"http://127.0.0.1:{self.ports[listener]}{path}"
+
+
+@pytest.fixture(scope="session")
+def launch_listeners(tmp_path_factory, collector: Collector, upstream: EchoUpstream):
+    """``launch_listeners(request, name, [Listener, ...], clusters={name: port})`` starts an
+    Envoy with these listeners and extra upstream clusters (for MCP servers, JSON-RPC
+    upstreams, or another listener of the same Envoy), stopped by PID in a finalizer of
+    the calling fixture. ``upstream`` stays the shared echo server."""
+
+    def _launch(request, name: str, listeners: list[Listener], *, clusters: dict[str, int] | None = None,
+                collector_port: int | None = None) -> ListenerSet:
+        cfg = render(listeners, admin_port=free_port(), upstream_port=upstream.port,
+                     collector_port=collector.port if collector_port is None else collector_port)
+        for cluster, port in (clusters or {}).items():
+            add_cluster(cfg, cluster, port)
+        envoy = Envoy(name, cfg, tmp_path_factory.mktemp(f"envoy-{name}"))
+        request.addfinalizer(envoy.stop)
+        envoy.start()
+        return ListenerSet(envoy, {l.name: l.port for l in listeners})
+
+    return _launch
