@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from harness import keys, policies
+from harness import keys, mcp, mcp_policies, policies
 from harness.client import MeshClient
 from harness.collector import Collector
 from harness.envoy import WASM, Envoy, Listener, add_cluster, render
@@ -162,3 +162,46 @@ def launch_listeners(tmp_path_factory, collector: Collector, upstream: EchoUpstr
         return ListenerSet(envoy, {l.name: l.port for l in listeners})
 
     return _launch
+
+
+@dataclass
+class McpStack:
+    """The MCP/A2A/decision-API deployment: the SDK server answering JSON and another
+    answering SSE (both with the catalog tools), a JSON-RPC echo, and one Envoy whose
+    listeners all carry `mcp_policies.mcp_config`: ``json`` and ``sse`` (to the SDK
+    servers), ``rpc`` (to the echo: MCP batches and A2A) and ``small`` (to the JSON
+    server, with ``actions.mcp.max_body_bytes`` = `mcp_policies.SMALL_BODY_LIMIT`)."""
+
+    servers: dict
+    echo: mcp.JsonRpcEcho
+    listeners: ListenerSet
+
+    def url(self, listener: str, path: str = "/mcp") -> str:
+        return self.listeners.url(listener, path)
+
+    def port(self, listener: str) -> int:
+        return self.listeners.ports[listener]
+
+
+
+@pytest.fixture(scope="session")
+def mcp_stack(request, tmp_path_factory, launch_listeners, keyring: Keyring) -> McpStack:
+    workdir = tmp_path_factory.mktemp("mcp-stack")
+    servers: dict = {}
+    echo = mcp.JsonRpcEcho().start()
+    request.addfinalizer(echo.stop)
+    for kind, json_response in (("json", True), ("sse", False)):
+        server = mcp.McpUpstream(workdir, json_response=json_response, extra_tools=mcp_policies.CATALOG_TOOLS)
+        request.addfinalizer(server.stop)
+        servers[kind] = server.start()
+    full = policies.as_yaml(mcp_policies.mcp_config(keyring.jwks))
+    small = policies.as_yaml(mcp_policies.mcp_config(keyring.jwks, max_body_bytes=mcp_policies.SMALL_BODY_LIMIT))
+    listeners = [
+        Listener("json", free_port(), full, cluster="mcp-json", route_timeout="0s"),
+        Listener("sse", free_port(), full, cluster="mcp-sse", route_timeout="0s"),
+        Listener("rpc", free_port(), full, cluster="rpc-echo", route_timeout="0s"),
+        Listener("small", free_port(), small, cluster="mcp-json", route_timeout="0s"),
+    ]
+    deployment = launch_listeners(request, "mcp", listeners, clusters={
+        "mcp-json": servers["json"].port, "mcp-sse": servers["sse"].port, "rpc-echo": echo.port})
+    return McpStack(servers, echo, deployment)

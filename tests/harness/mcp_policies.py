@@ -29,6 +29,9 @@ TIER = "verified"
 DELETE_REASON = "Agents never delete everything"
 REFUND_LIMIT = 100
 
+# `actions.mcp.max_body_bytes` of the "small" test listener.
+SMALL_BODY_LIMIT = 4096
+
 # Out of `CATALOG_TOOLS` extra tools of the SSE server, these are allowed (by exact
 # action), the others are unmapped and without a rule.
 CATALOG_TOOLS = 40

@@ -55,9 +55,13 @@ class Recorder:
 
 
 def build_server(recorder: Recorder, extra_tools: int) -> Any:
+    from mcp.server.caching import CacheHint
     from mcp.server.mcpserver import MCPServer
 
-    server = MCPServer("meshguard-test-tools", version="1.0.0")
+    # tools/list is declared shareable (2026-07-28 `cacheScope: "public"`): a filtered
+    # list is per agent, so the filter must turn it into "private".
+    server = MCPServer("meshguard-test-tools", version="1.0.0",
+                       cache_hints={"tools/list": CacheHint(ttl_ms=60_000, scope="public")})
 
     @server.tool()
     def send_email(to: str, subject: str, body: str) -> str:
