@@ -292,7 +292,7 @@ def test_unauthenticated_request_never_reaches_the_server(mcp_stack, tokens, kin
 
 def test_sdk_client_without_token_is_refused(mcp_stack):
     before = len(mcp_stack.servers["json"].http_requests())
-    with pytest.raises(BaseException):
+    with pytest.raises(Exception):
         mcp.sdk_list_tools(mcp_stack.url("json"), None)
     assert len(mcp_stack.servers["json"].http_requests()) == before
 
