@@ -23,7 +23,7 @@ MCP_PATH = "/mcp"
 A2A_PATH = "/a2a"
 DECISION_PATHS = ["/enforce", "/enforce/batch", "/health"]
 
-# The test agent's tier: every MCP policy here applies to it.
+# The test agents' tier (the allow-all and A2A policies apply to it).
 TIER = "verified"
 
 DELETE_REASON = "Agents never delete everything"
@@ -54,9 +54,14 @@ ALLOW_ALL_POLICY = {
     "rules": [{"name": "everything", "action": "**", "effect": "allow"}],
 }
 
+# Each policy below applies to its own agents, so that exactly one rule can decide each
+# action the tests use (the MCP and decision-API sets both speak of write:email).
+MCP_AGENTS = ["mcp-*", "support-*"]
+DECISION_AGENTS = ["agent_*"]
+
 MCP_POLICY = {
     "name": "mcp-agents",
-    "applies_to": {"trust_tiers": [TIER]},
+    "applies_to": {"agents": MCP_AGENTS},
     "rules": [
         {"name": "read", "action": "read:*", "effect": "allow"},
         {"name": "email", "action": "write:email", "effect": "allow"},
@@ -81,7 +86,7 @@ A2A_POLICY = {
 # Decision API: the seed's shapes (write:email allowed, an external-email deny with a reason).
 DECISION_POLICY = {
     "name": "customer-service-agent",
-    "applies_to": {"trust_tiers": [TIER]},
+    "applies_to": {"agents": DECISION_AGENTS},
     "rules": [
         {"name": "allow-email", "action": "write:email", "effect": "allow"},
         {"name": "deny-external-email", "action": "write:email", "effect": "deny",
