@@ -15,6 +15,8 @@ from harness import expect
 from harness.client import http_request
 from harness.mcp_policies import TIER
 
+pytestmark = pytest.mark.contract_pending
+
 AGENT = "agent_abc123"
 
 ENFORCE_FIELDS = {"decision", "policy", "rule", "latencyMs", "bundleVersion", "mode"}
