@@ -167,7 +167,7 @@ def launch_listeners(tmp_path_factory, collector: Collector, upstream: EchoUpstr
 @dataclass
 class McpStack:
     """The MCP/A2A/decision-API deployment: the SDK server answering JSON and another
-    answering SSE (both with the catalog tools), a JSON-RPC echo, and one Envoy whose
+    answering SSE (both with the catalog tools, answers sent in 1 KB pieces), a JSON-RPC echo, and one Envoy whose
     listeners all carry `mcp_policies.mcp_config`: ``json`` and ``sse`` (to the SDK
     servers), ``rpc`` (to the echo: MCP batches and A2A) and ``small`` (to the JSON
     server, with ``actions.mcp.max_body_bytes`` = `mcp_policies.SMALL_BODY_LIMIT`)."""
@@ -191,7 +191,9 @@ def mcp_stack(request, tmp_path_factory, launch_listeners, keyring: Keyring) -> 
     echo = mcp.JsonRpcEcho().start()
     request.addfinalizer(echo.stop)
     for kind, json_response in (("json", True), ("sse", False)):
-        server = mcp.McpUpstream(workdir, json_response=json_response, extra_tools=mcp_policies.CATALOG_TOOLS)
+        # ~38 KB tools/list answers sent in 1 KB pieces: the filter must reassemble them.
+        server = mcp.McpUpstream(workdir, json_response=json_response, extra_tools=mcp_policies.CATALOG_TOOLS,
+                                 chunk_bytes=1024)
         request.addfinalizer(server.stop)
         servers[kind] = server.start()
     full = policies.as_yaml(mcp_policies.mcp_config(keyring.jwks))

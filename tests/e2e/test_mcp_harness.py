@@ -19,7 +19,8 @@ def servers(tmp_path_factory):
     started = []
     try:
         for json_response in (True, False):
-            started.append(mcp.McpUpstream(workdir, json_response=json_response, extra_tools=5).start())
+            started.append(mcp.McpUpstream(workdir, json_response=json_response, extra_tools=5,
+                                           chunk_bytes=256).start())
         yield {"json": started[0], "sse": started[1]}
     finally:
         for s in started:

@@ -102,12 +102,13 @@ class Process:
 class McpUpstream(Process):
     """The SDK's MCP server (tests/harness/mcp_server.py) on a free port, path ``/mcp``."""
 
-    def __init__(self, workdir: Path, *, json_response: bool, extra_tools: int = 0, name: str | None = None):
+    def __init__(self, workdir: Path, *, json_response: bool, extra_tools: int = 0, name: str | None = None,
+                 chunk_bytes: int = 0):
         port = free_port()
         name = name or ("mcp-json" if json_response else "mcp-sse")
         self.record_path = workdir / f"{name}.records.jsonl"
         argv = [sys.executable, "-m", "harness.mcp_server", "--port", str(port), "--record", str(self.record_path),
-                "--extra-tools", str(extra_tools)]
+                "--extra-tools", str(extra_tools), "--chunk-bytes", str(chunk_bytes)]
         if json_response:
             argv.append("--json")
         super().__init__(name, argv, workdir, port, cwd=TESTS)

@@ -104,11 +104,16 @@ def build_server(recorder: Recorder, extra_tools: int) -> Any:
 
 
 class RecordingMiddleware:
-    """ASGI middleware: records each HTTP request (with its body) before the app runs."""
+    """ASGI middleware: records each HTTP request (with its body) before the app runs.
 
-    def __init__(self, app: Any, recorder: Recorder):
+    With `chunk_bytes`, every response body is sent in pieces of at most that size with a
+    short pause between them, so Envoy hands the filter a large answer (a ``tools/list``)
+    in several body chunks, as a slow or distant server would, instead of one."""
+
+    def __init__(self, app: Any, recorder: Recorder, chunk_bytes: int = 0):
         self.app = app
         self.recorder = recorder
+        self.chunk_bytes = chunk_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -139,7 +144,24 @@ class RecordingMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, self._chunked(send) if self.chunk_bytes else send)
+
+    def _chunked(self, send: Any) -> Any:
+        import anyio
+
+        async def chunked_send(message: dict) -> None:
+            body = message.get("body", b"")
+            if message["type"] != "http.response.body" or len(body) <= self.chunk_bytes:
+                await send(message)
+                return
+            more = message.get("more_body", False)
+            for start in range(0, len(body), self.chunk_bytes):
+                piece = body[start:start + self.chunk_bytes]
+                last = start + self.chunk_bytes >= len(body)
+                await send({"type": "http.response.body", "body": piece, "more_body": more or not last})
+                await anyio.sleep(0.002)
+
+        return chunked_send
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--json", action="store_true", help="answer POSTs as application/json instead of SSE")
     parser.add_argument("--extra-tools", type=int, default=0)
+    parser.add_argument("--chunk-bytes", type=int, default=0, help="send response bodies in pieces of this size")
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -155,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     recorder = Recorder(args.record)
     server = build_server(recorder, args.extra_tools)
     app = server.streamable_http_app(streamable_http_path="/mcp", json_response=args.json, host="127.0.0.1")
-    uvicorn.run(RecordingMiddleware(app, recorder), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(RecordingMiddleware(app, recorder, args.chunk_bytes), host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 
