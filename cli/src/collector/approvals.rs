@@ -478,3 +478,181 @@ pub fn save_grants_state(conn: &Connection, state: &GrantsState) -> rusqlite::Re
         .execute(params![version, state.grants_sha256, state.document])?;
     Ok(n == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::event::{decode, testing::*};
+    use crate::collector::store::Store;
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+    use serde_json::json;
+
+    const S: i64 = 1_000_000_000;
+    /// After every event time the test chain produces.
+    const NOW: i64 = 1_800_000_000 * S;
+
+    struct Db(std::path::PathBuf);
+
+    impl Db {
+        fn new(tag: &str) -> Db {
+            let p = std::env::temp_dir()
+                .join(format!("meshguard-approvals-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Db(p)
+        }
+        fn open(&self) -> Store {
+            Store::open_for_writing(&self.0.join("audit.db")).unwrap()
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn asking(c: &mut Chain, agent: &str, id: &str) -> LogRecord {
+        let mut r = c.event(agent, "delete:db", "require_approval");
+        set_attr(&mut r, "meshguard.approval_id", json!(id));
+        set_attr(&mut r, "meshguard.resource", json!("prod"));
+        set_attr(&mut r, "meshguard.reason", json!("needs a human"));
+        r
+    }
+
+    fn approve(ttl: u64) -> Decision {
+        Decision::Approve {
+            ttl_seconds: ttl,
+            by: "alice".into(),
+            reason: "incident 9".into(),
+        }
+    }
+
+    #[test]
+    fn pending_once_per_id_counting_requests_and_retries_count_once() {
+        let db = Db::new("dedup");
+        let mut s = db.open();
+        let mut c = Chain::new("s1");
+        let req = request(
+            "node-1",
+            vec![
+                asking(&mut c, "agent-a", "apr_1"),
+                asking(&mut c, "agent-a", "apr_1"),
+                c.event("agent-a", "read:x", "deny"),
+                asking(&mut c, "agent-b", "apr_2"),
+            ],
+        );
+        let out = s.insert_batch(&decode(&req), NOW).unwrap();
+        let ids: Vec<&str> = out.pending.iter().map(|p| p.approval_id.as_str()).collect();
+        assert_eq!(ids, ["apr_1", "apr_2"]);
+        assert_eq!(out.pending[0].kind, "approval.pending");
+        assert_eq!(out.pending[0].resource, "prod");
+        let again = s.insert_batch(&decode(&req), NOW).unwrap();
+        assert!(again.pending.is_empty(), "a retried batch opens nothing");
+
+        let a = s.approval("apr_1", NOW).unwrap().unwrap();
+        assert_eq!(a.status, ApprovalStatus::Pending);
+        assert_eq!(a.count, 2, "the retry did not count");
+        assert_eq!(
+            (a.agent.as_str(), a.action.as_str()),
+            ("agent-a", "delete:db")
+        );
+        assert_eq!(a.resource, "prod");
+        assert_eq!(a.reason, "needs a human");
+        assert_eq!(a.workload, "node-1");
+        assert_eq!(a.trace_ids.len(), 2);
+        assert!(a.first_seen < a.last_seen);
+        assert_eq!(s.approvals(None, 100, NOW).unwrap().len(), 2);
+        assert!(s.approval("apr_nope", NOW).unwrap().is_none());
+    }
+
+    #[test]
+    fn decisions_ttl_expiry_and_reopening() {
+        let db = Db::new("decide");
+        let mut s = db.open();
+        let mut c = Chain::new("s1");
+        let req = request(
+            "n",
+            vec![asking(&mut c, "a", "apr_1"), asking(&mut c, "b", "apr_2")],
+        );
+        s.insert_batch(&decode(&req), NOW).unwrap();
+        assert!(s
+            .decide_approval("apr_x", &approve(60), NOW)
+            .unwrap()
+            .is_none());
+
+        let a = s
+            .decide_approval("apr_1", &approve(60), NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.status, ApprovalStatus::Approved);
+        assert_eq!(a.decided_by.as_deref(), Some("alice"));
+        assert_eq!(a.expires_at.as_deref(), Some("2027-01-15T08:01:00Z"));
+        let d = s
+            .decide_approval(
+                "apr_2",
+                &Decision::Deny {
+                    by: "bob".into(),
+                    reason: "no".into(),
+                },
+                NOW,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, ApprovalStatus::Denied);
+        assert_eq!(d.expires_at, None);
+
+        let grants = s.active_grants(NOW + 59 * S).unwrap();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].id, "apr_1");
+        assert_eq!(grants[0].resource.as_deref(), Some("prod"));
+        assert_eq!(grants[0].reason, "incident 9");
+        let only = |st| {
+            s.approvals(Some(st), 10, NOW + 61 * S)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(only(ApprovalStatus::Expired), ["apr_1"]);
+        assert_eq!(only(ApprovalStatus::Denied), ["apr_2"]);
+        assert!(only(ApprovalStatus::Approved).is_empty());
+        assert!(s.active_grants(NOW + 60 * S).unwrap().is_empty());
+
+        // A request for a denied approval only counts; one after the grant expired asks again.
+        let more = request(
+            "n",
+            vec![asking(&mut c, "b", "apr_2"), asking(&mut c, "a", "apr_1")],
+        );
+        let out = s.insert_batch(&decode(&more), NOW + 61 * S).unwrap();
+        let ids: Vec<&str> = out.pending.iter().map(|p| p.approval_id.as_str()).collect();
+        assert_eq!(ids, ["apr_1"]);
+        let a = s.approval("apr_1", NOW + 61 * S).unwrap().unwrap();
+        assert_eq!(
+            (a.status, a.count, a.decided_by),
+            (ApprovalStatus::Pending, 2, None)
+        );
+        assert_eq!(
+            s.approval("apr_2", NOW).unwrap().unwrap().status,
+            ApprovalStatus::Denied
+        );
+    }
+
+    #[test]
+    fn events_without_an_approval_id_are_not_recorded() {
+        let db = Db::new("noid");
+        let mut s = db.open();
+        let mut c = Chain::new("s1");
+        let req = request("n", vec![c.event("a", "x", "require_approval")]);
+        let out = s.insert_batch(&decode(&req), NOW).unwrap();
+        assert_eq!(out.inserted.len(), 1, "the event itself is stored");
+        assert!(out.pending.is_empty());
+        assert!(s.approvals(None, 10, NOW).unwrap().is_empty());
+        assert_eq!("expired".parse(), Ok(ApprovalStatus::Expired));
+        assert!("later"
+            .parse::<ApprovalStatus>()
+            .unwrap_err()
+            .to_string()
+            .contains("pending"));
+    }
+}

@@ -142,7 +142,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let granted = current(&mut s, &k, now + 2 * S).unwrap();
-        assert_eq!(granted.version, empty.version + 1);
+        assert!(granted.version > empty.version);
         let doc = grants::verify(&granted.document, &pk).unwrap();
         assert_eq!(doc.grants.len(), 1);
         assert_eq!(doc.grants[0].id, "apr_1");
