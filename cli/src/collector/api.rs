@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// An API failure, answered as `{"error": "..."}`.
+#[derive(Debug)]
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -351,4 +352,30 @@ async fn integrity(State(db): State<Db>) -> Result<Json<Value>, ApiError> {
         Ok(Json(audit_query::verify_json(&reports)))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approval_ttls_are_bounded() {
+        assert_eq!(parse_ttl("30s"), Ok(30));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert!(parse_ttl("400d").unwrap_err().contains("366 days"));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn bodies_name_the_missing_field() {
+        let e = body::<ApproveBody>(br#"{"for":"1h"}"#, "{}").unwrap_err();
+        assert_eq!(e.0, StatusCode::BAD_REQUEST);
+        assert!(e.1.contains("approved_by"), "{}", e.1);
+        let ok = body::<ApproveBody>(br#"{"for":"1h","by":"alice"}"#, "{}").unwrap();
+        assert_eq!((ok.approved_by.as_str(), ok.reason.as_str()), ("alice", ""));
+        assert!(body::<DenyBody>(br#"{"denied_by":"x","extra":1}"#, "{}").is_err());
+        assert!(named("  ", "denied_by").is_err());
+    }
 }

@@ -625,7 +625,18 @@ impl Store {
         limit: usize,
         now_unix_nano: i64,
     ) -> Result<Vec<Approval>, StoreError> {
+        // A version 1 file read by the query tools has no approval tables yet: it has no
+        // approvals either.
+        if self.schema_version()? < 2 {
+            return Ok(Vec::new());
+        }
         Ok(approvals::list(&self.conn, status, limit, now_unix_nano)?)
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// One approval by id.
@@ -1244,5 +1255,28 @@ mod tests {
         let r = Store::open_for_reading(&dir.join("audit.db")).unwrap();
         assert_eq!(r.count_events().unwrap(), 0);
         assert!(r.conn.execute_batch("DELETE FROM events").is_err());
+    }
+
+    #[test]
+    fn version_1_files_gain_the_approval_tables() {
+        let dir = TempDir::new("migrate");
+        let s = store(&dir);
+        s.conn
+            .execute_batch(
+                "DROP TABLE approvals; DROP TABLE grants_state; PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        drop(s);
+        let r = Store::open_for_reading(&dir.join("audit.db")).unwrap();
+        assert!(
+            r.approvals(None, 10, 0).unwrap().is_empty(),
+            "read as empty"
+        );
+        drop(r);
+        let s = store(&dir);
+        assert_eq!(s.schema_version().unwrap(), 2);
+        assert!(s.approvals(None, 10, 0).unwrap().is_empty());
+        assert!(s.grants_state().unwrap().is_none());
+        assert_eq!(s.count_events().unwrap(), 0);
     }
 }
