@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS grants_state (
     id                   INTEGER PRIMARY KEY CHECK (id = 1),
     version              INTEGER NOT NULL,
     grants_sha256        TEXT NOT NULL,
+    signer               TEXT NOT NULL,
     document             BLOB NOT NULL
 );
 ";
@@ -206,6 +207,8 @@ pub struct GrantsState {
     pub version: u64,
     /// SHA-256 (hex) of the canonical JSON of its grants.
     pub grants_sha256: String,
+    /// The public key (base64) that signed it.
+    pub signer: String,
     /// The signed document's bytes.
     pub document: Vec<u8>,
 }
@@ -453,15 +456,18 @@ pub fn active_grants(conn: &Connection, now_unix_nano: i64) -> rusqlite::Result<
 
 /// The state of the last document made, if any.
 pub fn grants_state(conn: &Connection) -> rusqlite::Result<Option<GrantsState>> {
-    conn.prepare_cached("SELECT version, grants_sha256, document FROM grants_state WHERE id = 1")?
-        .query_row([], |r| {
-            Ok(GrantsState {
-                version: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                grants_sha256: r.get(1)?,
-                document: r.get(2)?,
-            })
+    conn.prepare_cached(
+        "SELECT version, grants_sha256, signer, document FROM grants_state WHERE id = 1",
+    )?
+    .query_row([], |r| {
+        Ok(GrantsState {
+            version: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            grants_sha256: r.get(1)?,
+            signer: r.get(2)?,
+            document: r.get(3)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// Saves a new document, refusing to go back: a version not above the stored one is not
@@ -470,12 +476,18 @@ pub fn save_grants_state(conn: &Connection, state: &GrantsState) -> rusqlite::Re
     let version = i64::try_from(state.version).unwrap_or(i64::MAX);
     let n = conn
         .prepare_cached(
-            "INSERT INTO grants_state (id, version, grants_sha256, document) VALUES (1, ?1, ?2, ?3) \
+            "INSERT INTO grants_state (id, version, grants_sha256, signer, document) \
+             VALUES (1, ?1, ?2, ?3, ?4) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-             grants_sha256 = excluded.grants_sha256, document = excluded.document \
-             WHERE excluded.version > grants_state.version",
+             grants_sha256 = excluded.grants_sha256, signer = excluded.signer, \
+             document = excluded.document WHERE excluded.version > grants_state.version",
         )?
-        .execute(params![version, state.grants_sha256, state.document])?;
+        .execute(params![
+            version,
+            state.grants_sha256,
+            state.signer,
+            state.document
+        ])?;
     Ok(n == 1)
 }
 
