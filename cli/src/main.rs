@@ -2,9 +2,11 @@
 //! decides exactly as the filter does; `collector` and `audit` are the reference audit
 //! collector and its query tools.
 
+mod approvals_cmd;
 mod audit_query;
 mod bundle;
 mod collector;
+mod grants;
 mod timestamp;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,8 +42,13 @@ enum Command {
     /// Write a development key pair (private JWK) and its public JWKS.
     Keygen(KeygenArgs),
     /// Run the reference audit collector: OTLP/gRPC in, SQLite out, hash chains verified
-    /// as events arrive; optional JSON API and denial alerts.
+    /// as events arrive; optional JSON API and denial alerts; the approval service and
+    /// its signed grants document.
     Collector(collector::CollectorArgs),
+    /// List, approve and deny the approvals the collector recorded.
+    Approvals(approvals_cmd::ApprovalsArgs),
+    /// Sign, verify and inspect grants documents (`meshguard-grants/v1`).
+    Grants(grants::GrantsArgs),
     /// Query and verify the collector's audit database.
     Audit(audit_query::AuditArgs),
     /// Sign, verify, inspect and serve signed policy bundles.
@@ -145,6 +152,8 @@ fn main() -> ExitCode {
             .map_err(|e| Fail(e.to_string())),
         Command::Audit(a) => audit_query::run(a).map_err(|e| Fail(e.to_string())),
         Command::Bundle(a) => bundle::run(a).map_err(|e| Fail(e.to_string())),
+        Command::Approvals(a) => approvals_cmd::run(a).map_err(|e| Fail(e.to_string())),
+        Command::Grants(a) => grants::run(a).map_err(|e| Fail(e.to_string())),
     };
     match result {
         Ok(code) => code,
