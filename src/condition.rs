@@ -91,6 +91,43 @@ impl Condition {
         self.expr.collect_names(&mut out);
         out
     }
+
+    /// Checks every name against `known`; the first unknown one is an error at its column
+    /// whose message lists `valid()` (the caller's table of names), so a typo such as
+    /// `time.hours` is reported at load time rather than evaluating to false for ever.
+    ///
+    /// # Errors
+    ///
+    /// [`ConditionErrorKind::UnknownName`] for the leftmost name `known` rejects.
+    pub fn check_names(
+        &self,
+        known: impl Fn(&str) -> bool,
+        valid: impl FnOnce() -> String,
+    ) -> Result<(), ConditionError> {
+        // Re-lexing the source (it parsed, so lexing succeeds) gives each name its column
+        // without carrying positions in the syntax tree the evaluator walks.
+        let mut lexer = Lexer {
+            chars: self.source.chars().collect(),
+            pos: 0,
+        };
+        while let Ok(token) = lexer.next_token() {
+            match token.tok {
+                Tok::End => break,
+                Tok::Name(name) if !known(&name) => {
+                    return Err(ConditionError {
+                        source: self.source.clone(),
+                        position: token.col,
+                        kind: ConditionErrorKind::UnknownName {
+                            name,
+                            valid: valid(),
+                        },
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::str::FromStr for Condition {
@@ -165,6 +202,14 @@ pub enum ConditionErrorKind {
     },
     /// `null` was used; missing values are already handled by making comparisons unknown.
     NullNotSupported,
+    /// A dotted name outside the policy language's table of names (see
+    /// [`Condition::check_names`]).
+    UnknownName {
+        /// The name as written.
+        name: String,
+        /// The valid names, as the message lists them.
+        valid: String,
+    },
 }
 
 impl fmt::Display for ConditionErrorKind {
@@ -211,6 +256,9 @@ impl fmt::Display for ConditionErrorKind {
             ConditionErrorKind::NullNotSupported => f.write_str(
                 "`null` is not supported (a comparison with a missing value is already false)",
             ),
+            ConditionErrorKind::UnknownName { name, valid } => {
+                write!(f, "unknown name `{name}` (valid names: {valid})")
+            }
         }
     }
 }
@@ -225,7 +273,15 @@ impl fmt::Display for ConditionError {
         } else {
             write!(f, "condition \"{}\"", self.source)?;
         }
-        write!(f, ": {} at column {}", self.kind, self.position)
+        match &self.kind {
+            // The list of valid names is long; the column belongs next to the name.
+            ConditionErrorKind::UnknownName { name, valid } => write!(
+                f,
+                ": unknown name `{name}` at column {} (valid names: {valid})",
+                self.position
+            ),
+            kind => write!(f, ": {kind} at column {}", self.position),
+        }
     }
 }
 
