@@ -21,6 +21,7 @@ use crate::tier::TrustTier;
 use request::Request;
 use response::{Denial, LocalResponse};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// A compiled configuration, shared by every request of a worker.
 #[derive(Debug)]
@@ -404,6 +405,23 @@ impl Engine {
 
     /// The whole request path for one request.
     pub fn handle(&self, req: &Request, now_unix_nanos: u64, cache: &mut TokenCache) -> Outcome {
+        let identity = self.verifier.authenticate(
+            req.header(self.verifier.token_header()),
+            now_parts(now_unix_nanos),
+            cache,
+        );
+        self.handle_authenticated(req, now_unix_nanos, identity)
+    }
+
+    /// [`Engine::handle`] after authentication: action mapping, decision, mode, verdict
+    /// and audit event. `meshguard check --claims` enters here with an identity built from
+    /// unsigned claims; everything after that is the filter's path.
+    pub fn handle_authenticated(
+        &self,
+        req: &Request,
+        now_unix_nanos: u64,
+        identity: Result<Rc<Identity>, IdentityError>,
+    ) -> Outcome {
         let now_secs = now_parts(now_unix_nanos);
         let (trace_id, span_id) = trace_ids(req.header("traceparent"), req.header("x-request-id"));
         let mut event = AuditEvent {
@@ -424,9 +442,6 @@ impl Engine {
             event.action.clone_from(&a.action);
             event.resource = a.resource.clone().unwrap_or_default();
         }
-        let identity =
-            self.verifier
-                .authenticate(req.header(self.verifier.token_header()), now_secs, cache);
         let identity = match identity {
             Ok(id) => id,
             Err(e) => return self.identity_failure(&e, event, &trace_hex),
