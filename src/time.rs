@@ -108,9 +108,12 @@ fn digits(b: &[u8], from: usize, len: usize) -> Option<i64> {
 pub fn parse_rfc3339(s: &str) -> Result<(i64, u32), Rfc3339Error> {
     let b = s.as_bytes();
     let at = |i: usize, c: u8| b.get(i) == Some(&c);
-    if !(at(4, b'-') && at(7, b'-') && at(13, b':') && at(16, b':'))
-        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
-    {
+    let shaped = at(4, b'-')
+        && at(7, b'-')
+        && at(13, b':')
+        && at(16, b':')
+        && matches!(b.get(10), Some(b'T' | b't' | b' '));
+    if !shaped {
         return Err(Rfc3339Error::Shape);
     }
     let num = |from, len| digits(b, from, len).ok_or(Rfc3339Error::Shape);

@@ -208,10 +208,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             a.config.display()
         ))
     })?;
-    let now_nanos = a
-        .at
-        .unwrap_or_else(now_secs)
-        .saturating_mul(1_000_000_000);
+    let now_nanos = a.at.unwrap_or_else(now_secs).saturating_mul(1_000_000_000);
     let mut req = Request {
         method: a.method.to_ascii_uppercase(),
         path: a.path.clone(),

@@ -907,18 +907,32 @@ mod tests {
         };
         // Values that come from JSON-RPC bodies: a plain HTTP request has none. When the
         // body phase fills them, this list shrinks (the assertion below fails until it does).
-        let from_bodies = [Fact::Context("x-y"), Fact::McpMethod, Fact::McpTool, Fact::A2aMethod];
+        let from_bodies = [
+            Fact::Context("x-y"),
+            Fact::McpMethod,
+            Fact::McpTool,
+            Fact::A2aMethod,
+        ];
         for name in crate::policy::names::examples("x-y") {
             let fact = Fact::parse(&name).unwrap();
             let answer = facts.lookup(&name);
             if from_bodies.contains(&fact) {
-                assert_eq!(answer, None, "{name} is answered now: drop it from from_bodies");
+                assert_eq!(
+                    answer, None,
+                    "{name} is answered now: drop it from from_bodies"
+                );
             } else {
                 assert!(answer.is_some(), "{name} is in the table but not answered");
             }
         }
-        assert_eq!(facts.lookup("request.headers.x-y"), Some(Value::Str("header".into())));
-        assert_eq!(facts.lookup("agent.claims.x-y"), Some(Value::Str("claim".into())));
+        assert_eq!(
+            facts.lookup("request.headers.x-y"),
+            Some(Value::Str("header".into()))
+        );
+        assert_eq!(
+            facts.lookup("agent.claims.x-y"),
+            Some(Value::Str("claim".into()))
+        );
         assert_eq!(facts.lookup("time.hours"), None);
     }
 
@@ -926,7 +940,8 @@ mod tests {
     fn a_typo_in_a_condition_is_a_configuration_error() {
         let k = key();
         let mut cfg: Json = serde_json::from_slice(&config(&k, "enforce")).unwrap();
-        cfg["policies"][0]["rules"][2]["conditions"] = json!(["action != \"x\" AND time.hours >= 0"]);
+        cfg["policies"][0]["rules"][2]["conditions"] =
+            json!(["action != \"x\" AND time.hours >= 0"]);
         let e = Engine::from_text(cfg.to_string().as_bytes())
             .unwrap_err()
             .to_string();
@@ -937,7 +952,10 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(e.contains("agent.claims.<claim>, request.headers.<header>, context.<field>"), "{e}");
+        assert!(
+            e.contains("agent.claims.<claim>, request.headers.<header>, context.<field>"),
+            "{e}"
+        );
         // the open namespaces take any suffix; the extensions stay valid
         cfg["policies"][0]["rules"][2]["conditions"] = json!([
             "agent.claims.team == 1 AND request.headers.x-a == 1 AND context.amount > 1 \

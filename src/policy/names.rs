@@ -112,7 +112,9 @@ impl<'a> Fact<'a> {
 /// error messages and the README.
 pub fn valid_names() -> String {
     let fixed = FIXED.iter().map(|(n, _)| (*n).to_string());
-    let open = OPEN.iter().map(|o| format!("{}{}", o.prefix, o.placeholder));
+    let open = OPEN
+        .iter()
+        .map(|o| format!("{}{}", o.prefix, o.placeholder));
     fixed.chain(open).collect::<Vec<_>>().join(", ")
 }
 
@@ -163,7 +165,13 @@ mod tests {
     #[test]
     fn valid_names_lists_the_placeholders() {
         let v = valid_names();
-        assert!(v.starts_with("time.hour, time.minute, time.weekday,"), "{v}");
-        assert!(v.ends_with("request.headers.<header>, context.<field>"), "{v}");
+        assert!(
+            v.starts_with("time.hour, time.minute, time.weekday,"),
+            "{v}"
+        );
+        assert!(
+            v.ends_with("request.headers.<header>, context.<field>"),
+            "{v}"
+        );
     }
 }
