@@ -83,15 +83,6 @@ impl Condition {
         self.expr.eval(ctx) == Tri::True
     }
 
-    /// Every distinct name the condition refers to, in order of first appearance, so the caller
-    /// can reject names it will never be able to resolve (typos) at configuration time.
-    #[must_use]
-    pub fn names(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        self.expr.collect_names(&mut out);
-        out
-    }
-
     /// Checks every name against `known`; the first unknown one is an error at its column
     /// whose message lists `valid()` (the caller's table of names), so a typo such as
     /// `time.hours` is reported at load time rather than evaluating to false for ever.
@@ -427,38 +418,6 @@ impl Expr {
                 None => Tri::Unknown,
                 Some(v) => Tri::from_bool(matches!(*v, Value::Bool(true))),
             },
-        }
-    }
-
-    fn collect_names<'a>(&'a self, out: &mut Vec<&'a str>) {
-        fn push<'a>(out: &mut Vec<&'a str>, name: &'a str) {
-            if !out.contains(&name) {
-                out.push(name);
-            }
-        }
-        fn operand<'a>(out: &mut Vec<&'a str>, op: &'a Operand) {
-            if let Operand::Name(n) = op {
-                push(out, n);
-            }
-        }
-        match self {
-            Expr::Or(items) | Expr::And(items) => {
-                for item in items {
-                    item.collect_names(out);
-                }
-            }
-            Expr::Not(inner) => inner.collect_names(out),
-            Expr::Cmp { left, right, .. } => {
-                operand(out, left);
-                operand(out, right);
-            }
-            Expr::In { left, list, .. } => {
-                operand(out, left);
-                if let ListSrc::Name(n) = list {
-                    push(out, n);
-                }
-            }
-            Expr::Truthy(op) => operand(out, op),
         }
     }
 }
@@ -1185,7 +1144,7 @@ mod tests {
         assert!(eval("agent.claims.not"));
         assert!(eval("agent.claims.admin AND NOT agent.claims.guest"));
         let c = Condition::parse("request.headers.x-a-b- == 1").unwrap();
-        assert_eq!(c.names(), vec!["request.headers.x-a-b-"]);
+        assert_eq!(names_of(&c), vec!["request.headers.x-a-b-"]);
     }
 
     #[test]
@@ -1296,10 +1255,10 @@ mod tests {
         assert_eq!(c.source(), src);
         assert_eq!(c.to_string(), src);
         assert_eq!(
-            c.names(),
+            names_of(&c),
             vec!["agent.claims.admin", "a", "b", "allowed.domains"]
         );
-        assert!(Condition::parse("true").unwrap().names().is_empty());
+        assert!(names_of(&Condition::parse("true").unwrap()).is_empty());
         let parsed: Condition = "a == 1".parse().unwrap();
         assert!(parsed.eval(&ctx()));
     }
@@ -1560,11 +1519,28 @@ mod tests {
         assert!(e.to_string().starts_with("condition \"a ==\": "));
     }
 
+    /// Every name in order of appearance, as [`Condition::check_names`] sees them.
+    fn names_of(c: &Condition) -> Vec<String> {
+        let seen = std::cell::RefCell::new(Vec::<String>::new());
+        let all_known = c.check_names(
+            |n| {
+                let mut seen = seen.borrow_mut();
+                if !seen.iter().any(|s| s == n) {
+                    seen.push(n.to_string());
+                }
+                true
+            },
+            String::new,
+        );
+        assert!(all_known.is_ok());
+        seen.into_inner()
+    }
+
     fn no_panic(src: &str, c: &Ctx) {
         match Condition::parse(src) {
             Ok(cond) => {
                 let _ = cond.eval(c);
-                let _ = cond.names();
+                let _ = names_of(&cond);
             }
             Err(e) => {
                 let n = src.chars().count();

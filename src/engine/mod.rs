@@ -202,11 +202,6 @@ impl Engine {
         Engine::build(&config::parse(text)?, Sources::default())
     }
 
-    /// Compiles a parsed configuration with no fetched data.
-    pub fn compile(cfg: PluginConfig) -> Result<Engine, ConfigError> {
-        Engine::build(&cfg, Sources::default())
-    }
-
     /// Compiles a configuration together with the bundle and JWKS fetched so far.
     pub fn build(cfg: &PluginConfig, src: Sources<'_>) -> Result<Engine, ConfigError> {
         let empty = HashMap::new();
@@ -388,7 +383,7 @@ impl Engine {
 
     /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
     /// action is a denial with a reason that says so.
-    pub fn decide_request(
+    fn decide_request(
         &self,
         identity: &Identity,
         action: Option<&ActionMatch>,
