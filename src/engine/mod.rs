@@ -89,7 +89,8 @@ pub struct Outcome {
     pub response: Option<body::ResponsePlan>,
 }
 
-/// The values conditions can refer to (DESIGN §4).
+/// The values conditions can refer to (README, "Policy language"), by the names of
+/// [`crate::policy::names`].
 struct Facts<'a> {
     identity: &'a Identity,
     subject: Subject<'a>,
