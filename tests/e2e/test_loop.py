@@ -22,6 +22,7 @@ pytestmark = pytest.mark.contract_pending
 
 MAX_REPEATS = 3
 LOOP_REASON = "loop detected"
+LOOP_RULE = "loop"
 SHORT_WINDOW_S = 2
 RULES = [
     {"name": "reads", "action": "read:*", "effect": "allow"},
@@ -44,7 +45,10 @@ def agent() -> str:
 
 
 def assert_loop_denial(resp: Response) -> dict:
+    """403 deny by the loop rule (README "Responses": ``"rule": "loop"``, reason
+    ``loop detected: …``)."""
     body = expect.refusal_body(resp, status=403, decision="deny")
+    assert body["rule"] == LOOP_RULE, body
     assert LOOP_REASON in body["reason"], body
     return body
 
@@ -60,7 +64,7 @@ def test_fourth_identical_call_is_denied_not_before(deployment, tokens, upstream
     assert_loop_denial(resp)
     assert not upstream.received(resp.request_id)
     attrs = collector.by_request_id(resp.request_id)["attributes"]
-    assert attrs["meshguard.decision"] == "deny"
+    assert (attrs["meshguard.decision"], attrs["meshguard.rule"]) == ("deny", LOOP_RULE)
     assert LOOP_REASON in attrs["meshguard.reason"]
     assert (attrs["meshguard.agent.id"], attrs["meshguard.action"], attrs["meshguard.resource"]) == (
         who, "read:orders", "orders/42")
