@@ -192,6 +192,21 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
         let (k, v) = split_pair(h, "--header")?;
         req.headers.push((k.to_ascii_lowercase(), v));
     }
+    // The filter decides on the normalised path (README, "Request paths"); so does check.
+    match meshguard::actions::path::normalise(&req.path) {
+        Ok(n) => req.path = n.target(),
+        Err(e) => {
+            let out = json!({
+                "decision": "deny",
+                "error": "invalid_request",
+                "errorCode": e.code(),
+                "reason": e.to_string(),
+                "mode": engine.mode().as_str(),
+            });
+            println!("{out}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let identity = match (&a.token, &a.claims) {
         (Some(t), _) => match engine.verifier().verify(t.trim(), now) {
             Ok(id) => id,
@@ -221,12 +236,23 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             resource: a.resource.clone(),
             source: "cli".into(),
         }),
-        None => engine.action_mapper().map(&req).map(|mut m| {
-            if a.resource.is_some() {
-                m.resource.clone_from(&a.resource);
+        None => match engine.action_mapper().map(&req) {
+            Ok(m) => m.map(|mut m| {
+                if a.resource.is_some() {
+                    m.resource.clone_from(&a.resource);
+                }
+                m
+            }),
+            Err(e) => {
+                let out = json!({
+                    "decision": "deny",
+                    "reason": e.to_string(),
+                    "mode": engine.mode().as_str(),
+                });
+                println!("{out}");
+                return Ok(ExitCode::from(1));
             }
-            m
-        }),
+        },
     };
     let d = engine.decide_request(&identity, action.as_ref(), &req, now);
     let out = json!({
