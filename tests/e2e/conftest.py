@@ -94,14 +94,17 @@ Launcher = Callable[..., Deployment]
 
 @pytest.fixture(scope="session")
 def launch(tmp_path_factory, collector: Collector, upstream: EchoUpstream) -> Launcher:
-    """``launch(request, name, {listener: plugin_config_text}, collector_port=None)``
-    starts an Envoy whose lifetime is the calling fixture's scope (stopped by PID in a
-    finalizer, also when start-up fails)."""
+    """``launch(request, name, {listener: plugin_config_text}, collector_port=None,
+    envoy_normalisation=True)`` starts an Envoy whose lifetime is the calling fixture's
+    scope (stopped by PID in a finalizer, also when start-up fails);
+    ``envoy_normalisation=False`` runs it without Envoy's path normalisation."""
 
-    def _launch(request, name: str, listeners: dict[str, str], *, collector_port: int | None = None) -> Deployment:
+    def _launch(request, name: str, listeners: dict[str, str], *, collector_port: int | None = None,
+                envoy_normalisation: bool = True) -> Deployment:
         ls = [Listener(n, free_port(), text) for n, text in listeners.items()]
         cfg = render(ls, admin_port=free_port(), upstream_port=upstream.port,
-                     collector_port=collector.port if collector_port is None else collector_port)
+                     collector_port=collector.port if collector_port is None else collector_port,
+                     envoy_normalisation=envoy_normalisation)
         envoy = Envoy(name, cfg, tmp_path_factory.mktemp(f"envoy-{name}"))
         request.addfinalizer(envoy.stop)
         envoy.start()

@@ -12,7 +12,7 @@ import http.client
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 @dataclass
@@ -34,15 +34,18 @@ class Response:
         return f"<Response {self.status} rid={self.request_id} body={self.body[:300]!r}>"
 
 
-def http_request(port: int, method: str, path: str, headers: Mapping[str, Any] | None = None,
+def http_request(port: int, method: str, path: str,
+                 headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
                  body: bytes | None = None, timeout: float = 10.0) -> Response:
     """One request on a fresh connection. Header values may be ``bytes`` (sent verbatim,
-    e.g. UTF-8) or ``str`` (sent as latin-1, as http.client does)."""
+    e.g. UTF-8) or ``str`` (sent as latin-1, as http.client does); a sequence of pairs
+    may repeat a header. The path is sent as given (no normalisation, no escaping)."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        own_host = any(name.lower() == "host" for name in (headers or {}))
+        own_host = any(name.lower() == "host" for name, _ in pairs)
         conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
+        for name, value in pairs:
             conn.putheader(name, value)
         if body is not None:
             conn.putheader("content-length", str(len(body)))
