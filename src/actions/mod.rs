@@ -55,12 +55,9 @@ pub enum MappingError {
         header: String,
         /// What the caller sent.
         declared: String,
-        /// What the route says (`None`: the route names no resource).
-        route_value: Option<String>,
-        /// The route that matched (`route[i]`).
-        route: String,
-        /// The route's action: what the request really is, for the audit event.
-        route_match: ActionMatch,
+        /// The route's match (`source` names the route): what the request really is,
+        /// for the audit event and the reason.
+        route_match: Box<ActionMatch>,
     },
 }
 
@@ -75,21 +72,19 @@ impl fmt::Display for MappingError {
                 field,
                 header,
                 declared,
-                route_value,
-                route,
-                ..
+                route_match,
             } => {
-                let what = match field {
-                    DeclaredField::Action => "action",
-                    DeclaredField::Resource => "resource",
+                let (what, route_value) = match field {
+                    DeclaredField::Action => ("action", Some(&route_match.action)),
+                    DeclaredField::Resource => ("resource", route_match.resource.as_ref()),
                 };
-                let route_value = route_value
-                    .as_deref()
-                    .map_or_else(|| "no resource".to_string(), |v| format!("{v:?}"));
+                let route_value =
+                    route_value.map_or_else(|| "no resource".to_string(), |v| format!("{v:?}"));
                 write!(
                     f,
-                    "{header} {declared:?} disagrees with the {what} of actions.routes {route}: \
-                     {route_value}; the route decides (drop the header or send the route's value)"
+                    "{header} {declared:?} disagrees with the {what} of actions.routes {}: \
+                     {route_value}; the route decides (drop the header or send the route's value)",
+                    route_match.source
                 )
             }
         }
@@ -252,9 +247,7 @@ fn check_agreement(
                 field: DeclaredField::Action,
                 header,
                 declared,
-                route_value: Some(routed.action.clone()),
-                route: routed.source.clone(),
-                route_match: routed,
+                route_match: Box::new(routed),
             });
         }
     }
@@ -264,9 +257,7 @@ fn check_agreement(
                 field: DeclaredField::Resource,
                 header,
                 declared,
-                route_value: routed.resource.clone(),
-                route: routed.source.clone(),
-                route_match: routed,
+                route_match: Box::new(routed),
             });
         }
     }

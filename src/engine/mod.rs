@@ -538,7 +538,7 @@ impl Engine {
                     return self.malformed(req, Malformed::Header(e), now_unix_nanos, cache)
                 }
                 MappingError::Disagrees { route_match, .. } => {
-                    (Some(route_match.clone()), Some(e.to_string()))
+                    (Some(route_match.as_ref().clone()), Some(e.to_string()))
                 }
             },
         };
