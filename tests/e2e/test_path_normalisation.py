@@ -15,11 +15,14 @@ refuses some forms before MeshGuard sees them (its 400s are Envoy's, not MeshGua
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from dataclasses import dataclass
 
 import pytest
 
+from harness import cli as cli_binary
 from harness import expect, policies
 from harness.client import http_request
 
@@ -228,3 +231,39 @@ def test_duplicate_action_headers_are_refused(mesh, tokens, upstream, path):
         assert body["errorCode"] == "duplicate_header", body
         assert "x-meshguard-action" in body["reason"], body
         assert not upstream.received(rid)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, keyring):
+    path = tmp_path_factory.mktemp("paths") / "plugin-config.yaml"
+    path.write_text(config(keyring.jwks))
+    return path
+
+
+def _check(config_path, token: str, method: str, path: str, *headers: str) -> dict:
+    args = [str(cli_binary.require()), "check", "--config", str(config_path), "--token", token,
+            "--method", method, "--path", path]
+    for h in headers:
+        args += ["--header", h]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert proc.returncode in (0, 1), f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not isinstance(c[2], EnvoyReject)], ids=lambda c: c[0])
+def test_cli_check_decides_on_the_same_path(config_file, tokens, case):
+    """`meshguard check --path` normalises like the filter (without Envoy in front)."""
+    _, path, want, _ = case
+    out = _check(config_file, tokens.token("walker", "verified"), "GET", path)
+    if isinstance(want, Reject):
+        assert (out["decision"], out["errorCode"]) == ("deny", want.code), out
+    elif isinstance(want, Deny):
+        assert (out["decision"], out["action"]) == ("deny", want.action), out
+    else:
+        assert (out["decision"], out["action"]) == ("allow", want.action), out
+
+
+def test_cli_check_refuses_relabelling(config_file, tokens):
+    out = _check(config_file, tokens.token("mailer", "verified"), "POST", "/v1/email/send",
+                 "x-meshguard-action=read:orders")
+    assert out["decision"] == "deny" and "disagrees" in out["reason"], out
