@@ -38,8 +38,8 @@ POLICY = [{"name": "readers", "applies_to": {"trust_tiers": ["verified"]},
            "rules": [{"name": "read", "action": "read:*", "effect": "allow"}]}]
 
 
-def config(jwks: dict) -> str:
-    cfg = policies.seed_config(jwks)
+def config(jwks: dict, mode: str = "enforce") -> str:
+    cfg = policies.seed_config(jwks, mode=mode)
     cfg["actions"]["routes"] = ROUTES
     cfg["policies"] = POLICY
     return policies.as_yaml(cfg)
@@ -49,7 +49,8 @@ def config(jwks: dict) -> str:
 def mesh(request, launch, keyring):
     """One Envoy per setting of Envoy's path normalisation; ``mesh.normalising`` says which."""
     deployment = launch(request, f"paths-{'norm' if request.param else 'raw'}",
-                        {"enforce": config(keyring.jwks)}, envoy_normalisation=request.param)
+                        {"enforce": config(keyring.jwks), "audit": config(keyring.jwks, "audit")},
+                        envoy_normalisation=request.param)
     deployment.normalising = request.param
     return deployment
 
@@ -167,6 +168,30 @@ def test_path_forms(mesh, tokens, upstream, collector, case):
         assert not resp.headers.get("content-type", "").startswith("application/json"), \
             f"expected Envoy's own 400, got {resp}"
         assert b"errorCode" not in resp.body, resp
+
+
+def test_audit_mode_observes_walk_outs_and_relabelling_as_what_they_are(mesh, tokens, upstream, collector):
+    """Audit mode forwards would-be denials, but as what they are: the walked-out path is
+    forwarded normalised and labelled admin:read, the relabelled email send as
+    write:email. An ambiguous path is a 400 in audit mode too."""
+    audit = mesh.clients["audit"]
+    resp = audit.call(tokens.token("walker", "verified"), path="/v1/orders/%2e%2e/admin/delete")
+    expect.forwarded(resp, agent="walker", tier="verified", action="admin:read", decision="would_deny")
+    assert resp.json()["path"] == "/v1/admin/delete"
+    resp = audit.call(tokens.token("mailer", "verified"), method="POST", path="/v1/email/send",
+                      action="read:orders")
+    expect.forwarded(resp, agent="mailer", tier="verified", action="write:email", decision="would_deny")
+    event = collector.by_request_id(resp.request_id)["attributes"]
+    assert (event["meshguard.decision"], event["meshguard.action"]) == ("would_deny", "write:email")
+    assert "disagrees" in event["meshguard.reason"]
+    resp = audit.call(tokens.token("walker", "verified"), path="/v1/orders/../../../admin")
+    if mesh.normalising:
+        # Envoy clamps at the root first: /admin, unrouted, forwarded as would_deny
+        expect.forwarded(resp, agent="walker", tier="verified", action="", decision="would_deny")
+        assert resp.json()["path"] == "/admin"
+    else:
+        assert (resp.status, resp.json()["errorCode"]) == (400, "above_root"), resp
+        assert not upstream.received(resp.request_id)
 
 
 def test_write_email_is_denied_by_route(mesh, tokens, upstream):
