@@ -11,6 +11,9 @@
 //!   mapping) per algorithm, keys generated with jwt-simple; `identity/cached` is the
 //!   verified-token cache hit the filter takes for every request after the first.
 //! - `audit/push`: sealing one decision into the hash chain and encoding its OTLP record.
+//! - `path/normalise/*`: request path normalisation, for an already-normal path (the
+//!   common case, no allocation beyond the result) and for one with dot segments,
+//!   escapes and duplicate slashes.
 //! - `engine/handle_cached`: the whole request path of the filter (action mapping, cached
 //!   identity, decision, audit event), minus the proxy-wasm host calls.
 //!
@@ -383,8 +386,25 @@ fn bench_engine(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("path");
+    for (name, path) in [
+        ("clean", "/v1/orders/12345/lines/7?expand=true"),
+        (
+            "dotted",
+            "/v1//orders/./12345/%2e%2e/%6Cines/7/?expand=true",
+        ),
+    ] {
+        g.bench_function(BenchmarkId::new("normalise", name), |b| {
+            b.iter(|| meshguard::actions::path::normalise(black_box(path)))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_path,
     bench_policy,
     bench_condition,
     bench_identity,

@@ -6,7 +6,8 @@ pub mod body;
 pub mod request;
 pub mod response;
 
-use crate::actions::{ActionMapper, ActionMatch};
+use crate::actions::path::{self as req_path, PathRejection};
+use crate::actions::{ActionMapper, ActionMatch, MappingError};
 use crate::audit::{trace_ids, AuditEvent};
 use crate::condition::{Lookup, Value};
 use crate::config::{
@@ -69,6 +70,34 @@ pub enum Verdict {
     },
     /// Answer locally.
     Respond(LocalResponse),
+}
+
+/// Why a request was refused as malformed (400) before any policy decision: MeshGuard
+/// cannot tell unambiguously what it asks for (README, "Request paths").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Malformed {
+    /// The path has no single meaning across upstreams.
+    Path(PathRejection),
+    /// A caller-declared action or resource header was sent more than once.
+    Header(MappingError),
+}
+
+impl Malformed {
+    /// The `errorCode` of the 400.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Malformed::Path(p) => p.code(),
+            Malformed::Header(_) => "duplicate_header",
+        }
+    }
+
+    /// The reason given in the 400 and the audit event.
+    pub fn reason(&self) -> String {
+        match self {
+            Malformed::Path(p) => p.to_string(),
+            Malformed::Header(h) => h.to_string(),
+        }
+    }
 }
 
 /// Everything the glue needs after deciding.
@@ -400,6 +429,11 @@ impl Engine {
     }
 
     /// The whole request path for one request.
+    ///
+    /// Everything after this point sees the normalised path (route globs,
+    /// `request.path`, the audit event's `url.path`); when it differs from what was
+    /// received, a forwarded request carries it as `:path` so the upstream acts on exactly
+    /// the path that was decided on.
     pub fn handle(&self, req: &Request, now_unix_nanos: u64, cache: &mut TokenCache) -> Outcome {
         let identity = self.verifier.authenticate(
             req.header(self.verifier.token_header()),
@@ -409,18 +443,40 @@ impl Engine {
         self.handle_authenticated(req, now_unix_nanos, identity)
     }
 
-    /// [`Engine::handle`] after authentication: action mapping, decision, mode, verdict
-    /// and audit event. `meshguard check --claims` enters here with an identity built from
-    /// unsigned claims; everything after that is the filter's path.
+    /// [`Engine::handle`] after authentication: path normalisation, action mapping,
+    /// decision, mode, verdict and audit event. `meshguard check --claims` enters here
+    /// with an identity built from unsigned claims; everything after that is the filter's
+    /// path.
     pub fn handle_authenticated(
         &self,
         req: &Request,
         now_unix_nanos: u64,
         identity: Result<Rc<Identity>, IdentityError>,
     ) -> Outcome {
-        let now_secs = now_parts(now_unix_nanos);
+        let normal = match req_path::normalise(&req.path) {
+            Ok(n) => n,
+            Err(rejection) => {
+                return self.malformed(req, Malformed::Path(rejection), now_unix_nanos, &identity)
+            }
+        };
+        let target = normal.target();
+        if target == req.path {
+            return self.handle_normalised(req, now_unix_nanos, identity);
+        }
+        let normalised = Request {
+            path: target,
+            ..req.clone()
+        };
+        let mut outcome = self.handle_normalised(&normalised, now_unix_nanos, identity);
+        if let Verdict::Forward { set_headers, .. } = &mut outcome.verdict {
+            set_headers.push((":path".into(), normalised.path));
+        }
+        outcome
+    }
+
+    fn base_event(&self, req: &Request, now_unix_nanos: u64) -> AuditEvent {
         let (trace_id, span_id) = trace_ids(req.header("traceparent"), req.header("x-request-id"));
-        let mut event = AuditEvent {
+        AuditEvent {
             time_unix_nano: now_unix_nanos,
             trace_id,
             span_id,
@@ -431,9 +487,72 @@ impl Engine {
             authority: req.authority.clone(),
             request_id: req.header("x-request-id").unwrap_or_default().to_string(),
             ..AuditEvent::default()
-        };
+        }
+    }
+
+    /// The 400 for a malformed request, in every mode: there is no action to decide on
+    /// (or no single one), so there is nothing audit mode could let through as observed.
+    /// The caller is still identified when possible, so the audit trail says who tried.
+    fn malformed(
+        &self,
+        req: &Request,
+        why: Malformed,
+        now_unix_nanos: u64,
+        identity: &Result<Rc<Identity>, IdentityError>,
+    ) -> Outcome {
+        let mut event = self.base_event(req, now_unix_nanos);
         let trace_hex = event.trace_id_hex();
-        let action = self.actions.map(req);
+        match identity {
+            Ok(id) => {
+                event.agent_id.clone_from(&id.agent_id);
+                event.trust_tier = id.tier.as_str().into();
+                event.delegation_chain = id.chain.iter().map(|h| h.agent_id.clone()).collect();
+            }
+            Err(e) => event.identity_error = e.code().into(),
+        }
+        let reason = why.reason();
+        event.decision = Effect::Deny.as_str().into();
+        event.effect = Effect::Deny.as_str().into();
+        event.enforced = true;
+        event.status = 400;
+        event.reason.clone_from(&reason);
+        Outcome {
+            verdict: Verdict::Respond(response::bad_request(
+                why.code(),
+                &reason,
+                self.mode,
+                &trace_hex,
+            )),
+            decision: Decision::deny(reason),
+            event,
+            more_events: Vec::new(),
+            response: None,
+        }
+    }
+
+    /// [`Engine::handle`] for a request whose path is already normalised.
+    fn handle_normalised(
+        &self,
+        req: &Request,
+        now_unix_nanos: u64,
+        identity: Result<Rc<Identity>, IdentityError>,
+    ) -> Outcome {
+        let now_secs = now_parts(now_unix_nanos);
+        let mut event = self.base_event(req, now_unix_nanos);
+        let trace_hex = event.trace_id_hex();
+        // A caller-declared header that disagrees with the route is refused after the
+        // caller is identified (a 401 stays a 401), and audited as the route's action.
+        let (action, relabel) = match self.actions.map(req) {
+            Ok(a) => (a, None),
+            Err(e) => match &e {
+                MappingError::DuplicateHeader { .. } => {
+                    return self.malformed(req, Malformed::Header(e), now_unix_nanos, &identity)
+                }
+                MappingError::Disagrees { route_match, .. } => {
+                    (Some(route_match.as_ref().clone()), Some(e.to_string()))
+                }
+            },
+        };
         if let Some(a) = &action {
             event.action.clone_from(&a.action);
             event.resource = a.resource.clone().unwrap_or_default();
@@ -445,7 +564,10 @@ impl Engine {
         event.agent_id.clone_from(&identity.agent_id);
         event.trust_tier = identity.tier.as_str().into();
         event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
-        let decision = self.decide_request(&identity, action.as_ref(), req, now_secs);
+        let decision = match relabel {
+            Some(reason) => Decision::deny(reason),
+            None => self.decide_request(&identity, action.as_ref(), req, now_secs),
+        };
         event.effect = decision.effect.as_str().into();
         event.policy = decision.policy.clone().unwrap_or_default();
         event.rule = decision.rule.clone().unwrap_or_default();
@@ -879,6 +1001,206 @@ mod tests {
         );
     }
 
+    /// The issue-8 configuration: orders are readable, email needs a condition that
+    /// fails, `request.path` is visible to conditions.
+    fn paths_engine(k: &ES256KeyPair, mode: &str) -> Engine {
+        let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
+        let cfg = json!({
+            "mode": mode,
+            "identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]},
+            "actions": {"routes": [
+                {"method": "POST", "path": "/v1/email/*", "action": "write:email", "resource": "notifications"},
+                {"method": "GET", "path": "/v1/orders/**", "action": "read:orders", "resource": "orders"},
+                {"method": "GET", "path": "/v1/admin/**", "action": "admin:read"}
+            ]},
+            "policy_yaml": "name: p\nrules:\n  - {action: 'read:*', effect: allow}\n  - {name: seen, action: 'admin:read', effect: allow, conditions: ['request.path == \"/v1/admin/delete\"']}\n"
+        });
+        Engine::from_text(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn routes_see_the_normalised_path_and_the_upstream_gets_it() {
+        let k = key();
+        let e = paths_engine(&k, "enforce");
+        let t = token(&k, json!({}));
+        for raw in [
+            "/v1/orders/../admin/delete",
+            "/v1/orders/%2e%2e/admin/delete",
+            "/v1/orders/.%2E/admin/delete",
+            "/v1/orders/7/../../admin/./delete",
+        ] {
+            let o = run(&e, &request("GET", raw, Some(&t), &[]));
+            // decided as admin:read (not read:orders), and request.path saw the
+            // normalised path (the rule's condition held)
+            assert_eq!(o.event.action, "admin:read", "{raw}");
+            assert_eq!(o.decision.rule.as_deref(), Some("seen"), "{raw}");
+            assert_eq!(o.event.path, "/v1/admin/delete");
+            assert_eq!(header(&o.verdict, ":path"), Some("/v1/admin/delete"));
+            assert_eq!(header(&o.verdict, "x-meshguard-action"), Some("admin:read"));
+        }
+        // `//..` is refused; the query is kept verbatim; an unchanged path is not rewritten
+        let o = run(
+            &e,
+            &request("GET", "/v1/orders//../admin/delete", Some(&t), &[]),
+        );
+        assert!(
+            matches!(o.verdict, Verdict::Respond(_)),
+            "//.. must be refused"
+        );
+        let o = run(
+            &e,
+            &request("GET", "/v1//orders/./7?q=%2e%2e/", Some(&t), &[]),
+        );
+        assert_eq!(header(&o.verdict, ":path"), Some("/v1/orders/7?q=%2e%2e/"));
+        let o = run(&e, &request("GET", "/v1/orders/7?q=1", Some(&t), &[]));
+        assert_eq!(o.event.action, "read:orders");
+        assert_eq!(header(&o.verdict, ":path"), None);
+    }
+
+    #[test]
+    fn ambiguous_paths_are_400_in_every_mode_and_audited() {
+        let k = key();
+        for mode in ["enforce", "audit"] {
+            let e = paths_engine(&k, mode);
+            let t = token(&k, json!({}));
+            for (raw, code) in [
+                ("/v1/orders/..%2fadmin/delete", "encoded_slash"),
+                ("/v1/orders/..%5Cadmin", "encoded_backslash"),
+                ("/v1/orders/../../../etc", "above_root"),
+                ("/v1/orders/..;/admin", "dot_segment_parameter"),
+            ] {
+                let o = run(&e, &request("GET", raw, Some(&t), &[]));
+                let (status, b) = body(&o.verdict);
+                assert_eq!(status, 400, "{mode} {raw}");
+                assert_eq!(b["errorCode"], code);
+                assert_eq!(b["error"], "invalid_request");
+                assert_eq!(b["mode"], mode);
+                assert!(!b["reason"].as_str().unwrap().is_empty());
+                assert_eq!((o.event.status, o.event.enforced), (400, true));
+                assert_eq!(o.event.decision, "deny");
+                assert_eq!(o.event.agent_id, "agent-a", "the caller is still recorded");
+                assert_eq!(o.event.reason, b["reason"].as_str().unwrap());
+                assert_eq!(o.event.path, raw.split('?').next().unwrap());
+            }
+            // no token: still a 400 (the request is malformed before it is anyone's)
+            let o = run(&e, &request("GET", "/v1/orders/%2f", None, &[]));
+            assert_eq!(body(&o.verdict).0, 400);
+            assert_eq!(o.event.identity_error, "missing_token");
+        }
+    }
+
+    #[test]
+    fn a_header_cannot_relabel_a_routed_request() {
+        let k = key();
+        let e = paths_engine(&k, "enforce");
+        let t = token(&k, json!({}));
+        // POST /v1/email/send is write:email (denied: no rule allows it)
+        let o = run(&e, &request("POST", "/v1/email/send", Some(&t), &[]));
+        assert_eq!(body(&o.verdict).0, 403);
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/v1/email/send",
+                Some(&t),
+                &[("x-meshguard-action", "read:orders")],
+            ),
+        );
+        let (status, b) = body(&o.verdict);
+        assert_eq!(status, 403);
+        assert_eq!(b["action"], "write:email");
+        let reason = b["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("\"read:orders\"") && reason.contains("\"write:email\""),
+            "{reason}"
+        );
+        assert_eq!(o.event.action, "write:email");
+        assert_eq!(o.event.resource, "notifications");
+        // an agreeing header changes nothing; the header still works where no route maps
+        let o = run(
+            &e,
+            &request(
+                "GET",
+                "/v1/orders/7",
+                Some(&t),
+                &[("x-meshguard-action", "read:orders")],
+            ),
+        );
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-action"),
+            Some("read:orders")
+        );
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/v1/unrouted",
+                Some(&t),
+                &[("x-meshguard-action", "read:things")],
+            ),
+        );
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-action"),
+            Some("read:things")
+        );
+        // an unauthenticated relabelling attempt is a 401 first
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/v1/email/send",
+                None,
+                &[("x-meshguard-action", "read:orders")],
+            ),
+        );
+        assert_eq!(body(&o.verdict).0, 401);
+        // duplicated action headers: 400, wherever they are sent
+        for path in ["/v1/unrouted", "/v1/email/send"] {
+            let o = run(
+                &e,
+                &request(
+                    "POST",
+                    path,
+                    Some(&t),
+                    &[
+                        ("x-meshguard-action", "read:orders"),
+                        ("x-meshguard-action", "write:email"),
+                    ],
+                ),
+            );
+            let (status, b) = body(&o.verdict);
+            assert_eq!(
+                (status, b["errorCode"].as_str()),
+                (400, Some("duplicate_header"))
+            );
+        }
+    }
+
+    #[test]
+    fn audit_mode_records_a_relabelling_attempt_and_forwards_the_routes_action() {
+        let k = key();
+        let e = paths_engine(&k, "audit");
+        let t = token(&k, json!({}));
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/v1/email/send",
+                Some(&t),
+                &[("x-meshguard-action", "read:orders")],
+            ),
+        );
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-decision"),
+            Some("would_deny")
+        );
+        assert_eq!(
+            header(&o.verdict, "x-meshguard-action"),
+            Some("write:email")
+        );
+        assert!(o.event.reason.contains("disagrees"), "{}", o.event.reason);
+    }
+
     #[test]
     fn every_name_of_the_table_is_answered_for_a_full_request() {
         let k = key();
@@ -889,7 +1211,7 @@ mod tests {
         );
         let identity = e.verifier().verify(&t, NOW).unwrap();
         let req = request("POST", "/v1/email/send?q=1", Some(&t), &[("x-y", "header")]);
-        let action = e.action_mapper().map(&req).unwrap();
+        let action = e.action_mapper().map(&req).unwrap().unwrap();
         let facts = Facts {
             identity: &identity,
             subject: Subject {

@@ -18,7 +18,7 @@ pub const ACTION_HEADER: &str = "x-meshguard-action";
 /// A response MeshGuard sends instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
-    /// 401 or 403.
+    /// 400, 401 or 403.
     pub status: u16,
     /// Response headers.
     pub headers: Vec<(String, String)>,
@@ -29,6 +29,17 @@ pub struct LocalResponse {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct IdentityBody<'a> {
+    decision: &'a str,
+    error: &'a str,
+    error_code: &'a str,
+    reason: &'a str,
+    mode: &'a str,
+    trace_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BadRequestBody<'a> {
     decision: &'a str,
     error: &'a str,
     error_code: &'a str,
@@ -90,6 +101,25 @@ pub fn unauthorized(code: &str, reason: &str, mode: Mode, trace_id: &str) -> Loc
     LocalResponse {
         status: 401,
         headers,
+        body,
+    }
+}
+
+/// The 400 for a request MeshGuard cannot decide on unambiguously (a path with no single
+/// meaning, a duplicated action header); `code` is the stable `errorCode`.
+pub fn bad_request(code: &str, reason: &str, mode: Mode, trace_id: &str) -> LocalResponse {
+    let body = serde_json::to_string(&BadRequestBody {
+        decision: "deny",
+        error: "invalid_request",
+        error_code: code,
+        reason,
+        mode: mode.as_str(),
+        trace_id,
+    })
+    .unwrap_or_default();
+    LocalResponse {
+        status: 400,
+        headers: json_headers(),
         body,
     }
 }

@@ -96,14 +96,16 @@ Launcher = Callable[..., Deployment]
 @pytest.fixture(scope="session")
 def launch(tmp_path_factory, collector: Collector, upstream: EchoUpstream) -> Launcher:
     """``launch(request, name, {listener: plugin_config_text | Listener}, collector_port=None,
-    concurrency=1, clusters={})`` starts an Envoy whose lifetime is the calling fixture's
-    scope (stopped by PID in a finalizer, also when start-up fails). A `Listener` value
-    (port 0 = pick one) can carry TLS or leave the filter out; `clusters` adds STATIC
-    clusters (name -> port) such as a grants or bundle server; `concurrency` is Envoy's
-    worker count (2 where state must hold across worker VMs)."""
+    concurrency=1, clusters={}, envoy_normalisation=True)`` starts an Envoy whose lifetime
+    is the calling fixture's scope (stopped by PID in a finalizer, also when start-up
+    fails). A `Listener` value (port 0 = pick one) can carry TLS or leave the filter out;
+    `clusters` adds STATIC clusters (name -> port) such as a grants or bundle server;
+    `concurrency` is Envoy's worker count (2 where state must hold across worker VMs);
+    ``envoy_normalisation=False`` runs it without Envoy's path normalisation."""
 
     def _launch(request, name: str, listeners: dict[str, "str | Listener"], *, collector_port: int | None = None,
-                concurrency: int = 1, clusters: dict[str, int] | None = None) -> Deployment:
+                concurrency: int = 1, clusters: dict[str, int] | None = None,
+                envoy_normalisation: bool = True) -> Deployment:
         ls = []
         for n, spec in listeners.items():
             if isinstance(spec, Listener):
@@ -111,7 +113,8 @@ def launch(tmp_path_factory, collector: Collector, upstream: EchoUpstream) -> La
             else:
                 ls.append(Listener(n, free_port(), spec))
         cfg = render(ls, admin_port=free_port(), upstream_port=upstream.port,
-                     collector_port=collector.port if collector_port is None else collector_port)
+                     collector_port=collector.port if collector_port is None else collector_port,
+                     envoy_normalisation=envoy_normalisation)
         for cluster, port in (clusters or {}).items():
             add_cluster(cfg, cluster, port)
         envoy = Envoy(name, cfg, tmp_path_factory.mktemp(f"envoy-{name}"), concurrency=concurrency)

@@ -52,9 +52,19 @@ def test_no_route_and_no_header_is_denied(seed, tokens, upstream, method, path):
     assert not upstream.received(resp.request_id)
 
 
-def test_action_header_takes_precedence_over_routes(seed, tokens):
+def test_route_decides_over_a_disagreeing_action_header(seed, tokens, upstream):
+    """A matching route decides; a client action header that disagrees is refused (403
+    naming both), never obeyed (tests/e2e/test_path_normalisation.py has the rest)."""
     resp = seed.clients["enforce"].call(tokens.token("router-agent", "verified"), action="delete:orders",
                                         path="/v1/orders/7")
+    body = expect.denied(resp, policy=None, rule=None, action="read:orders")
+    assert '"delete:orders"' in body["reason"] and '"read:orders"' in body["reason"], body
+    assert not upstream.received(resp.request_id)
+
+
+def test_action_header_maps_unrouted_requests(seed, tokens):
+    resp = seed.clients["enforce"].call(tokens.token("router-agent", "verified"), action="delete:orders",
+                                        path="/v1/unrouted")
     expect.denied(resp, policy="verified-agent-policy", rule="rules[2]", action="delete:orders")
 
 

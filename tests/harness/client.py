@@ -13,7 +13,7 @@ import json
 import ssl
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 @dataclass
@@ -35,17 +35,21 @@ class Response:
         return f"<Response {self.status} rid={self.request_id} body={self.body[:300]!r}>"
 
 
-def http_request(port: int, method: str, path: str, headers: Mapping[str, Any] | None = None,
-                 body: bytes | None = None, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> Response:
+def http_request(port: int, method: str, path: str,
+                 headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+                 body: bytes | None = None, timeout: float = 10.0,
+                 tls: ssl.SSLContext | None = None) -> Response:
     """One request on a fresh connection (HTTPS with `tls`, e.g. a context presenting a
     client certificate from harness.certs). Header values may be ``bytes`` (sent
-    verbatim, e.g. UTF-8) or ``str`` (sent as latin-1, as http.client does)."""
+    verbatim, e.g. UTF-8) or ``str`` (sent as latin-1, as http.client does); a sequence
+    of pairs may repeat a header. The path is sent as given (no normalisation, no escaping)."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls) if tls is not None
             else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
     try:
-        own_host = any(name.lower() == "host" for name in (headers or {}))
+        own_host = any(name.lower() == "host" for name, _ in pairs)
         conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
+        for name, value in pairs:
             conn.putheader(name, value)
         if body is not None:
             conn.putheader("content-length", str(len(body)))

@@ -117,9 +117,29 @@ def _routes(listener: dict) -> list[dict]:
     return [node for node in _walk(listener) if "match" in node and "route" in node]
 
 
-def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict:
-    """A copy of the committed listener with this port, module path and plugin config."""
+# The HTTP connection manager's path normalisation settings as committed in envoy.yaml.
+# MeshGuard must decide correctly with and without them, so tests can switch them off.
+NORMALISATION_FIELDS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+
+
+def hcm(listener: dict) -> dict:
+    """The HTTP connection manager's ``typed_config`` inside a listener."""
+    for node in _walk(listener):
+        if node.get("name") == "envoy.filters.network.http_connection_manager":
+            return node["typed_config"]
+    raise KeyError("listener has no http_connection_manager")
+
+
+def make_listener(template: dict, listener: Listener, wasm: Path = WASM, *,
+                  envoy_normalisation: bool = True) -> dict:
+    """A copy of the committed listener with this port, module path and plugin config;
+    `envoy_normalisation=False` removes Envoy's path normalisation settings (Envoy's
+    defaults: no normalisation, no slash merging, escaped slashes kept)."""
     lst = copy.deepcopy(template["static_resources"]["listeners"][0])
+    if not envoy_normalisation:
+        manager = hcm(lst)
+        for field in NORMALISATION_FIELDS:
+            manager.pop(field, None)
     lst["name"] = listener.name
     _set_port(lst["address"], listener.port)
     for node in _walk(lst):
@@ -153,12 +173,14 @@ def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict
 
 
 def render(listeners: list[Listener], *, admin_port: int, upstream_port: int, collector_port: int,
-           wasm: Path = WASM) -> dict:
-    """The full Envoy bootstrap for these listeners and ports."""
+           wasm: Path = WASM, envoy_normalisation: bool = True) -> dict:
+    """The full Envoy bootstrap for these listeners and ports (see `make_listener` for
+    `envoy_normalisation`)."""
     template = load_template()
     cfg = copy.deepcopy(template)
     _set_port(cfg["admin"]["address"], admin_port)
-    cfg["static_resources"]["listeners"] = [make_listener(template, l, wasm) for l in listeners]
+    cfg["static_resources"]["listeners"] = [
+        make_listener(template, l, wasm, envoy_normalisation=envoy_normalisation) for l in listeners]
     _set_port(_cluster_endpoint(_cluster(cfg, "upstream")), upstream_port)
     _set_port(_cluster_endpoint(_cluster(cfg, "meshguard-collector")), collector_port)
     return cfg

@@ -166,3 +166,50 @@ def _scalars(node):
         for key, value in node.value:
             yield from _scalars(key)
             yield from _scalars(value)
+
+
+NORMALISATION = {"normalize_path": True, "merge_slashes": True, "path_with_escaped_slashes_action": "REJECT_REQUEST"}
+
+
+def _normalisation_patch(patch: dict) -> dict:
+    assert (patch["applyTo"], patch["patch"]["operation"]) == ("NETWORK_FILTER", "MERGE"), patch
+    assert patch["match"]["listener"]["filterChain"]["filter"]["name"] == \
+        "envoy.filters.network.http_connection_manager"
+    typed = dict(patch["patch"]["value"]["typed_config"])
+    assert typed.pop("@type").endswith("http_connection_manager.v3.HttpConnectionManager")
+    return typed
+
+
+def test_envoy_path_normalisation_matches_the_harness_config():
+    """The standalone Envoy configs set the same HCM path normalisation as the manifests."""
+    for name in ("envoy.yaml", "envoy-compose.yaml"):
+        cfg = yaml.safe_load((REPO / "envoy" / name).read_text())
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        assert {k: hcm.get(k) for k in NORMALISATION} == NORMALISATION, name
+
+
+@pytest.mark.parametrize("directory,context,selector", [
+    ("istio", "SIDECAR_INBOUND", {"meshguard.io/guarded": "true"}),
+    ("istio/wasmplugin", "SIDECAR_INBOUND", {"meshguard.io/guarded": "true"}),
+    ("istio/live", "SIDECAR_INBOUND", {"meshguard.io/guarded": "true"}),
+    ("istio/gateway", "GATEWAY", {"gateway.networking.k8s.io/gateway-name": "agents-gateway"}),
+])
+def test_path_normalisation_accompanies_the_wasm_plugin(rendered, directory, context, selector):
+    """Envoy's path normalisation (defence in depth, README "Request paths") on the same
+    workloads as the WasmPlugin, in the same namespace."""
+    ef = only(rendered[directory], "EnvoyFilter", "meshguard-path-normalisation")
+    plugin = only(rendered[directory], "WasmPlugin")
+    assert ef["metadata"]["namespace"] == plugin["metadata"]["namespace"]
+    assert ef["spec"]["workloadSelector"]["labels"] == selector
+    if "selector" in plugin["spec"]:
+        assert plugin["spec"]["selector"]["matchLabels"] == selector
+    (patch,) = ef["spec"]["configPatches"]
+    assert patch["match"]["context"] == context
+    assert _normalisation_patch(patch) == NORMALISATION
+
+
+def test_envoyfilter_variant_normalises_paths(rendered):
+    ef = only(rendered["istio/envoyfilter"], "EnvoyFilter")
+    patch = ef["spec"]["configPatches"][2]
+    assert patch["match"]["context"] == "SIDECAR_INBOUND"
+    assert _normalisation_patch(patch) == NORMALISATION
