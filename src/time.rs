@@ -67,6 +67,10 @@ pub fn parse(s: &str) -> Option<u64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
+    // Day 31 of a 30-day month (or February 30) would silently roll over into the next month.
+    if civil_from_days(days_from_civil(y, mo, d)) != (y, mo, d) {
+        return None;
+    }
     let mut rest = s.get(19..)?;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
