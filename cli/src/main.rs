@@ -187,6 +187,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
         path: a.path.clone(),
         authority: "meshguard-cli".into(),
         headers: Vec::new(),
+        peer_uri_sans: a.peer_uri_sans.clone(),
     };
     for h in &a.headers {
         let (k, v) = split_pair(h, "--header")?;
