@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jwt_simple::prelude::*;
 use meshguard::actions::ActionMatch;
 use meshguard::config::Effect;
+use meshguard::controls::{Counters, MemoryStore};
 use meshguard::engine::request::Request;
 use meshguard::engine::Engine;
 use meshguard::identity::Identity;
@@ -74,9 +75,18 @@ struct CheckArgs {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
-    /// Decide as of this time (seconds since the epoch) instead of now.
-    #[arg(long, value_name = "UNIX_SECONDS")]
-    at: Option<u64>,
+    /// Decide as of this time (RFC 3339, or seconds since the epoch) instead of now;
+    /// grants are valid before their `expires_at`.
+    #[arg(long, value_name = "RFC3339|UNIX_SECONDS")]
+    at: Option<String>,
+    /// A URI SAN (SPIFFE id) of the mTLS peer presenting the token, for
+    /// `identity.workload_binding` (repeatable; none means plain text).
+    #[arg(long = "peer-uri-san", value_name = "SPIFFE_ID")]
+    peer_uri_sans: Vec<String>,
+    /// Decide the Nth identical call in a row: rate limits and loop detection count the
+    /// calls in memory, so `--repeat 11` against a 10/m limit shows the 429.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +120,10 @@ struct TokenArgs {
     /// Extra claim `name=value`; the value is parsed as JSON when it parses, else a string.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     claims: Vec<String>,
+    /// A delegation hop `agent[:tier]` for the RFC 8693 `act` claim (repeatable; the
+    /// first is the earliest actor, the last is the one acting now).
+    #[arg(long = "act", value_name = "AGENT[:TIER]")]
+    act: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -181,7 +195,10 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             a.config.display()
         ))
     })?;
-    let now = a.at.unwrap_or_else(now_secs);
+    let now = match &a.at {
+        Some(t) => parse_at(t)?,
+        None => now_secs(),
+    };
     let mut req = Request {
         method: a.method.to_ascii_uppercase(),
         path: a.path.clone(),
@@ -216,6 +233,20 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
         }
         (None, None) => return Err(Fail("give --token or --claims".into())),
     };
+    if let Err(e) = engine
+        .controls()
+        .check_identity(&identity, &req.peer_uri_sans)
+    {
+        let out = json!({
+            "decision": "deny",
+            "error": "invalid_token",
+            "errorCode": e.code(),
+            "reason": e.to_string(),
+            "mode": engine.mode().as_str(),
+        });
+        println!("{out}");
+        return Ok(ExitCode::from(1));
+    }
     let action = match &a.action {
         Some(action) => Some(ActionMatch {
             action: action.clone(),
@@ -229,9 +260,32 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             m
         }),
     };
-    let d = engine.decide_request(&identity, action.as_ref(), &req, now);
+    let counters = MemoryStore::new();
+    let arguments = format!("{} {}", req.method, req.path);
+    let base = engine.decide_request(&identity, action.as_ref(), &req, now);
+    let d = (0..a.repeat.max(1))
+        .map(|_| {
+            engine.apply_controls(
+                &identity,
+                action.as_ref(),
+                base.clone(),
+                arguments.as_bytes(),
+                Counters {
+                    store: &counters,
+                    writer: 1,
+                },
+                now.saturating_mul(1_000_000_000),
+            )
+        })
+        .last()
+        .unwrap_or(base);
+    let decision = if d.retry_after_secs.is_some() {
+        "rate_limited"
+    } else {
+        d.effect.as_str()
+    };
     let out = json!({
-        "decision": d.effect.as_str(),
+        "decision": decision,
         "effect": d.effect.as_str(),
         "policy": d.policy,
         "rule": d.rule,
@@ -243,6 +297,9 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
         "resource": action.as_ref().and_then(|a| a.resource.as_deref()),
         "mode": engine.mode().as_str(),
         "bundleVersion": engine.policy_version(),
+        "grant": d.grant,
+        "approvalId": d.approval_id,
+        "retryAfter": d.retry_after_secs,
     });
     println!("{out}");
     Ok(ExitCode::from(if d.effect == Effect::Allow {
@@ -250,6 +307,45 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
     } else {
         1
     }))
+}
+
+/// `--at`: RFC 3339, or whole seconds since the epoch.
+fn parse_at(s: &str) -> Result<u64, Fail> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map_err(|_| Fail(format!("--at {s:?}: too large")));
+    }
+    meshguard::time::parse(s).ok_or_else(|| {
+        Fail(format!(
+            "--at {s:?}: expected RFC 3339 (2026-11-29T18:00:00Z) or seconds since the epoch"
+        ))
+    })
+}
+
+/// `--act agent[:tier]` values to a nested RFC 8693 `act` claim: the last is outermost.
+fn act_claim(hops: &[String]) -> Result<Option<Value>, Fail> {
+    let mut act: Option<Value> = None;
+    for hop in hops {
+        let (sub, tier) = match hop.split_once(':') {
+            Some((s, t)) => (s.trim(), Some(t.trim())),
+            None => (hop.trim(), None),
+        };
+        if sub.is_empty() || tier.is_some_and(str::is_empty) {
+            return Err(Fail(format!("--act {hop:?}: expected agent or agent:tier")));
+        }
+        let mut m = Map::new();
+        m.insert("sub".into(), Value::String(sub.into()));
+        if let Some(t) = tier {
+            m.insert("trust_tier".into(), Value::String(t.into()));
+        }
+        if let Some(inner) = act.take() {
+            m.insert("act".into(), inner);
+        }
+        act = Some(Value::Object(m));
+    }
+    Ok(act)
 }
 
 fn parse_ttl(s: &str) -> Result<u64, Fail> {
@@ -285,6 +381,9 @@ fn token(a: TokenArgs) -> Result<ExitCode, Fail> {
         let (k, v) = split_pair(c, "--claim")?;
         let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
         custom.insert(k, value);
+    }
+    if let Some(act) = act_claim(&a.act)? {
+        custom.insert("act".into(), act);
     }
     let ttl = parse_ttl(&a.ttl)?;
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
@@ -365,6 +464,33 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), Fail> {
         .map_err(|e| Fail(format!("cannot write {}: {e}", path.display())))?;
     f.write_all(data)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn act_hops_nest_with_the_last_outermost() {
+        let act = act_claim(&["agent-a:verified".into(), "agent-b".into()])
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(
+            act,
+            json!({"sub": "agent-b", "act": {"sub": "agent-a", "trust_tier": "verified"}})
+        );
+        assert!(act_claim(&[]).ok().flatten().is_none());
+        assert!(act_claim(&[":verified".into()]).is_err());
+        assert!(act_claim(&["agent-a:".into()]).is_err());
+    }
+
+    #[test]
+    fn at_takes_rfc3339_or_epoch_seconds() {
+        assert_eq!(parse_at("1800000000").ok(), Some(1_800_000_000));
+        assert_eq!(parse_at("2027-01-15T08:00:00Z").ok(), Some(1_800_000_000));
+        assert!(parse_at("tomorrow").is_err());
+    }
 }
 
 #[cfg(not(unix))]
