@@ -458,6 +458,21 @@ mod tests {
     }
 
     #[test]
+    fn signed_bytes_match_the_documented_python_recipe() {
+        // b"meshguard-grants/v1\n" + json.dumps(doc, sort_keys=True, separators=(",", ":"),
+        // ensure_ascii=False).encode(), computed with Python 3
+        let d = json!({"format": FORMAT, "version": 2, "created_at": "2026-11-29T10:00:00Z",
+            "grants": [{"id": "g-\u{e9}", "agent": "agent-a", "action": "write:refund",
+                        "expires_at": "2027-01-01T00:00:00Z", "reason": "tab\there \"q\""}],
+            "signatures": [{"alg": "Ed25519", "sig": "ignored"}]});
+        let expected = "meshguard-grants/v1\n{\"created_at\":\"2026-11-29T10:00:00Z\",\"format\":\"meshguard-grants/v1\",\"grants\":[{\"action\":\"write:refund\",\"agent\":\"agent-a\",\"expires_at\":\"2027-01-01T00:00:00Z\",\"id\":\"g-\u{e9}\",\"reason\":\"tab\\there \\\"q\\\"\"}],\"version\":2}";
+        assert_eq!(
+            String::from_utf8(signing_input(&d).unwrap()).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
     fn documents_with_bad_grants_are_refused_with_the_field() {
         let k = kp(6);
         let mut d = json!({"format": FORMAT, "version": 1, "created_at": "x",
