@@ -250,6 +250,28 @@ mod tests {
     }
 
     #[test]
+    fn endless_conflicts_refuse_rather_than_fail_open() {
+        /// Every conditional write loses to another worker.
+        struct Busy(MemoryStore);
+        impl crate::sources::SharedStore for Busy {
+            fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                crate::sources::SharedStore::get(&self.0, key)
+            }
+            fn set(&self, key: &str, _: &[u8], _: Option<u32>) -> bool {
+                crate::sources::SharedStore::set(&self.0, key, b"0 ff", None);
+                false
+            }
+        }
+        let s = Busy(MemoryStore::new());
+        assert_eq!(
+            admit(&s, "k", Limit::parse("100/s").unwrap(), T0, 1),
+            Admission::Limited {
+                retry_after_secs: 1
+            }
+        );
+    }
+
+    #[test]
     fn garbage_state_is_treated_as_empty() {
         let s = MemoryStore::new();
         crate::sources::SharedStore::set(&s, "k", b"\xff\xfe not a number", None);

@@ -332,6 +332,64 @@ fn loops_are_denied_with_a_reason_and_audited() {
 }
 
 #[test]
+fn audit_mode_records_loops_without_enforcing() {
+    let k = key();
+    let e = engine(
+        &k,
+        json!({"mode": "audit", "loop": {"max_repeats": 1, "window_seconds": 5}}),
+    );
+    let store = MemoryStore::new();
+    let mut w = Worker::new(&e, &store, 1);
+    let t = token(&k, "agent-a", json!({}));
+    let r = req(&t, "read:x", None);
+    assert_eq!(w.run(&e, &r).event.decision, "allow");
+    let o = w.run(&e, &r);
+    assert_eq!(status(&o).0, 200, "forwarded");
+    assert_eq!(
+        (o.event.decision.as_str(), o.event.enforced),
+        ("would_deny", false)
+    );
+    assert!(
+        o.event.reason.starts_with("loop detected"),
+        "{}",
+        o.event.reason
+    );
+}
+
+#[test]
+fn controls_load_from_yaml_and_from_istiod_json() {
+    let k = key();
+    let jwks = serde_json::to_string(
+        &json!({"keys": [serde_json::from_str::<Json>(&k.public_key().to_jwk()).unwrap()]}),
+    )
+    .unwrap();
+    let yaml = format!(
+        "identity:\n  issuers:\n    - issuer: https://issuer.example\n      audiences: [agents]\n      jwks: '{jwks}'\n  workload_binding:\n    agents: {{agent-a: \"{A}\"}}\nrevoked: {{jti: [t-1], agents: [agent-x]}}\nrate_limits:\n  - {{name: email, agents: \"bot-*\", action: \"write:email\", limit: 10/m}}\nloop: {{max_repeats: 5, window_seconds: 10}}\ngrants:\n  inline:\n    - {{id: g-1, agent: agent-a, action: \"write:refund\", expires_at: \"2027-01-15T09:00:00Z\"}}\n  interval_seconds: 5\npolicies:\n  - name: p\n    rules:\n      - {{action: \"read:*\", effect: allow, rate_limit: 100/h}}\n"
+    );
+    let e = Engine::from_text(yaml.as_bytes()).unwrap();
+    assert_eq!(
+        (e.controls().grant_count(), e.controls().revocation_count()),
+        (1, 2)
+    );
+    // istiod: compact JSON, sorted keys, numbers as Go float64
+    let istiod = json!({
+        "grants": {"interval_seconds": 5.0, "max_bytes": 262144.0},
+        "identity": {"issuers": [{"audiences": ["agents"], "issuer": "https://issuer.example", "jwks": jwks}]},
+        "loop": {"max_repeats": 5.0, "window_seconds": 1e+01}
+    });
+    let e = Engine::from_text(istiod.to_string().as_bytes()).unwrap();
+    assert!(e.controls().counts());
+    let bad =
+        json!({"identity": {"issuers": []}, "loop": {"max_repeats": 5.5, "window_seconds": 10}});
+    assert_eq!(
+        Engine::from_text(bad.to_string().as_bytes())
+            .unwrap_err()
+            .field(),
+        "loop.max_repeats"
+    );
+}
+
+#[test]
 fn require_approval_carries_a_stable_approval_id() {
     let k = key();
     let e = engine(&k, json!({}));
