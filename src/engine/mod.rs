@@ -392,19 +392,22 @@ impl Engine {
         let granted = |d: Decision, agent: &str| -> Decision {
             let liftable = d.effect == Effect::RequireApproval
                 || (d.effect == Effect::Deny && d.policy.is_none());
+            if !liftable {
+                return d;
+            }
             match self.controls.grant_for(
                 agent,
                 &action.action,
                 action.resource.as_deref(),
                 now_secs,
             ) {
-                Some(g) if liftable => Decision {
+                Some(g) => Decision {
                     effect: Effect::Allow,
                     reason: g.describe(),
                     grant: Some(g.spec.id.clone()),
                     ..d
                 },
-                _ => d,
+                None => d,
             }
         };
         let mut decision = granted(
