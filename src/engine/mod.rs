@@ -583,7 +583,13 @@ impl Engine {
         event.trust_tier = identity.tier.as_str().into();
         event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
         let decision = self.decide_request(&identity, action.as_ref(), req, now_secs);
-        let arguments = format!("{} {}", req.method, req.path);
+        // Loop detection tells calls apart by their arguments: for REST, the method and
+        // the path with its query (built only when a counting control is configured).
+        let arguments = if self.controls.counts() {
+            format!("{} {}", req.method, req.path)
+        } else {
+            String::new()
+        };
         let decision = self.apply_controls(
             &identity,
             action.as_ref(),
