@@ -290,6 +290,8 @@ fn event(i: u64) -> AuditEvent {
         identity_error: String::new(),
         status: 0,
         request_id: "6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f".into(),
+        grant: String::new(),
+        approval_id: String::new(),
     }
 }
 
@@ -351,6 +353,7 @@ fn bench_engine(c: &mut Criterion) {
             ),
             ("accept".into(), "*/*".into()),
         ],
+        peer_uri_sans: Vec::new(),
     };
     let mut cache = engine.verifier().new_cache();
     let now_ns = NOW * 1_000_000_000;

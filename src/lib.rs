@@ -8,6 +8,7 @@ pub mod actions;
 pub mod audit;
 pub mod condition;
 pub mod config;
+pub mod controls;
 pub mod engine;
 pub mod glob;
 pub mod health;

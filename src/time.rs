@@ -208,6 +208,15 @@ mod tests {
     }
 
     #[test]
+    fn impossible_dates_are_refused_not_rolled_over() {
+        assert!(parse("2027-02-30T00:00:00Z").is_none());
+        assert!(parse("2027-04-31T00:00:00Z").is_none());
+        assert!(parse("2027-02-29T00:00:00Z").is_none());
+        assert!(parse("2028-02-29T00:00:00Z").is_some(), "leap year");
+        assert!(parse("2027-01-31T23:59:59Z").is_some());
+    }
+
+    #[test]
     fn round_trips() {
         for t in [0, 951_782_400, 1_800_000_000, 4_102_444_799] {
             assert_eq!(parse(&format(t)), Some(t), "{}", format(t));

@@ -12,8 +12,9 @@ mod timestamp;
 use clap::{Parser, Subcommand, ValueEnum};
 use jwt_simple::prelude::*;
 use meshguard::config::Effect;
+use meshguard::controls::{Counters, MemoryStore};
 use meshguard::engine::request::Request;
-use meshguard::engine::Engine;
+use meshguard::engine::{Engine, State};
 use meshguard::identity::Identity;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -90,9 +91,18 @@ struct CheckArgs {
     /// Request `:authority` (`server.address` in the audit event, `request.host`).
     #[arg(long, default_value = "meshguard-cli")]
     authority: String,
-    /// Decide as of this time (seconds since the epoch) instead of now.
-    #[arg(long, value_name = "UNIX_SECONDS")]
-    at: Option<u64>,
+    /// Decide as of this time (RFC 3339, or seconds since the epoch) instead of now;
+    /// grants are valid before their `expires_at`.
+    #[arg(long, value_name = "RFC3339|UNIX_SECONDS")]
+    at: Option<String>,
+    /// A URI SAN (SPIFFE id) of the mTLS peer presenting the token, for
+    /// `identity.workload_binding` (repeatable; none means plain text).
+    #[arg(long = "peer-uri-san", value_name = "SPIFFE_ID")]
+    peer_uri_sans: Vec<String>,
+    /// Decide the Nth identical call in a row: rate limits and loop detection count the
+    /// calls in memory, so `--repeat 11` against a 10/m limit shows the 429.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,6 +136,10 @@ struct TokenArgs {
     /// Extra claim `name=value`; the value is parsed as JSON when it parses, else a string.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     claims: Vec<String>,
+    /// A delegation hop `agent[:tier]` for the RFC 8693 `act` claim (repeatable; the
+    /// first is the earliest actor, the last is the one acting now).
+    #[arg(long = "act", value_name = "AGENT[:TIER]")]
+    act: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -217,12 +231,17 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             a.config.display()
         ))
     })?;
-    let now_nanos = a.at.unwrap_or_else(now_secs).saturating_mul(1_000_000_000);
+    let now = match &a.at {
+        Some(t) => parse_at(t)?,
+        None => now_secs(),
+    };
+    let now_nanos = now.saturating_mul(1_000_000_000);
     let mut req = Request {
         method: a.method.to_ascii_uppercase(),
         path: a.path.clone(),
         authority: a.authority.clone(),
         headers: Vec::new(),
+        peer_uri_sans: a.peer_uri_sans.clone(),
     };
     for h in &a.headers {
         let (k, v) = split_pair(h, "--header")?;
@@ -245,15 +264,38 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
         let header = engine.verifier().token_header().to_string();
         set_header(&mut req, &header, format!("Bearer {}", t.trim()));
     }
-    let outcome = match &a.claims {
-        None => engine.handle(&req, now_nanos, &mut engine.verifier().new_cache()),
+    // Rate limits and loop detection count in memory: `--repeat N` decides the Nth
+    // identical call in a row.
+    let counters = MemoryStore::new();
+    let mut cache = engine.verifier().new_cache();
+    let identity = match &a.claims {
+        None => None,
         Some(c) => {
             let claims: Value =
                 serde_json::from_str(c).map_err(|e| Fail(format!("--claims is not JSON: {e}")))?;
-            let identity =
-                Identity::from_claims(claims, engine.verifier().claim_names()).map(Rc::new);
-            engine.handle_authenticated(&req, now_nanos, identity)
+            Some(Identity::from_claims(claims, engine.verifier().claim_names()).map(Rc::new))
         }
+    };
+    let mut last = None;
+    for _ in 0..a.repeat.max(1) {
+        let counters = Counters {
+            store: &counters,
+            writer: 1,
+        };
+        last = Some(match &identity {
+            None => engine.handle_with(
+                &req,
+                now_nanos,
+                State {
+                    cache: &mut cache,
+                    counters,
+                },
+            ),
+            Some(id) => engine.handle_authenticated(&req, now_nanos, id.clone(), counters),
+        });
+    }
+    let Some(outcome) = last else {
+        return Err(Fail("--repeat must be at least 1".into()));
     };
     let mut out = Map::new();
     for (name, value) in outcome.event.attributes() {
@@ -282,6 +324,45 @@ const LATENCY_ATTRIBUTE: &str = "meshguard.latency_us";
 
 /// `check`'s name for the log record's trace id (an OTLP field, not an attribute).
 const TRACE_ID_FIELD: &str = "trace_id";
+
+/// `--at`: RFC 3339, or whole seconds since the epoch.
+fn parse_at(s: &str) -> Result<u64, Fail> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map_err(|_| Fail(format!("--at {s:?}: too large")));
+    }
+    meshguard::time::parse(s).ok_or_else(|| {
+        Fail(format!(
+            "--at {s:?}: expected RFC 3339 (2026-11-29T18:00:00Z) or seconds since the epoch"
+        ))
+    })
+}
+
+/// `--act agent[:tier]` values to a nested RFC 8693 `act` claim: the last is outermost.
+fn act_claim(hops: &[String]) -> Result<Option<Value>, Fail> {
+    let mut act: Option<Value> = None;
+    for hop in hops {
+        let (sub, tier) = match hop.split_once(':') {
+            Some((s, t)) => (s.trim(), Some(t.trim())),
+            None => (hop.trim(), None),
+        };
+        if sub.is_empty() || tier.is_some_and(str::is_empty) {
+            return Err(Fail(format!("--act {hop:?}: expected agent or agent:tier")));
+        }
+        let mut m = Map::new();
+        m.insert("sub".into(), Value::String(sub.into()));
+        if let Some(t) = tier {
+            m.insert("trust_tier".into(), Value::String(t.into()));
+        }
+        if let Some(inner) = act.take() {
+            m.insert("act".into(), inner);
+        }
+        act = Some(Value::Object(m));
+    }
+    Ok(act)
+}
 
 fn parse_ttl(s: &str) -> Result<u64, Fail> {
     let s = s.trim();
@@ -316,6 +397,9 @@ fn token(a: TokenArgs) -> Result<ExitCode, Fail> {
         let (k, v) = split_pair(c, "--claim")?;
         let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
         custom.insert(k, value);
+    }
+    if let Some(act) = act_claim(&a.act)? {
+        custom.insert("act".into(), act);
     }
     let ttl = parse_ttl(&a.ttl)?;
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
@@ -396,6 +480,33 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), Fail> {
         .map_err(|e| Fail(format!("cannot write {}: {e}", path.display())))?;
     f.write_all(data)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn act_hops_nest_with_the_last_outermost() {
+        let act = act_claim(&["agent-a:verified".into(), "agent-b".into()])
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(
+            act,
+            json!({"sub": "agent-b", "act": {"sub": "agent-a", "trust_tier": "verified"}})
+        );
+        assert!(act_claim(&[]).ok().flatten().is_none());
+        assert!(act_claim(&[":verified".into()]).is_err());
+        assert!(act_claim(&["agent-a:".into()]).is_err());
+    }
+
+    #[test]
+    fn at_takes_rfc3339_or_epoch_seconds() {
+        assert_eq!(parse_at("1800000000").ok(), Some(1_800_000_000));
+        assert_eq!(parse_at("2027-01-15T08:00:00Z").ok(), Some(1_800_000_000));
+        assert!(parse_at("tomorrow").is_err());
+    }
 }
 
 #[cfg(not(unix))]

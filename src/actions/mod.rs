@@ -277,6 +277,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            peer_uri_sans: Vec::new(),
         }
     }
 

@@ -64,13 +64,17 @@ pub struct AuditEvent {
     pub status: u16,
     /// `x-request-id`, or empty.
     pub request_id: String,
+    /// The temporal grant that allowed the request, or empty.
+    pub grant: String,
+    /// The approval id of a `require_approval` decision, or empty.
+    pub approval_id: String,
 }
 
 impl AuditEvent {
     /// The event's OTLP attributes (DESIGN §6), without the chain fields.
     pub fn attributes(&self) -> Vec<(&'static str, AnyValue<'_>)> {
         let depth = self.delegation_chain.len().saturating_sub(1);
-        vec![
+        let mut attributes = vec![
             ("meshguard.decision", AnyValue::Str(&self.decision)),
             ("meshguard.effect", AnyValue::Str(&self.effect)),
             ("meshguard.enforced", AnyValue::Bool(self.enforced)),
@@ -110,7 +114,15 @@ impl AuditEvent {
                 "meshguard.latency_us",
                 AnyValue::Int(i64::try_from(self.latency_us).unwrap_or(i64::MAX)),
             ),
-        ]
+        ];
+        // Only decisions that involve them carry these, to keep every other event small.
+        if !self.grant.is_empty() {
+            attributes.push(("meshguard.grant", AnyValue::Str(&self.grant)));
+        }
+        if !self.approval_id.is_empty() {
+            attributes.push(("meshguard.approval_id", AnyValue::Str(&self.approval_id)));
+        }
+        attributes
     }
 
     fn body(&self) -> String {

@@ -29,6 +29,9 @@ pub struct IdentityConfig {
     /// Longest delegation chain (`act` nesting) accepted.
     #[serde(default = "default_depth", deserialize_with = "de_lenient")]
     pub max_delegation_depth: usize,
+    /// Optional binding of tokens to the mTLS peer's SPIFFE id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_binding: Option<super::WorkloadBindingConfig>,
 }
 
 fn default_token_header() -> String {

@@ -8,6 +8,7 @@
 
 mod actions;
 mod audit;
+mod controls;
 mod error;
 mod identity;
 mod lenient;
@@ -16,6 +17,10 @@ mod text;
 
 pub use actions::{ActionsConfig, McpConfig, RouteConfig};
 pub use audit::AuditConfig;
+pub use controls::{
+    GrantConfig, GrantsConfig, LoopConfig, RateLimitConfig, RevocationEntry, RevokedConfig,
+    WorkloadBindingConfig,
+};
 pub use error::ConfigError;
 pub use identity::{ClaimNames, IdentityConfig, IssuerConfig};
 pub use lenient::{de_lenient, de_lenient_opt};
@@ -73,6 +78,18 @@ pub struct PluginConfig {
     /// Where audit events go.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Revoked tokens and agents (bundles add theirs).
+    #[serde(default)]
+    pub revoked: RevokedConfig,
+    /// Per-agent rate limits, counted across all worker VMs.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
+    /// Loop detection; omitted disables it.
+    #[serde(default, rename = "loop")]
+    pub loop_detection: Option<LoopConfig>,
+    /// Temporal grants: inline, and the signed grants document source.
+    #[serde(default)]
+    pub grants: GrantsConfig,
 }
 
 /// `bundle:`: where signed policy bundles come from.

@@ -95,6 +95,10 @@ pub struct Rule {
     /// The agent's effective tier must be at least this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_trust_tier: Option<TrustTier>,
+    /// `N/s`, `N/m` or `N/h`: when this rule allows a request, the calling agent may be
+    /// allowed by it at most N times per period (counted across all worker VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
 }
 
 /// One YAML document of `policy_yaml`: a single policy or a list of them.

@@ -14,6 +14,8 @@ use crate::config::{
     self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, Effect, Mode, PluginConfig,
     StatusConfig,
 };
+use crate::controls::grants::GrantsDoc;
+use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refusal};
 use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
 use crate::policy::names::Fact;
 use crate::policy::{Decision, PolicySet, Subject};
@@ -37,6 +39,19 @@ pub struct Engine {
     bundle_version: Option<u64>,
     agents: usize,
     status: Option<StatusConfig>,
+    controls: Controls,
+    /// Counters of this VM alone, used by [`Engine::handle`] when the host passes no
+    /// shared store (rate limits then hold per worker, not per Envoy).
+    local_counters: MemoryStore,
+}
+
+/// What the caller keeps between requests: the worker's token cache and the counters
+/// shared by every worker VM (rate limits, loop detection).
+pub struct State<'a> {
+    /// Verified tokens of this worker.
+    pub cache: &'a mut TokenCache,
+    /// Envoy's shared data (or a [`MemoryStore`]) and this VM's writer id.
+    pub counters: Counters<'a>,
 }
 
 /// The compiled `bundle:` section: where to poll and which keys may sign.
@@ -257,12 +272,13 @@ impl Engine {
             (Some(text), true) => Some((parse_policy_yaml(text)?, "policy_yaml")),
             (None, _) => None,
         };
-        let (set, version, bundle_version, agents) = match src.bundle {
+        let (set, version, bundle_version, agents, controls) = match src.bundle {
             Some(b) => (
                 PolicySet::compile(&b.policies, "bundle.policies")?,
                 b.version.to_string(),
                 Some(b.version),
                 b.agents.len(),
+                Controls::compile(cfg, Some(b), &b.policies, "bundle.policies")?,
             ),
             None => {
                 let (policies, field) =
@@ -273,7 +289,8 @@ impl Engine {
                         .unwrap_or_default()
                         .as_bytes(),
                 );
-                (set, fp, None, 0)
+                let controls = Controls::compile(cfg, None, &policies, field)?;
+                (set, fp, None, 0, controls)
             }
         };
         Ok(Engine {
@@ -287,7 +304,25 @@ impl Engine {
             bundle_version,
             agents,
             status: cfg.status.clone(),
+            controls,
+            local_counters: MemoryStore::new(),
         })
+    }
+
+    /// Installs the grants of a verified grants document (see
+    /// `controls::grants::verify_grants_document`); `None` removes them.
+    pub fn set_grants_document(&mut self, doc: Option<&GrantsDoc>) -> Result<(), ConfigError> {
+        self.controls.set_document(doc)
+    }
+
+    /// Where the signed grants document comes from, when configured.
+    pub fn grants_source(&self) -> Option<&GrantsSource> {
+        self.controls.grants_source()
+    }
+
+    /// The agent controls in force.
+    pub fn controls(&self) -> &Controls {
+        &self.controls
     }
 
     /// Where bundles come from, when configured.
@@ -379,24 +414,53 @@ impl Engine {
             agent_id: &identity.agent_id,
             tier: identity.tier,
         };
-        let mut decision = self.policies.evaluate(
-            &caller,
-            &action.action,
-            action.resource.as_deref(),
-            depth,
-            &facts(caller),
+        // A temporal grant lifts require_approval and default deny (no rule matched),
+        // never a deny rule; it is checked per agent of the chain, so the ceiling holds.
+        let granted = |d: Decision, agent: &str| -> Decision {
+            let liftable = d.effect == Effect::RequireApproval
+                || (d.effect == Effect::Deny && d.policy.is_none());
+            if !liftable {
+                return d;
+            }
+            match self.controls.grant_for(
+                agent,
+                &action.action,
+                action.resource.as_deref(),
+                now_secs,
+            ) {
+                Some(g) => Decision {
+                    effect: Effect::Allow,
+                    reason: g.describe(),
+                    grant: Some(g.spec.id.clone()),
+                    ..d
+                },
+                None => d,
+            }
+        };
+        let mut decision = granted(
+            self.policies.evaluate(
+                &caller,
+                &action.action,
+                action.resource.as_deref(),
+                depth,
+                &facts(caller),
+            ),
+            caller.agent_id,
         );
         for hop in identity.chain.iter().rev().skip(1) {
             let s = Subject {
                 agent_id: &hop.agent_id,
                 tier: hop.tier.min(identity.tier),
             };
-            let d = self.policies.evaluate(
-                &s,
-                &action.action,
-                action.resource.as_deref(),
-                depth,
-                &facts(s),
+            let d = granted(
+                self.policies.evaluate(
+                    &s,
+                    &action.action,
+                    action.resource.as_deref(),
+                    depth,
+                    &facts(s),
+                ),
+                s.agent_id,
             );
             if d.effect > decision.effect {
                 decision = Decision {
@@ -428,19 +492,100 @@ impl Engine {
         }
     }
 
-    /// The whole request path for one request.
+    /// The controls that follow a policy decision: a `require_approval` decision gets its
+    /// approval id; an allowed call is counted by loop detection and the rate limits,
+    /// which may refuse it. `arguments` identifies the call's arguments for loop
+    /// detection (MCP tool arguments as JSON; for REST the method and path with query).
+    pub fn apply_controls(
+        &self,
+        identity: &Identity,
+        action: Option<&ActionMatch>,
+        decision: Decision,
+        arguments: &[u8],
+        counters: Counters<'_>,
+        now_unix_nanos: u64,
+    ) -> Decision {
+        let Some(action) = action else {
+            return decision;
+        };
+        match decision.effect {
+            Effect::RequireApproval => Decision {
+                approval_id: Some(crate::controls::approval_id(
+                    &identity.agent_id,
+                    &action.action,
+                    action.resource.as_deref(),
+                )),
+                ..decision
+            },
+            Effect::Allow if self.controls.counts() => {
+                let call = Call {
+                    agent: &identity.agent_id,
+                    action: &action.action,
+                    resource: action.resource.as_deref(),
+                    policy_rule: decision.policy.as_deref().zip(decision.rule.as_deref()),
+                    arguments,
+                };
+                match self.controls.check_call(counters, &call, now_unix_nanos / 1000) {
+                    None => decision,
+                    Some(Refusal::Loop {
+                        count,
+                        max_repeats,
+                        window_secs,
+                    }) => Decision {
+                        rule: Some("loop".into()),
+                        ..Decision::deny(format!(
+                            "loop detected: {count} identical calls within {window_secs} s (loop.max_repeats is {max_repeats})"
+                        ))
+                    },
+                    Some(Refusal::RateLimited {
+                        limit,
+                        rate,
+                        retry_after_secs,
+                    }) => Decision {
+                        reason: format!(
+                            "rate limit {limit} ({rate}) exceeded; retry in {retry_after_secs} s"
+                        ),
+                        rule: Some(limit),
+                        retry_after_secs: Some(retry_after_secs),
+                        ..Decision::deny("")
+                    },
+                }
+            }
+            _ => decision,
+        }
+    }
+
+    /// The whole request path for one request, with rate limits and loop detection
+    /// counted in this VM only (see [`Engine::handle_with`] for counters shared by
+    /// every worker).
     ///
-    /// Everything after this point sees the normalised path (route globs,
+    /// Everything after authentication sees the normalised path (route globs,
     /// `request.path`, the audit event's `url.path`); when it differs from what was
     /// received, a forwarded request carries it as `:path` so the upstream acts on exactly
     /// the path that was decided on.
     pub fn handle(&self, req: &Request, now_unix_nanos: u64, cache: &mut TokenCache) -> Outcome {
+        self.handle_with(
+            req,
+            now_unix_nanos,
+            State {
+                cache,
+                counters: Counters {
+                    store: &self.local_counters,
+                    writer: 0,
+                },
+            },
+        )
+    }
+
+    /// The whole request path for one request.
+    pub fn handle_with(&self, req: &Request, now_unix_nanos: u64, state: State<'_>) -> Outcome {
+        let State { cache, counters } = state;
         let identity = self.verifier.authenticate(
             req.header(self.verifier.token_header()),
             now_parts(now_unix_nanos),
             cache,
         );
-        self.handle_authenticated(req, now_unix_nanos, identity)
+        self.handle_authenticated(req, now_unix_nanos, identity, counters)
     }
 
     /// [`Engine::handle`] after authentication: path normalisation, action mapping,
@@ -452,7 +597,14 @@ impl Engine {
         req: &Request,
         now_unix_nanos: u64,
         identity: Result<Rc<Identity>, IdentityError>,
+        counters: Counters<'_>,
     ) -> Outcome {
+        // Revocation and workload binding apply to cached verifications too.
+        let identity = identity.and_then(|id| {
+            self.controls
+                .check_identity(&id, &req.peer_uri_sans)
+                .map(|()| id)
+        });
         let normal = match req_path::normalise(&req.path) {
             Ok(n) => n,
             Err(rejection) => {
@@ -461,13 +613,13 @@ impl Engine {
         };
         let target = normal.target();
         if target == req.path {
-            return self.handle_normalised(req, now_unix_nanos, identity);
+            return self.handle_normalised(req, now_unix_nanos, identity, counters);
         }
         let normalised = Request {
             path: target,
             ..req.clone()
         };
-        let mut outcome = self.handle_normalised(&normalised, now_unix_nanos, identity);
+        let mut outcome = self.handle_normalised(&normalised, now_unix_nanos, identity, counters);
         if let Verdict::Forward { set_headers, .. } = &mut outcome.verdict {
             set_headers.push((":path".into(), normalised.path));
         }
@@ -536,6 +688,7 @@ impl Engine {
         req: &Request,
         now_unix_nanos: u64,
         identity: Result<Rc<Identity>, IdentityError>,
+        counters: Counters<'_>,
     ) -> Outcome {
         let now_secs = now_parts(now_unix_nanos);
         let mut event = self.base_event(req, now_unix_nanos);
@@ -566,8 +719,27 @@ impl Engine {
         event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
         let decision = match relabel {
             Some(reason) => Decision::deny(reason),
-            None => self.decide_request(&identity, action.as_ref(), req, now_secs),
+            None => {
+                let decision = self.decide_request(&identity, action.as_ref(), req, now_secs);
+                // Loop detection tells calls apart by their arguments: for REST, the method
+                // and the path with its query (built only when a counting control is set).
+                let arguments = if self.controls.counts() {
+                    format!("{} {}", req.method, req.path)
+                } else {
+                    String::new()
+                };
+                self.apply_controls(
+                    &identity,
+                    action.as_ref(),
+                    decision,
+                    arguments.as_bytes(),
+                    counters,
+                    now_unix_nanos,
+                )
+            }
         };
+        event.grant = decision.grant.clone().unwrap_or_default();
+        event.approval_id = decision.approval_id.clone().unwrap_or_default();
         event.effect = decision.effect.as_str().into();
         event.policy = decision.policy.clone().unwrap_or_default();
         event.rule = decision.rule.clone().unwrap_or_default();
@@ -600,11 +772,14 @@ impl Engine {
                 forward("would_deny")
             }
             (false, Mode::Enforce) => {
-                event.decision = decision.effect.as_str().into();
+                let label = match decision.retry_after_secs {
+                    Some(_) => "rate_limited",
+                    None => decision.effect.as_str(),
+                };
+                event.decision = label.into();
                 event.enforced = true;
-                event.status = 403;
-                Verdict::Respond(response::forbidden(&Denial {
-                    decision: decision.effect.as_str(),
+                let denial = Denial {
+                    decision: label,
                     policy: decision.policy.as_deref(),
                     rule: decision.rule.as_deref(),
                     reason: &decision.reason,
@@ -612,7 +787,14 @@ impl Engine {
                     trace_id: &trace_hex,
                     agent: &identity.agent_id,
                     action: action.as_ref().map_or("", |a| a.action.as_str()),
-                }))
+                    approval_id: decision.approval_id.as_deref(),
+                };
+                let response = match decision.retry_after_secs {
+                    Some(secs) => response::too_many_requests(&denial, secs),
+                    None => response::forbidden(&denial),
+                };
+                event.status = response.status;
+                Verdict::Respond(response)
             }
         };
         Outcome {
@@ -681,6 +863,9 @@ fn chain_text(identity: &Identity) -> String {
 }
 
 #[cfg(test)]
+mod controls_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use jwt_simple::prelude::*;
@@ -735,6 +920,7 @@ mod tests {
             path: path.into(),
             authority: "tools.local".into(),
             headers: h,
+            peer_uri_sans: Vec::new(),
         }
     }
 

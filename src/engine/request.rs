@@ -12,6 +12,10 @@ pub struct Request {
     pub authority: String,
     /// All request headers, lowercase names, in arrival order.
     pub headers: Vec<(String, String)>,
+    /// URI SANs (SPIFFE ids) of the downstream mTLS peer certificate, from Envoy's
+    /// `connection.uri_san_peer_certificate`; empty over plain text or without a
+    /// certificate. Workload binding compares tokens against it.
+    pub peer_uri_sans: Vec<String>,
 }
 
 impl Request {
@@ -44,6 +48,7 @@ mod tests {
             path: "/v1/orders?id=7".into(),
             authority: "svc".into(),
             headers: vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
+            peer_uri_sans: Vec::new(),
         };
         assert_eq!(r.header("X-A"), Some("1"));
         assert_eq!(r.header("x-b"), None);

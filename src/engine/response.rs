@@ -18,7 +18,7 @@ pub const ACTION_HEADER: &str = "x-meshguard-action";
 /// A response MeshGuard sends instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
-    /// 400, 401 or 403.
+    /// 400, 401, 403 or 429.
     pub status: u16,
     /// Response headers.
     pub headers: Vec<(String, String)>,
@@ -60,6 +60,8 @@ struct DenyBody<'a> {
     trace_id: &'a str,
     agent: &'a str,
     action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_id: Option<&'a str>,
 }
 
 /// RFC 6750 allows only printable ASCII without `"` and `\` in `error_description`.
@@ -143,11 +145,32 @@ pub struct Denial<'a> {
     pub agent: &'a str,
     /// The action.
     pub action: &'a str,
+    /// The pending approval of a `require_approval` decision (`approvalId`).
+    pub approval_id: Option<&'a str>,
 }
 
 /// The 403 for a policy denial.
 pub fn forbidden(d: &Denial<'_>) -> LocalResponse {
-    let body = serde_json::to_string(&DenyBody {
+    LocalResponse {
+        status: 403,
+        headers: json_headers(),
+        body: deny_body(d),
+    }
+}
+
+/// The 429 for a rate-limited call: the 403's body, plus `Retry-After` in seconds.
+pub fn too_many_requests(d: &Denial<'_>, retry_after_secs: u64) -> LocalResponse {
+    let mut headers = json_headers();
+    headers.push(("retry-after".into(), retry_after_secs.to_string()));
+    LocalResponse {
+        status: 429,
+        headers,
+        body: deny_body(d),
+    }
+}
+
+fn deny_body(d: &Denial<'_>) -> String {
+    serde_json::to_string(&DenyBody {
         decision: d.decision,
         policy: d.policy,
         rule: d.rule,
@@ -157,13 +180,9 @@ pub fn forbidden(d: &Denial<'_>) -> LocalResponse {
         trace_id: d.trace_id,
         agent: d.agent,
         action: d.action,
+        approval_id: d.approval_id,
     })
-    .unwrap_or_default();
-    LocalResponse {
-        status: 403,
-        headers: json_headers(),
-        body,
-    }
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -184,5 +203,33 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["reason"], "bad \"quote\" \\ é");
         assert_eq!(r.status, 401);
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after_and_the_403_body() {
+        let d = Denial {
+            decision: "rate_limited",
+            policy: None,
+            rule: Some("email"),
+            reason: "rate limit email exceeded",
+            bundle_version: "v",
+            trace_id: "",
+            agent: "agent-a",
+            action: "write:email",
+            approval_id: None,
+        };
+        let r = too_many_requests(&d, 7);
+        assert_eq!(r.status, 429);
+        assert!(r.headers.contains(&("retry-after".into(), "7".into())));
+        assert_eq!(r.body, forbidden(&d).body);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["rule"], "email");
+        assert!(body.get("approvalId").is_none());
+        let with_id = forbidden(&Denial {
+            approval_id: Some("apr_x"),
+            ..d
+        });
+        let body: serde_json::Value = serde_json::from_str(&with_id.body).unwrap();
+        assert_eq!(body["approvalId"], "apr_x");
     }
 }

@@ -350,6 +350,25 @@ pub enum IdentityError {
     Delegation(String),
     /// A remote JWKS that has not been fetched successfully yet.
     KeysUnavailable(String),
+    /// The token, or an agent of its delegation chain, is revoked.
+    Revoked(RevokedSubject),
+    /// The token is bound to a workload other than the mTLS peer presenting it.
+    WrongWorkload {
+        /// SPIFFE ids the token may be presented by (empty: the token has no binding
+        /// and `identity.workload_binding.required` is set).
+        expected: Vec<String>,
+        /// URI SANs of the peer certificate (empty: no mTLS peer).
+        presented: Vec<String>,
+    },
+}
+
+/// What a revocation matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokedSubject {
+    /// The token's `jti`.
+    Token(String),
+    /// An agent of the delegation chain.
+    Agent(String),
 }
 
 impl IdentityError {
@@ -377,6 +396,8 @@ impl IdentityError {
             IdentityError::UnknownTier(_) => "unknown_tier",
             IdentityError::Delegation(_) => "bad_delegation",
             IdentityError::KeysUnavailable(_) => "keys_unavailable",
+            IdentityError::Revoked(_) => "revoked",
+            IdentityError::WrongWorkload { .. } => "wrong_workload",
         }
     }
 }
@@ -424,6 +445,30 @@ impl fmt::Display for IdentityError {
             IdentityError::Delegation(m) => write!(f, "bad delegation (act) claim: {m}"),
             IdentityError::KeysUnavailable(i) => {
                 write!(f, "the keys of issuer {i:?} have not been fetched yet")
+            }
+            IdentityError::Revoked(RevokedSubject::Token(jti)) => {
+                write!(f, "token {jti:?} is revoked")
+            }
+            IdentityError::Revoked(RevokedSubject::Agent(a)) => {
+                write!(f, "agent {a:?} of the delegation chain is revoked")
+            }
+            IdentityError::WrongWorkload { expected, presented } => {
+                match (expected.is_empty(), presented.is_empty()) {
+                    (true, _) => f.write_str(
+                        "the token is bound to no workload and identity.workload_binding.required is set",
+                    ),
+                    (false, true) => write!(
+                        f,
+                        "the token is bound to workload {} but the connection has no mTLS peer identity",
+                        expected.join(" or ")
+                    ),
+                    (false, false) => write!(
+                        f,
+                        "the token is bound to workload {} but is presented by {}",
+                        expected.join(" or "),
+                        presented.join(", ")
+                    ),
+                }
             }
         }
     }

@@ -34,6 +34,16 @@ pub struct Decision {
     pub rule: Option<String>,
     /// Human-readable explanation.
     pub reason: String,
+    /// The temporal grant that turned this decision into allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The stable id of the pending approval of a `require_approval` decision
+    /// (`crate::controls::approval_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// Set when a rate limit refused the call: the `Retry-After` seconds of its 429.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Decision {
@@ -44,6 +54,9 @@ impl Decision {
             policy: None,
             rule: None,
             reason: reason.into(),
+            grant: None,
+            approval_id: None,
+            retry_after_secs: None,
         }
     }
 }
@@ -205,6 +218,7 @@ impl PolicySet {
                         reason: format!(
                             "delegation depth {depth} exceeds the policy's limit of {max}"
                         ),
+                        ..Decision::deny("")
                     };
                 }
             }
@@ -278,6 +292,7 @@ impl PolicySet {
                     policy: Some(policy),
                     rule: Some(rule.name.clone()),
                     reason,
+                    ..Decision::deny("")
                 }
             }
         }

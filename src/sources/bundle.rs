@@ -192,6 +192,20 @@ impl BundleKeys {
     }
 }
 
+impl BundleKeys {
+    /// Whether any Ed25519 signature of `signatures` verifies `input` with any key. The
+    /// signed grants document (`crate::controls::grants`) uses the same keys and scheme.
+    pub fn verifies(&self, input: &[u8], signatures: &[Signature]) -> bool {
+        signatures.iter().any(|s| {
+            s.alg == "Ed25519"
+                && Base64UrlSafeNoPadding::decode_to_vec(s.sig.trim_end_matches('='), None)
+                    .ok()
+                    .and_then(|raw| ed25519_compact::Signature::from_slice(&raw).ok())
+                    .is_some_and(|sig| self.keys.iter().any(|k| k.verify(input, &sig).is_ok()))
+        })
+    }
+}
+
 fn decode_base64_any(s: &str) -> Option<Vec<u8>> {
     let url = s.trim_end_matches('=');
     Base64UrlSafeNoPadding::decode_to_vec(url, None)
