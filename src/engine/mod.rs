@@ -13,13 +13,14 @@ use crate::config::{
     self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, Effect, Mode, PluginConfig,
     StatusConfig,
 };
-use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
+use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::{Decision, PolicySet, Subject};
-use crate::sources::bundle::{Bundle, BundleKeys};
+use crate::sources::bundle::{BundleKeys, VerifiedBundle};
 use crate::tier::TrustTier;
 use request::Request;
 use response::{Denial, LocalResponse};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// A compiled configuration, shared by every request of a worker.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub struct Engine {
     mode: Mode,
     verifier: Verifier,
     actions: ActionMapper,
-    policies: PolicySet,
+    policies: Rc<PolicySet>,
     audit: AuditConfig,
     version: String,
     bundle: Option<BundleSource>,
@@ -45,13 +46,14 @@ pub struct BundleSource {
     pub keys: BundleKeys,
 }
 
-/// Data fetched at run time that an engine is built from, besides the configuration.
+/// Documents fetched at run time that an engine is built from, besides the configuration
+/// (see [`crate::sources`]).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Sources<'a> {
-    /// The active verified bundle; its policies replace the inline ones.
-    pub bundle: Option<&'a Bundle>,
-    /// Fetched JWKS documents by issuer.
-    pub jwks: Option<&'a HashMap<String, serde_json::Value>>,
+pub struct Documents<'a> {
+    /// The bundle in force; its policies replace the inline ones.
+    pub bundle: Option<&'a VerifiedBundle>,
+    /// Fetched keys by issuer.
+    pub jwks: Option<&'a HashMap<String, Rc<RemoteKeys>>>,
 }
 
 /// What to do with the request.
@@ -69,11 +71,49 @@ pub enum Verdict {
     Respond(LocalResponse),
 }
 
+/// What was decided, as reported (`meshguard.decision`) and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    /// Allowed and forwarded.
+    Allow,
+    /// Denied (403 by policy, 401 for identity failures).
+    Deny,
+    /// Denied until a human approves.
+    RequireApproval,
+    /// Audit mode: a denial that was recorded and forwarded.
+    WouldDeny,
+}
+
+impl DecisionKind {
+    /// The name in audit events and responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::RequireApproval => "require_approval",
+            DecisionKind::WouldDeny => "would_deny",
+        }
+    }
+
+    /// The enforced kind of a policy effect.
+    fn enforced(effect: Effect) -> DecisionKind {
+        match effect {
+            Effect::Allow => DecisionKind::Allow,
+            Effect::Deny => DecisionKind::Deny,
+            Effect::RequireApproval => DecisionKind::RequireApproval,
+        }
+    }
+}
+
 /// Everything the glue needs after deciding.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// Forward or respond.
     pub verdict: Verdict,
+    /// What was decided (`event.decision` in typed form).
+    pub kind: DecisionKind,
+    /// Why the request has no verified identity, when it has none.
+    pub identity_error: Option<IdentityError>,
     /// The policy decision (identity failures appear as a deny with no policy).
     pub decision: Decision,
     /// The audit record (latency to be filled in by the caller).
@@ -85,6 +125,15 @@ pub struct Outcome {
     /// filtering, merging denied batch elements into the answer). The host keeps it for
     /// the response phase; see [`body::ResponsePlan`].
     pub response: Option<body::ResponsePlan>,
+}
+
+impl Outcome {
+    /// Whether the token named a key its issuer does not have: a hint that the issuer
+    /// rotated its keys, worth an early JWKS refetch. (Keys that were never fetched are
+    /// retried on their own schedule and do not count.)
+    pub fn wants_jwks_refresh(&self) -> bool {
+        matches!(self.identity_error, Some(IdentityError::UnknownKid(_)))
+    }
 }
 
 /// The values conditions can refer to (DESIGN §4).
@@ -197,16 +246,16 @@ fn now_parts(now_unix_nanos: u64) -> u64 {
 impl Engine {
     /// Parses and compiles configuration text (JSON or YAML).
     pub fn from_text(text: &[u8]) -> Result<Engine, ConfigError> {
-        Engine::build(&config::parse(text)?, Sources::default())
+        Engine::build(&config::parse(text)?, Documents::default())
     }
 
     /// Compiles a parsed configuration with no fetched data.
     pub fn compile(cfg: PluginConfig) -> Result<Engine, ConfigError> {
-        Engine::build(&cfg, Sources::default())
+        Engine::build(&cfg, Documents::default())
     }
 
     /// Compiles a configuration together with the bundle and JWKS fetched so far.
-    pub fn build(cfg: &PluginConfig, src: Sources<'_>) -> Result<Engine, ConfigError> {
+    pub fn build(cfg: &PluginConfig, src: Documents<'_>) -> Result<Engine, ConfigError> {
         let empty = HashMap::new();
         let verifier = Verifier::compile_with(&cfg.identity, src.jwks.unwrap_or(&empty))?;
         let actions = ActionMapper::compile(&cfg.actions)?;
@@ -232,15 +281,15 @@ impl Engine {
         };
         let (set, version, bundle_version, agents) = match src.bundle {
             Some(b) => (
-                PolicySet::compile(&b.policies, "bundle.policies")?,
-                b.version.to_string(),
-                Some(b.version),
-                b.agents.len(),
+                Rc::clone(b.policies()),
+                b.version().to_string(),
+                Some(b.version()),
+                b.bundle().agents.len(),
             ),
             None => {
                 let (policies, field) =
                     inline.unwrap_or_else(|| (cfg.policies.clone(), "policies"));
-                let set = PolicySet::compile(&policies, field)?;
+                let set = Rc::new(PolicySet::compile(&policies, field)?);
                 let fp = fingerprint(
                     serde_json::to_string(&policies)
                         .unwrap_or_default()
@@ -454,19 +503,21 @@ impl Engine {
                 ),
             ],
         };
+        let kind = match (allowed, self.mode) {
+            (false, Mode::Audit) => DecisionKind::WouldDeny,
+            _ => DecisionKind::enforced(decision.effect),
+        };
+        event.decision = kind.as_str().into();
         let verdict = match (allowed, self.mode) {
             (true, _) => {
-                event.decision = "allow".into();
                 event.enforced = true;
-                forward("allow")
+                forward(kind.as_str())
             }
             (false, Mode::Audit) => {
-                event.decision = "would_deny".into();
                 event.enforced = false;
-                forward("would_deny")
+                forward(kind.as_str())
             }
             (false, Mode::Enforce) => {
-                event.decision = decision.effect.as_str().into();
                 event.enforced = true;
                 event.status = 403;
                 Verdict::Respond(response::forbidden(&Denial {
@@ -483,6 +534,8 @@ impl Engine {
         };
         Outcome {
             verdict,
+            kind,
+            identity_error: None,
             decision,
             event,
             more_events: Vec::new(),
@@ -500,9 +553,13 @@ impl Engine {
         event.effect = Effect::Deny.as_str().into();
         event.reason.clone_from(&reason);
         event.identity_error = e.code().into();
+        let kind = match self.mode {
+            Mode::Enforce => DecisionKind::Deny,
+            Mode::Audit => DecisionKind::WouldDeny,
+        };
+        event.decision = kind.as_str().into();
         let verdict = match self.mode {
             Mode::Enforce => {
-                event.decision = "deny".into();
                 event.enforced = true;
                 event.status = 401;
                 Verdict::Respond(response::unauthorized(
@@ -513,7 +570,6 @@ impl Engine {
                 ))
             }
             Mode::Audit => {
-                event.decision = "would_deny".into();
                 event.enforced = false;
                 Verdict::Forward {
                     body: None,
@@ -522,13 +578,15 @@ impl Engine {
                             response::TIER_HEADER.into(),
                             TrustTier::Untrusted.as_str().into(),
                         ),
-                        (response::DECISION_HEADER.into(), "would_deny".into()),
+                        (response::DECISION_HEADER.into(), kind.as_str().into()),
                     ],
                 }
             }
         };
         Outcome {
             verdict,
+            kind,
+            identity_error: Some(e.clone()),
             decision: Decision::deny(reason),
             event,
             more_events: Vec::new(),
@@ -782,6 +840,57 @@ mod tests {
         );
         assert_eq!(header(&o.verdict, "x-meshguard-agent"), None);
         assert_eq!(o.event.identity_error, "malformed");
+    }
+
+    #[test]
+    fn outcomes_carry_typed_signals() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let t = token(&k, json!({"trust_tier": "verified"}));
+        let read = [("x-meshguard-action", "read:orders")];
+        let o = run(&e, &request("GET", "/", Some(&t), &read));
+        assert_eq!((o.kind, &o.identity_error), (DecisionKind::Allow, &None));
+        assert!(!o.wants_jwks_refresh());
+        let o = run(
+            &e,
+            &request("GET", "/", Some(&t), &[("x-meshguard-action", "delete:x")]),
+        );
+        assert_eq!(
+            (o.kind, o.event.decision.as_str()),
+            (DecisionKind::Deny, "deny")
+        );
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/",
+                Some(&t),
+                &[("x-meshguard-action", "write:refund")],
+            ),
+        );
+        assert_eq!(o.kind, DecisionKind::RequireApproval);
+        let stranger = ES256KeyPair::generate().with_key_id("rotated");
+        let o = run(
+            &e,
+            &request("GET", "/", Some(&token(&stranger, json!({}))), &read),
+        );
+        assert!(matches!(
+            o.identity_error,
+            Some(IdentityError::UnknownKid(_))
+        ));
+        assert!(o.wants_jwks_refresh(), "an unknown kid hints at a rotation");
+        let o = run(&e, &request("GET", "/", None, &read));
+        assert!(matches!(
+            o.identity_error,
+            Some(IdentityError::MissingToken { .. })
+        ));
+        assert!(!o.wants_jwks_refresh());
+        let audit = Engine::from_text(&config(&k, "audit")).unwrap();
+        let o = run(&audit, &request("GET", "/", None, &read));
+        assert_eq!(
+            (o.kind, o.event.decision.as_str()),
+            (DecisionKind::WouldDeny, "would_deny")
+        );
     }
 
     #[test]
