@@ -1,6 +1,8 @@
 //! The local status endpoint: the Guardian sidecar's `/health` fields, computed from the
 //! engine in force and the shared sync status.
 
+use crate::config::StatusConfig;
+use crate::engine::request::Request;
 use crate::engine::Engine;
 use crate::sources::SyncStatus;
 use crate::time;
@@ -36,6 +38,25 @@ pub struct Health {
     /// Why the last sync failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// Whether a request is for the status endpoint: `GET` of `status.path` on one of
+/// `status.ports` (any port when none is listed). `local_port` is the port the request
+/// arrived on: Envoy does not tell wasm filters listener names, the port identifies the
+/// listener.
+pub fn is_status_request(st: &StatusConfig, req: &Request, local_port: Option<u16>) -> bool {
+    req.method == "GET"
+        && req.path_only() == st.path
+        && (st.ports.is_empty() || local_port.is_some_and(|p| st.ports.contains(&p)))
+}
+
+/// The HTTP status of a report: 503 when unhealthy (no policy at all), else 200.
+pub fn http_status(report: &Health) -> u16 {
+    if report.status == "unhealthy" {
+        503
+    } else {
+        200
+    }
 }
 
 /// Computes the report. `bundle_created` is the active bundle's `created_at` (seconds).

@@ -1,7 +1,9 @@
 //! MeshGuard for Envoy: identity, policy and audit for AI-agent traffic.
 //!
-//! The engine (every module but `filter`) is plain Rust over plain data and is unit-tested
-//! natively; `filter` is the thin proxy-wasm glue, compiled only for wasm32.
+//! The engine (every module but `host`) is plain Rust over plain data and is unit-tested
+//! natively; `host` moves bytes between Envoy and the engine. Its logic is written
+//! against a small host trait, bound to proxy-wasm on wasm32 and to an in-memory fake in
+//! `cargo test`.
 #![warn(missing_docs)]
 
 pub mod actions;
@@ -15,11 +17,13 @@ pub mod health;
 pub mod hex;
 pub mod identity;
 pub mod policy;
+pub mod shared;
 pub mod sources;
 pub mod tier;
 pub mod time;
+pub mod worker;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", test))]
 mod host;
 
 pub use engine::{Engine, Outcome, Verdict};

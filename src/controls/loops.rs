@@ -8,7 +8,7 @@
 //! worker VMs. Every attempt is recorded, refused ones included, so a looping agent has to
 //! pause for a whole window before the call passes again.
 
-use super::store::{cas_update, CounterStore, Step};
+use super::store::{cas_update, SharedData, Step};
 use crate::config::{ConfigError, LoopConfig};
 use sha2::{Digest, Sha256};
 
@@ -76,13 +76,7 @@ impl LoopDetector {
     /// Records one call under `key` (see [`fingerprint`]) and says whether it loops.
     /// When every attempt to record conflicts with other VMs the call is let through:
     /// loop detection is a guard against runaway agents, not an access rule.
-    pub fn record(
-        &self,
-        store: &dyn CounterStore,
-        key: &str,
-        now_ms: u64,
-        writer: u64,
-    ) -> LoopCheck {
+    pub fn record(&self, store: &dyn SharedData, key: &str, now_ms: u64, writer: u64) -> LoopCheck {
         let keep = usize::try_from(self.max_repeats)
             .unwrap_or(usize::MAX)
             .saturating_add(1);
@@ -171,7 +165,7 @@ mod tests {
         for i in 0..1000 {
             d.record(&s, "k", T0 + i, 1);
         }
-        let v = crate::sources::SharedStore::get(&s, "k").0.unwrap();
+        let v = crate::shared::SharedData::get(&s, "k").0.unwrap();
         assert_eq!(String::from_utf8(v).unwrap().split(' ').count(), 1 + 6);
     }
 

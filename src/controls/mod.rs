@@ -1,7 +1,7 @@
 //! Agent controls (README "Agent controls"): revocation, workload binding, rate limits,
 //! loop detection, temporal grants and approval ids. Plain Rust over plain data; the
 //! state shared across worker VMs (rate-limit and loop counters) lives in a
-//! [`CounterStore`] that the caller passes in.
+//! [`SharedData`] that the caller passes in.
 
 pub mod binding;
 pub mod grants;
@@ -20,7 +20,7 @@ use ratelimit::{Admission, Limit, RateLimit};
 use revocation::Revocations;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-pub use store::{CounterStore, MemoryStore};
+pub use store::{MemoryStore, SharedData};
 
 /// The stable id of a pending approval: `apr_` followed by the first 16 bytes, in
 /// lowercase hex, of SHA-256 over `agent \n action \n resource` (an absent resource is
@@ -134,7 +134,7 @@ pub struct Call<'a> {
 #[derive(Clone, Copy)]
 pub struct Counters<'a> {
     /// The shared store.
-    pub store: &'a dyn CounterStore,
+    pub store: &'a dyn SharedData,
     /// An id unique to this VM (any value distinct per worker: the root context id, a
     /// random number drawn at start); it makes the first write of a key detectable.
     pub writer: u64,

@@ -8,7 +8,7 @@
 //! bucket spent at its start and refilled by its end); every refusal says exactly when
 //! the next request would pass (`Retry-After`, rounded up to whole seconds).
 
-use super::store::{cas_update, CounterStore, Step};
+use super::store::{cas_update, SharedData, Step};
 use crate::glob::Pattern;
 
 /// A parsed `N/s`, `N/m` or `N/h`.
@@ -95,7 +95,7 @@ fn parse_state(v: Option<&[u8]>) -> u64 {
 /// conflicts with other VMs the request is refused for a second: the limit holds
 /// rather than failing open under contention.
 pub fn admit(
-    store: &dyn CounterStore,
+    store: &dyn SharedData,
     key: &str,
     limit: Limit,
     now_us: u64,
@@ -253,12 +253,12 @@ mod tests {
     fn endless_conflicts_refuse_rather_than_fail_open() {
         /// Every conditional write loses to another worker.
         struct Busy(MemoryStore);
-        impl crate::sources::SharedStore for Busy {
+        impl crate::shared::SharedData for Busy {
             fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-                crate::sources::SharedStore::get(&self.0, key)
+                crate::shared::SharedData::get(&self.0, key)
             }
             fn set(&self, key: &str, _: &[u8], _: Option<u32>) -> bool {
-                crate::sources::SharedStore::set(&self.0, key, b"0 ff", None);
+                crate::shared::SharedData::set(&self.0, key, b"0 ff", None);
                 false
             }
         }
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn garbage_state_is_treated_as_empty() {
         let s = MemoryStore::new();
-        crate::sources::SharedStore::set(&s, "k", b"\xff\xfe not a number", None);
+        crate::shared::SharedData::set(&s, "k", b"\xff\xfe not a number", None);
         assert_eq!(
             admit(&s, "k", Limit::parse("1/s").unwrap(), T0, 1),
             Admission::Admitted

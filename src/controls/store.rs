@@ -1,80 +1,10 @@
 //! The counter store shared by every worker VM of an Envoy: Envoy's shared data (a
 //! key-value store with compare-and-swap), or [`MemoryStore`] natively.
 //!
-//! [`CounterStore`] has exactly the shape of `crate::sources::SharedStore`, and every
-//! `SharedStore` is a `CounterStore`, so the host passes the one shared-data wrapper it
-//! already has; the two traits can be merged into one without touching the callers.
+//! The store is [`SharedData`], the one trait over Envoy's shared data that the token
+//! cache and the fetched documents use too.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-/// A key-value store with compare-and-swap, shared across worker VMs.
-///
-/// Envoy's semantics, which [`MemoryStore`] reproduces: a CAS token of `None` (or 0)
-/// writes unconditionally, and a write to an absent key always succeeds whatever the
-/// token. So the first write of a key can race; [`cas_update`] handles that.
-pub trait CounterStore {
-    /// The value and its CAS token.
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes if the CAS token still matches (`None`: unconditionally); false otherwise.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
-
-impl<T: crate::sources::SharedStore + ?Sized> CounterStore for T {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        crate::sources::SharedStore::get(self, key)
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        crate::sources::SharedStore::set(self, key, value, cas)
-    }
-}
-
-/// An in-memory store with Envoy's CAS semantics: the CLI's store, the per-VM fallback
-/// when the host passes none, and the tests' stand-in for shared data.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    next_cas: RefCell<u32>,
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> MemoryStore {
-        MemoryStore::default()
-    }
-
-    /// Number of keys held.
-    pub fn len(&self) -> usize {
-        self.entries.borrow().len()
-    }
-
-    /// Whether the store holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.entries.borrow().is_empty()
-    }
-}
-
-impl crate::sources::SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.entries.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        }
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut entries = self.entries.borrow_mut();
-        if let (Some((_, current)), Some(expected)) = (entries.get(key), cas) {
-            if expected != 0 && expected != *current {
-                return false;
-            }
-        }
-        let mut next = self.next_cas.borrow_mut();
-        *next = next.wrapping_add(1).max(1);
-        entries.insert(key.to_string(), (value.to_vec(), *next));
-        true
-    }
-}
+pub use crate::shared::{MemoryStore, SharedData};
 
 /// Attempts of one read-modify-write before giving up: each failed attempt means another
 /// worker updated the same key in between, so this bounds the work of one request.
@@ -99,7 +29,7 @@ pub enum Step<T> {
 /// still loses one update; that can only happen while a key is created, at most once per
 /// racing VM.
 pub fn cas_update<T>(
-    store: &dyn CounterStore,
+    store: &dyn SharedData,
     key: &str,
     mut update: impl FnMut(Option<&[u8]>) -> Step<T>,
 ) -> Option<T> {
@@ -132,7 +62,7 @@ mod tests {
     #[test]
     fn memory_store_has_envoy_cas_semantics() {
         let s = MemoryStore::new();
-        let store: &dyn CounterStore = &s;
+        let store: &dyn SharedData = &s;
         assert_eq!(store.get("k"), (None, None));
         assert!(store.set("k", b"1", Some(77)), "absent keys accept any cas");
         let (v, cas) = store.get("k");
@@ -150,13 +80,13 @@ mod tests {
     fn cas_update_gives_up_after_bounded_conflicts() {
         /// A store whose conditional writes always lose.
         struct Hostile(MemoryStore);
-        impl crate::sources::SharedStore for Hostile {
+        impl crate::shared::SharedData for Hostile {
             fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-                crate::sources::SharedStore::get(&self.0, key)
+                crate::shared::SharedData::get(&self.0, key)
             }
             fn set(&self, key: &str, _value: &[u8], _cas: Option<u32>) -> bool {
                 // another worker always wrote in between
-                crate::sources::SharedStore::set(&self.0, key, b"other", None);
+                crate::shared::SharedData::set(&self.0, key, b"other", None);
                 false
             }
         }

@@ -1,7 +1,7 @@
 //! Controls across simulated worker VMs sharing one store.
 
 use super::*;
-use crate::sources::SharedStore;
+use crate::shared::SharedData;
 use serde_json::json;
 use std::cell::RefCell;
 
@@ -15,9 +15,9 @@ struct Racing<'a> {
     other: &'a dyn Fn(&MemoryStore),
 }
 
-impl SharedStore for Racing<'_> {
+impl SharedData for Racing<'_> {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        SharedStore::get(self.shared, key)
+        SharedData::get(self.shared, key)
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let race = {
@@ -29,7 +29,7 @@ impl SharedStore for Racing<'_> {
         if race {
             (self.other)(self.shared);
         }
-        SharedStore::set(self.shared, key, value, cas)
+        SharedData::set(self.shared, key, value, cas)
     }
 }
 
@@ -151,15 +151,15 @@ fn racing_first_writes_of_a_key_are_detected_and_recounted() {
     let shared = MemoryStore::new();
     let worker2 = |s: &MemoryStore| {
         // worker 2 writes unconditionally over whatever is there (its own first write)
-        SharedStore::set(s, "k", format!("{} 2", T0 + 333_333).as_bytes(), None);
+        SharedData::set(s, "k", format!("{} 2", T0 + 333_333).as_bytes(), None);
     };
     struct Late<'a>(&'a MemoryStore, RefCell<bool>, &'a dyn Fn(&MemoryStore));
-    impl SharedStore for Late<'_> {
+    impl SharedData for Late<'_> {
         fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            SharedStore::get(self.0, key)
+            SharedData::get(self.0, key)
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-            let ok = SharedStore::set(self.0, key, value, cas);
+            let ok = SharedData::set(self.0, key, value, cas);
             if self.1.replace(false) {
                 (self.2)(self.0); // overwrites worker 1's first write
             }

@@ -42,6 +42,14 @@ impl PendingBody {
     }
 }
 
+#[cfg(test)]
+impl PendingBody {
+    /// A pending request as the headers phase would leave it (host tests).
+    pub(crate) fn for_test(max_bytes: usize) -> PendingBody {
+        PendingBody { max_bytes }
+    }
+}
+
 /// The request body exceeded [`PendingBody::max_bytes`]; the host stopped buffering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooLarge;
@@ -58,6 +66,14 @@ impl ResponsePlan {
     /// through untouched.
     pub fn max_body_bytes(&self, _status: u16, _content_type: Option<&str>) -> Option<usize> {
         None.filter(|_: &usize| self.max_bytes > 0)
+    }
+}
+
+#[cfg(test)]
+impl ResponsePlan {
+    /// A plan as a decision would carry it (host tests).
+    pub(crate) fn for_test(max_bytes: usize) -> ResponsePlan {
+        ResponsePlan { max_bytes }
     }
 }
 

@@ -174,15 +174,16 @@ fn bundle_revocations_apply() {
         let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
         serde_json::from_value(json!({"identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]}})).unwrap()
     };
-    let bundle: Bundle = serde_json::from_value(
+    let bundle: crate::sources::bundle::Bundle = serde_json::from_value(
         json!({"format": "meshguard-bundle/v1", "version": 2, "created_at": "x",
         "policies": [{"name": "p", "rules": [{"action": "*", "effect": "allow"}]}],
         "revocations": [{"agent": "agent-b"}, {"jti": "tok-9"}]}),
     )
     .unwrap();
+    let bundle = VerifiedBundle::unsigned_for_tests(bundle);
     let e = Engine::build(
         &cfg,
-        Sources {
+        Documents {
             bundle: Some(&bundle),
             jwks: None,
         },

@@ -16,10 +16,10 @@ use crate::config::{
 };
 use crate::controls::grants::GrantsDoc;
 use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refusal};
-use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
+use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::names::Fact;
 use crate::policy::{Decision, PolicySet, Subject};
-use crate::sources::bundle::{Bundle, BundleKeys};
+use crate::sources::bundle::{BundleKeys, VerifiedBundle};
 use crate::tier::TrustTier;
 use request::Request;
 use response::{Denial, LocalResponse};
@@ -32,7 +32,7 @@ pub struct Engine {
     mode: Mode,
     verifier: Verifier,
     actions: ActionMapper,
-    policies: PolicySet,
+    policies: Rc<PolicySet>,
     audit: AuditConfig,
     version: String,
     bundle: Option<BundleSource>,
@@ -63,13 +63,14 @@ pub struct BundleSource {
     pub keys: BundleKeys,
 }
 
-/// Data fetched at run time that an engine is built from, besides the configuration.
+/// Documents fetched at run time that an engine is built from, besides the configuration
+/// (see [`crate::sources`]).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Sources<'a> {
-    /// The active verified bundle; its policies replace the inline ones.
-    pub bundle: Option<&'a Bundle>,
-    /// Fetched JWKS documents by issuer.
-    pub jwks: Option<&'a HashMap<String, serde_json::Value>>,
+pub struct Documents<'a> {
+    /// The bundle in force; its policies replace the inline ones.
+    pub bundle: Option<&'a VerifiedBundle>,
+    /// Fetched keys by issuer.
+    pub jwks: Option<&'a HashMap<String, Rc<RemoteKeys>>>,
 }
 
 /// What to do with the request.
@@ -115,11 +116,53 @@ impl Malformed {
     }
 }
 
+/// What was decided, as reported (`meshguard.decision`) and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    /// Allowed and forwarded.
+    Allow,
+    /// Denied (403 by policy, 400 for a malformed request, 401 for identity failures).
+    Deny,
+    /// Denied until a human approves.
+    RequireApproval,
+    /// Refused by a rate limit (429).
+    RateLimited,
+    /// Audit mode: a denial that was recorded and forwarded.
+    WouldDeny,
+}
+
+impl DecisionKind {
+    /// The name in audit events and responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::RequireApproval => "require_approval",
+            DecisionKind::RateLimited => "rate_limited",
+            DecisionKind::WouldDeny => "would_deny",
+        }
+    }
+
+    /// The enforced kind of a decision.
+    fn enforced(decision: &Decision) -> DecisionKind {
+        match decision.effect {
+            _ if decision.retry_after_secs.is_some() => DecisionKind::RateLimited,
+            Effect::Allow => DecisionKind::Allow,
+            Effect::Deny => DecisionKind::Deny,
+            Effect::RequireApproval => DecisionKind::RequireApproval,
+        }
+    }
+}
+
 /// Everything the glue needs after deciding.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// Forward or respond.
     pub verdict: Verdict,
+    /// What was decided (`event.decision` in typed form).
+    pub kind: DecisionKind,
+    /// Why the request has no verified identity, when it has none.
+    pub identity_error: Option<IdentityError>,
     /// The policy decision (identity failures appear as a deny with no policy).
     pub decision: Decision,
     /// The audit record (latency to be filled in by the caller).
@@ -131,6 +174,15 @@ pub struct Outcome {
     /// filtering, merging denied batch elements into the answer). The host keeps it for
     /// the response phase; see [`body::ResponsePlan`].
     pub response: Option<body::ResponsePlan>,
+}
+
+impl Outcome {
+    /// Whether the token named a key its issuer does not have: a hint that the issuer
+    /// rotated its keys, worth an early JWKS refetch. (Keys that were never fetched are
+    /// retried on their own schedule and do not count.)
+    pub fn wants_jwks_refresh(&self) -> bool {
+        matches!(self.identity_error, Some(IdentityError::UnknownKid(_)))
+    }
 }
 
 /// The values conditions can refer to (README, "Policy language"), by the names of
@@ -244,11 +296,11 @@ fn now_parts(now_unix_nanos: u64) -> u64 {
 impl Engine {
     /// Parses and compiles configuration text (JSON or YAML).
     pub fn from_text(text: &[u8]) -> Result<Engine, ConfigError> {
-        Engine::build(&config::parse(text)?, Sources::default())
+        Engine::build(&config::parse(text)?, Documents::default())
     }
 
     /// Compiles a configuration together with the bundle and JWKS fetched so far.
-    pub fn build(cfg: &PluginConfig, src: Sources<'_>) -> Result<Engine, ConfigError> {
+    pub fn build(cfg: &PluginConfig, src: Documents<'_>) -> Result<Engine, ConfigError> {
         let empty = HashMap::new();
         let verifier = Verifier::compile_with(&cfg.identity, src.jwks.unwrap_or(&empty))?;
         let actions = ActionMapper::compile(&cfg.actions)?;
@@ -274,16 +326,21 @@ impl Engine {
         };
         let (set, version, bundle_version, agents, controls) = match src.bundle {
             Some(b) => (
-                PolicySet::compile(&b.policies, "bundle.policies")?,
-                b.version.to_string(),
-                Some(b.version),
-                b.agents.len(),
-                Controls::compile(cfg, Some(b), &b.policies, "bundle.policies")?,
+                Rc::clone(b.policies()),
+                b.version().to_string(),
+                Some(b.version()),
+                b.bundle().agents.len(),
+                Controls::compile(
+                    cfg,
+                    Some(b.bundle()),
+                    &b.bundle().policies,
+                    "bundle.policies",
+                )?,
             ),
             None => {
                 let (policies, field) =
                     inline.unwrap_or_else(|| (cfg.policies.clone(), "policies"));
-                let set = PolicySet::compile(&policies, field)?;
+                let set = Rc::new(PolicySet::compile(&policies, field)?);
                 let fp = fingerprint(
                     serde_json::to_string(&policies)
                         .unwrap_or_default()
@@ -662,6 +719,7 @@ impl Engine {
             }
             Err(e) => event.identity_error = e.code().into(),
         }
+        let identity_error = identity.as_ref().err().cloned();
         let reason = why.reason();
         event.decision = Effect::Deny.as_str().into();
         event.effect = Effect::Deny.as_str().into();
@@ -675,6 +733,8 @@ impl Engine {
                 self.mode,
                 &trace_hex,
             )),
+            kind: DecisionKind::Deny,
+            identity_error,
             decision: Decision::deny(reason),
             event,
             more_events: Vec::new(),
@@ -760,26 +820,24 @@ impl Engine {
                 ),
             ],
         };
+        let kind = match (allowed, self.mode) {
+            (false, Mode::Audit) => DecisionKind::WouldDeny,
+            _ => DecisionKind::enforced(&decision),
+        };
+        event.decision = kind.as_str().into();
         let verdict = match (allowed, self.mode) {
             (true, _) => {
-                event.decision = "allow".into();
                 event.enforced = true;
-                forward("allow")
+                forward(kind.as_str())
             }
             (false, Mode::Audit) => {
-                event.decision = "would_deny".into();
                 event.enforced = false;
-                forward("would_deny")
+                forward(kind.as_str())
             }
             (false, Mode::Enforce) => {
-                let label = match decision.retry_after_secs {
-                    Some(_) => "rate_limited",
-                    None => decision.effect.as_str(),
-                };
-                event.decision = label.into();
                 event.enforced = true;
                 let denial = Denial {
-                    decision: label,
+                    decision: kind.as_str(),
                     policy: decision.policy.as_deref(),
                     rule: decision.rule.as_deref(),
                     reason: &decision.reason,
@@ -799,6 +857,8 @@ impl Engine {
         };
         Outcome {
             verdict,
+            kind,
+            identity_error: None,
             decision,
             event,
             more_events: Vec::new(),
@@ -816,9 +876,13 @@ impl Engine {
         event.effect = Effect::Deny.as_str().into();
         event.reason.clone_from(&reason);
         event.identity_error = e.code().into();
+        let kind = match self.mode {
+            Mode::Enforce => DecisionKind::Deny,
+            Mode::Audit => DecisionKind::WouldDeny,
+        };
+        event.decision = kind.as_str().into();
         let verdict = match self.mode {
             Mode::Enforce => {
-                event.decision = "deny".into();
                 event.enforced = true;
                 event.status = 401;
                 Verdict::Respond(response::unauthorized(
@@ -829,7 +893,6 @@ impl Engine {
                 ))
             }
             Mode::Audit => {
-                event.decision = "would_deny".into();
                 event.enforced = false;
                 Verdict::Forward {
                     body: None,
@@ -838,13 +901,15 @@ impl Engine {
                             response::TIER_HEADER.into(),
                             TrustTier::Untrusted.as_str().into(),
                         ),
-                        (response::DECISION_HEADER.into(), "would_deny".into()),
+                        (response::DECISION_HEADER.into(), kind.as_str().into()),
                     ],
                 }
             }
         };
         Outcome {
             verdict,
+            kind,
+            identity_error: Some(e.clone()),
             decision: Decision::deny(reason),
             event,
             more_events: Vec::new(),
@@ -1102,6 +1167,57 @@ mod tests {
         );
         assert_eq!(header(&o.verdict, "x-meshguard-agent"), None);
         assert_eq!(o.event.identity_error, "malformed");
+    }
+
+    #[test]
+    fn outcomes_carry_typed_signals() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let t = token(&k, json!({"trust_tier": "verified"}));
+        let read = [("x-meshguard-action", "read:orders")];
+        let o = run(&e, &request("GET", "/", Some(&t), &read));
+        assert_eq!((o.kind, &o.identity_error), (DecisionKind::Allow, &None));
+        assert!(!o.wants_jwks_refresh());
+        let o = run(
+            &e,
+            &request("GET", "/", Some(&t), &[("x-meshguard-action", "delete:x")]),
+        );
+        assert_eq!(
+            (o.kind, o.event.decision.as_str()),
+            (DecisionKind::Deny, "deny")
+        );
+        let o = run(
+            &e,
+            &request(
+                "POST",
+                "/",
+                Some(&t),
+                &[("x-meshguard-action", "write:refund")],
+            ),
+        );
+        assert_eq!(o.kind, DecisionKind::RequireApproval);
+        let stranger = ES256KeyPair::generate().with_key_id("rotated");
+        let o = run(
+            &e,
+            &request("GET", "/", Some(&token(&stranger, json!({}))), &read),
+        );
+        assert!(matches!(
+            o.identity_error,
+            Some(IdentityError::UnknownKid(_))
+        ));
+        assert!(o.wants_jwks_refresh(), "an unknown kid hints at a rotation");
+        let o = run(&e, &request("GET", "/", None, &read));
+        assert!(matches!(
+            o.identity_error,
+            Some(IdentityError::MissingToken { .. })
+        ));
+        assert!(!o.wants_jwks_refresh());
+        let audit = Engine::from_text(&config(&k, "audit")).unwrap();
+        let o = run(&audit, &request("GET", "/", None, &read));
+        assert_eq!(
+            (o.kind, o.event.decision.as_str()),
+            (DecisionKind::WouldDeny, "would_deny")
+        );
     }
 
     #[test]

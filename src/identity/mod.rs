@@ -6,6 +6,7 @@
 //! cryptography runs, which closes HS/RS confusion and `alg: none` by construction.
 
 use crate::config::{ClaimNames, ConfigError, IdentityConfig};
+use crate::shared::SharedData;
 use crate::tier::TrustTier;
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use jwt_simple::prelude::*;
@@ -64,6 +65,7 @@ impl Algorithm {
     }
 }
 
+#[derive(Clone)]
 enum KeyMaterial {
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
@@ -78,6 +80,7 @@ enum KeyMaterial {
 }
 
 /// A key that verifies tokens, with the one algorithm it accepts.
+#[derive(Clone)]
 pub struct VerifyingKey {
     kid: Option<String>,
     alg: Algorithm,
@@ -182,6 +185,60 @@ pub fn parse_remote_jwks(doc: &Value) -> Result<(Vec<VerifyingKey>, Vec<String>)
         });
     }
     Ok((usable, skipped))
+}
+
+/// A fetched JWKS, parsed once: its usable keys, what was skipped, and a digest of the
+/// document (part of the verifier fingerprint, so every worker that holds the same
+/// document shares verified tokens).
+#[derive(Clone)]
+pub struct RemoteKeys {
+    keys: Vec<VerifyingKey>,
+    skipped: Vec<String>,
+    digest: String,
+}
+
+impl fmt::Debug for RemoteKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteKeys")
+            .field("keys", &self.keys)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+impl RemoteKeys {
+    /// Parses a fetched JWKS document (see [`parse_remote_jwks`]).
+    pub fn parse(bytes: &[u8]) -> Result<RemoteKeys, String> {
+        let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let (keys, skipped) = parse_remote_jwks(&doc)?;
+        let digest = {
+            use sha2::Digest;
+            // The parsed value, not the bytes: whitespace and member order do not matter.
+            crate::hex::hex(&sha2::Sha256::digest(
+                serde_json::to_vec(&doc).unwrap_or_default(),
+            ))
+        };
+        Ok(RemoteKeys {
+            keys,
+            skipped,
+            digest,
+        })
+    }
+
+    /// The usable keys' ids (`None` for a key without one).
+    pub fn kids(&self) -> Vec<Option<&str>> {
+        self.keys.iter().map(|k| k.kid.as_deref()).collect()
+    }
+
+    /// Keys that were skipped, with the reason (`keys[2]: key use "enc" ...`).
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// Whether two fetches brought the same document.
+    pub fn same_document(&self, other: &RemoteKeys) -> bool {
+        self.digest == other.digest
+    }
 }
 
 /// Where an issuer's JWKS is fetched from.
@@ -564,7 +621,7 @@ impl Verifier {
     /// without keys yet fail their tokens with `keys_unavailable`.
     pub fn compile_with(
         cfg: &IdentityConfig,
-        remote: &HashMap<String, Value>,
+        remote: &HashMap<String, Rc<RemoteKeys>>,
     ) -> Result<Verifier, ConfigError> {
         if cfg.issuers.is_empty() {
             return Err(ConfigError::invalid(
@@ -615,9 +672,8 @@ impl Verifier {
             if remote_source {
                 if let Some(fetched) = remote.get(&ic.issuer) {
                     // Inline keys stay; fetched keys with the same kid replace them.
-                    let (fetched, _) = parse_remote_jwks(fetched).unwrap_or_default();
-                    keys.retain(|k| !fetched.iter().any(|f| f.kid == k.kid));
-                    keys.extend(fetched);
+                    keys.retain(|k| !fetched.keys.iter().any(|f| f.kid == k.kid));
+                    keys.extend(fetched.keys.iter().cloned());
                 }
             }
             if issuers.iter().any(|x: &Issuer| x.name == ic.issuer) {
@@ -650,8 +706,11 @@ impl Verifier {
                 use sha2::Digest;
                 let mut h = sha2::Sha256::new();
                 h.update(serde_json::to_vec(cfg).unwrap_or_default());
-                let mut remote: Vec<_> = remote.iter().collect();
-                remote.sort_by(|a, b| a.0.cmp(b.0));
+                let mut remote: Vec<(&String, &str)> = remote
+                    .iter()
+                    .map(|(issuer, keys)| (issuer, keys.digest.as_str()))
+                    .collect();
+                remote.sort_unstable();
                 h.update(serde_json::to_vec(&remote).unwrap_or_default());
                 crate::hex::hex(&h.finalize())
             },
@@ -725,6 +784,7 @@ impl Verifier {
             let hex_hash = crate::hex::hex(hash);
             let entry = shared
                 .get(&cache.slot(hash))
+                .0
                 .and_then(|b| serde_json::from_slice::<SharedEntry>(&b).ok())
                 .filter(|e| e.h == hex_hash && e.g == self.fingerprint)
                 .filter(|e| now_secs.saturating_sub(self.skew) <= e.exp);
@@ -746,7 +806,7 @@ impl Verifier {
                 claims: id.claims.clone(),
             };
             if let Ok(bytes) = serde_json::to_vec(&entry) {
-                shared.put(&cache.slot(hash), &bytes);
+                shared.set(&cache.slot(hash), &bytes, None);
             }
         }
         cache.insert(token, Rc::clone(&id), now_secs, self.skew);
@@ -1009,8 +1069,8 @@ fn identity_from(
 pub struct TokenCache {
     entries: HashMap<String, Rc<Identity>>,
     capacity: usize,
-    /// Tokens verified by any worker of this Envoy (see [`SharedTokens`]).
-    shared: Option<Box<dyn SharedTokens>>,
+    /// Tokens verified by any worker of this Envoy (see [`TokenCache::with_shared`]).
+    shared: Option<Rc<dyn SharedData>>,
     /// The earliest `expires_at` among the entries (a lower bound after removals), so a
     /// full cache scans for expired entries only when one can exist, not on every insert.
     earliest_expiry: u64,
@@ -1024,20 +1084,6 @@ impl fmt::Debug for TokenCache {
             .field("shared", &self.shared.is_some())
             .finish()
     }
-}
-
-/// A store of verified tokens shared by every worker VM of one Envoy (Envoy's shared
-/// data), so a token's signature is checked once per Envoy rather than once per worker.
-///
-/// Shared data cannot delete keys, so the store is a fixed ring of slots: the slot is
-/// chosen by the token's SHA-256, and writing a slot evicts what was there. An entry is
-/// used only when its full token hash and the verifier's fingerprint (issuers, audiences,
-/// keys, claim names) match and the token has not expired.
-pub trait SharedTokens {
-    /// The entry in a slot.
-    fn get(&self, slot: &str) -> Option<Vec<u8>>;
-    /// Replaces the entry in a slot.
-    fn put(&self, slot: &str, entry: &[u8]);
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1062,8 +1108,16 @@ impl TokenCache {
         }
     }
 
-    /// Adds the Envoy-wide tier (only when the cache is enabled).
-    pub fn with_shared(mut self, shared: Box<dyn SharedTokens>) -> TokenCache {
+    /// Adds the Envoy-wide tier (only when the cache is enabled): tokens verified by any
+    /// worker VM of this Envoy, so a signature is checked once per Envoy rather than once
+    /// per worker.
+    ///
+    /// Shared data cannot delete keys, so the tier is a fixed ring of slots
+    /// (`meshguard/tok/<n>`): the slot is chosen by the token's SHA-256, and writing a slot
+    /// evicts what was there. An entry is used only when its full token hash and the
+    /// verifier's fingerprint (issuers, audiences, keys, claim names) match and the token
+    /// has not expired.
+    pub fn with_shared(mut self, shared: Rc<dyn SharedData>) -> TokenCache {
         if self.capacity > 0 {
             self.shared = Some(shared);
         }
@@ -1351,40 +1405,29 @@ mod tests {
 
     #[test]
     fn shared_tier_verifies_once_per_envoy_and_respects_keys_and_expiry() {
-        use std::cell::RefCell;
-        #[derive(Default, Clone)]
-        struct Mem(Rc<RefCell<HashMap<String, Vec<u8>>>>);
-        impl SharedTokens for Mem {
-            fn get(&self, slot: &str) -> Option<Vec<u8>> {
-                self.0.borrow().get(slot).cloned()
-            }
-            fn put(&self, slot: &str, entry: &[u8]) {
-                self.0.borrow_mut().insert(slot.to_string(), entry.to_vec());
-            }
-        }
         let k = keys();
         let v = verifier(&k);
-        let store = Mem::default();
+        let store = crate::shared::MemoryStore::new();
         let t =
             k.es.sign(claims(json!({"trust_tier": "verified"})))
                 .unwrap();
         let h = format!("Bearer {t}");
-        let mut worker1 = TokenCache::new(8).with_shared(Box::new(store.clone()));
-        let mut worker2 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        let mut worker1 = TokenCache::new(8).with_shared(Rc::new(store.clone()));
+        let mut worker2 = TokenCache::new(8).with_shared(Rc::new(store.clone()));
         let a = v.authenticate(Some(&h), NOW, &mut worker1).unwrap();
-        assert_eq!(store.0.borrow().len(), 1, "worker 1 verified and shared it");
+        assert_eq!(store.len(), 1, "worker 1 verified and shared it");
         // Worker 2 finds it without verifying: tamper with the stored claims to prove the
         // shared entry (not a fresh verification) answered.
-        let slot = store.0.borrow().keys().next().unwrap().clone();
-        let mut e: Value = serde_json::from_slice(&store.0.borrow()[&slot]).unwrap();
+        let slot = store.keys().remove(0);
+        let mut e: Value = serde_json::from_slice(&store.get(&slot).0.unwrap()).unwrap();
         e["claims"]["marker"] = json!("from-shared");
-        store.put(&slot, &serde_json::to_vec(&e).unwrap());
+        store.set(&slot, &serde_json::to_vec(&e).unwrap(), None);
         let b = v.authenticate(Some(&h), NOW, &mut worker2).unwrap();
         assert_eq!(b.claims["marker"], "from-shared");
         assert_eq!(a.agent_id, b.agent_id);
         // Another verifier (other keys) ignores the entry; so does an expired token.
         let other = verifier(&keys());
-        let mut worker3 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        let mut worker3 = TokenCache::new(8).with_shared(Rc::new(store.clone()));
         assert_eq!(
             other
                 .authenticate(Some(&h), NOW, &mut worker3)
@@ -1392,7 +1435,7 @@ mod tests {
                 .code(),
             "bad_signature"
         );
-        let mut worker4 = TokenCache::new(8).with_shared(Box::new(store.clone()));
+        let mut worker4 = TokenCache::new(8).with_shared(Rc::new(store.clone()));
         assert_eq!(
             v.authenticate(Some(&h), NOW + 700, &mut worker4)
                 .unwrap_err()

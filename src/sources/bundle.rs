@@ -30,11 +30,14 @@
 //! integers (bundles must not contain fractional numbers). Each signature is Ed25519 over
 //! those bytes; a bundle is accepted when any signature verifies with any configured key.
 
-use crate::config::Policy;
+use super::document::{Accepted, Change, Kind};
+use crate::config::{BundleConfig, Policy};
+use crate::policy::PolicySet;
 use ct_codecs::{Base64, Base64UrlSafeNoPadding, Decoder, Encoder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
+use std::rc::Rc;
 
 /// The format tag, also the first line of the signed bytes.
 pub const FORMAT: &str = "meshguard-bundle/v1";
@@ -323,6 +326,114 @@ pub fn check_newer(bundle: &Bundle, active: Option<u64>) -> Result<(), BundleErr
             active: a,
         }),
         _ => Ok(()),
+    }
+}
+
+/// A bundle that verified, is newer than the one it replaced and whose policies compiled:
+/// what the engine is built from.
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    bundle: Bundle,
+    policies: Rc<PolicySet>,
+    /// As signed and transported: re-verified when the configuration changes.
+    bytes: Vec<u8>,
+}
+
+impl VerifiedBundle {
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Its version.
+    pub fn version(&self) -> u64 {
+        self.bundle.version
+    }
+
+    /// Its policies, compiled.
+    pub fn policies(&self) -> &Rc<PolicySet> {
+        &self.policies
+    }
+
+    /// Its `created_at`, in seconds since the epoch (for `bundleAge`).
+    pub fn created_secs(&self) -> Option<u64> {
+        crate::time::parse(&self.bundle.created_at)
+    }
+
+    /// A bundle taken as verified, for engine tests that need one without signing it.
+    #[cfg(test)]
+    pub(crate) fn unsigned_for_tests(bundle: Bundle) -> VerifiedBundle {
+        let policies = PolicySet::compile(&bundle.policies, "bundle.policies")
+            .unwrap_or_else(|e| panic!("test bundle policies: {e}"));
+        VerifiedBundle {
+            bundle,
+            policies: Rc::new(policies),
+            bytes: Vec::new(),
+        }
+    }
+}
+
+/// Whether a bundle may be put in force: it verifies with a configured key (and fits
+/// `max_bytes`), it is newer than the bundle in force (same version: nothing new;
+/// older: rollback refused), and its policies compile.
+pub fn accept(
+    bytes: &[u8],
+    keys: &BundleKeys,
+    max_bytes: usize,
+    active: Option<&VerifiedBundle>,
+) -> Result<Accepted<VerifiedBundle>, BundleError> {
+    let bundle = verify(bytes, keys, max_bytes)?;
+    if active.is_some_and(|a| a.version() == bundle.version) {
+        return Ok(Accepted::Same);
+    }
+    check_newer(&bundle, active.map(VerifiedBundle::version))?;
+    let policies = PolicySet::compile(&bundle.policies, "bundle.policies")
+        .map_err(|e| BundleError::Policy(e.to_string()))?;
+    Ok(Accepted::New(VerifiedBundle {
+        bundle,
+        policies: Rc::new(policies),
+        bytes: bytes.to_vec(),
+    }))
+}
+
+/// The bundle as a fetched document: [`accept`] with the configured keys.
+#[derive(Debug)]
+pub struct BundleKind {
+    keys: BundleKeys,
+    max_bytes: usize,
+}
+
+impl BundleKind {
+    /// From the `bundle:` section; `None` when its keys do not parse (the configuration
+    /// is then refused with the precise error when the engine is built).
+    pub fn from_config(cfg: &BundleConfig) -> Option<BundleKind> {
+        Some(BundleKind {
+            keys: BundleKeys::parse(&cfg.public_keys).ok()?,
+            max_bytes: cfg.max_bytes,
+        })
+    }
+}
+
+impl Kind for BundleKind {
+    type Doc = VerifiedBundle;
+
+    fn accept(
+        &self,
+        bytes: &[u8],
+        current: Option<&VerifiedBundle>,
+    ) -> Result<Accepted<VerifiedBundle>, String> {
+        accept(bytes, &self.keys, self.max_bytes, current).map_err(|e| e.to_string())
+    }
+
+    fn still_valid(&self, doc: &VerifiedBundle) -> bool {
+        verify(&doc.bytes, &self.keys, self.max_bytes).is_ok()
+    }
+
+    fn installed(doc: &VerifiedBundle, adopted: bool) -> Change {
+        Change::NewBundle {
+            version: doc.version(),
+            adopted,
+        }
     }
 }
 
