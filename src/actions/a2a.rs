@@ -11,10 +11,22 @@ const V03: [(&str, &str); 11] = [
     ("tasks/list", "ListTasks"),
     ("tasks/cancel", "CancelTask"),
     ("tasks/resubscribe", "SubscribeToTask"),
-    ("tasks/pushNotificationConfig/set", "CreateTaskPushNotificationConfig"),
-    ("tasks/pushNotificationConfig/get", "GetTaskPushNotificationConfig"),
-    ("tasks/pushNotificationConfig/list", "ListTaskPushNotificationConfigs"),
-    ("tasks/pushNotificationConfig/delete", "DeleteTaskPushNotificationConfig"),
+    (
+        "tasks/pushNotificationConfig/set",
+        "CreateTaskPushNotificationConfig",
+    ),
+    (
+        "tasks/pushNotificationConfig/get",
+        "GetTaskPushNotificationConfig",
+    ),
+    (
+        "tasks/pushNotificationConfig/list",
+        "ListTaskPushNotificationConfigs",
+    ),
+    (
+        "tasks/pushNotificationConfig/delete",
+        "DeleteTaskPushNotificationConfig",
+    ),
     ("agent/getAuthenticatedExtendedCard", "GetExtendedAgentCard"),
 ];
 

@@ -176,7 +176,10 @@ struct Envelope {
 }
 
 fn valid_id(raw: &RawValue) -> bool {
-    matches!(raw.get().trim_start().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9' | b'n'))
+    matches!(
+        raw.get().trim_start().as_bytes().first(),
+        Some(b'"' | b'-' | b'0'..=b'9' | b'n')
+    )
 }
 
 fn message(raw: &RawValue) -> Message {
@@ -220,8 +223,8 @@ fn message(raw: &RawValue) -> Message {
 /// Parses a body: one message or a batch.
 pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
     check_depth(bytes, MAX_DEPTH)?;
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ParseError::Syntax(format!("not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| ParseError::Syntax(format!("not UTF-8: {e}")))?;
     let batch = text.trim_start().starts_with('[');
     if batch {
         let items: Vec<&RawValue> =
@@ -352,7 +355,9 @@ mod tests {
         assert!(bad(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#).contains("params"));
         assert!(bad("42").contains("object"));
         // an invalid id is never echoed
-        assert!(one(r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#).id.is_none());
+        assert!(one(r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#)
+            .id
+            .is_none());
     }
 
     #[test]
@@ -378,10 +383,9 @@ mod tests {
 
     #[test]
     fn batches_keep_elements_verbatim() {
-        let b = parse(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"a"}, {"jsonrpc":"2.0","method":"b"} ,5]"#,
-        )
-        .unwrap();
+        let b =
+            parse(br#"[{"jsonrpc":"2.0","id":1,"method":"a"}, {"jsonrpc":"2.0","method":"b"} ,5]"#)
+                .unwrap();
         assert!(b.batch);
         assert_eq!(b.messages.len(), 3);
         assert_eq!(b.messages[1].raw, r#"{"jsonrpc":"2.0","method":"b"}"#);

@@ -198,6 +198,16 @@ impl McpMapper {
         }
     }
 
+    /// A tool's resource as `tools/list` filtering sees it (no arguments yet): a fixed
+    /// resource, and whether the real one comes from an argument.
+    pub fn listing_resource(&self, tool: &str) -> (Option<String>, bool) {
+        match self.resources.get(tool) {
+            Some(ResourceSource::Literal(r)) => (Some(r.clone()), false),
+            Some(ResourceSource::Argument(_)) => (None, true),
+            None => (None, false),
+        }
+    }
+
     /// Maps one call.
     pub fn map(&self, method: &str, params: Option<&Value>) -> McpCall {
         let name = params
@@ -277,7 +287,10 @@ mod tests {
         assert!(!m.is_mcp_path("/mcp/x"));
         assert_eq!(m.max_body_bytes(), 1024 * 1024);
         assert!(!m.record_arguments());
-        assert_eq!(m.protected_resource_for("/.well-known/oauth-protected-resource"), None);
+        assert_eq!(
+            m.protected_resource_for("/.well-known/oauth-protected-resource"),
+            None
+        );
     }
 
     #[test]
@@ -296,8 +309,14 @@ mod tests {
         assert_eq!(c.arguments.unwrap()["n"], 1);
         let c = m.map("tools/call", Some(&json!({"name": "pay"})));
         let a = c.action.unwrap();
-        assert_eq!((a.action.as_str(), a.resource.as_deref()), ("tool:pay", Some("ledger")));
-        let c = m.map("tools/call", Some(&json!({"name": "deep", "arguments": {"a": {"b": 7}}})));
+        assert_eq!(
+            (a.action.as_str(), a.resource.as_deref()),
+            ("tool:pay", Some("ledger"))
+        );
+        let c = m.map(
+            "tools/call",
+            Some(&json!({"name": "deep", "arguments": {"a": {"b": 7}}})),
+        );
         assert_eq!(c.action.unwrap().resource.as_deref(), Some("7"));
         // the argument is missing: no resource
         let c = m.map("tools/call", Some(&json!({"name": "send_email"})));
@@ -311,13 +330,27 @@ mod tests {
         let m = mapper("governed_methods: [tools/list]");
         let c = m.map("resources/read", Some(&json!({"uri": "file:///a"})));
         let a = c.action.unwrap();
-        assert_eq!((a.action.as_str(), a.resource.as_deref()), ("resource:read", Some("file:///a")));
+        assert_eq!(
+            (a.action.as_str(), a.resource.as_deref()),
+            ("resource:read", Some("file:///a"))
+        );
         assert!(m.map("resources/read", None).invalid.is_some());
-        let c = m.map("prompts/get", Some(&json!({"name": "greet", "arguments": {"x": "y"}})));
+        let c = m.map(
+            "prompts/get",
+            Some(&json!({"name": "greet", "arguments": {"x": "y"}})),
+        );
         assert_eq!(c.action.unwrap().action, "prompt:greet");
         assert_eq!(c.arguments.unwrap()["x"], "y");
-        assert_eq!(m.map("tools/list", None).action.unwrap().action, "mcp:tools/list");
-        for ungoverned in ["initialize", "ping", "notifications/initialized", "prompts/list"] {
+        assert_eq!(
+            m.map("tools/list", None).action.unwrap().action,
+            "mcp:tools/list"
+        );
+        for ungoverned in [
+            "initialize",
+            "ping",
+            "notifications/initialized",
+            "prompts/list",
+        ] {
             let c = m.map(ungoverned, None);
             assert!(c.action.is_none() && c.invalid.is_none(), "{ungoverned}");
         }
@@ -335,7 +368,10 @@ mod tests {
         assert_eq!(e("max_body_bytes: 0"), "actions.mcp.max_body_bytes");
         assert_eq!(e("tools: {x: ''}"), "actions.mcp.tools.x");
         assert_eq!(e("resources: {x: '$'}"), "actions.mcp.resources.x");
-        assert_eq!(e("resource_metadata: 'ftp://x'"), "actions.mcp.resource_metadata");
+        assert_eq!(
+            e("resource_metadata: 'ftp://x'"),
+            "actions.mcp.resource_metadata"
+        );
         assert_eq!(e("protected_resource: 3"), "actions.mcp.protected_resource");
         assert!(serde_yaml::from_str::<McpConfig>("bogus: 1").is_err());
     }
@@ -343,9 +379,15 @@ mod tests {
     #[test]
     fn protected_resource_document_paths() {
         let m = mapper("protected_resource: {resource: 'https://api/mcp', authorization_servers: ['https://as']}");
-        let doc = m.protected_resource_for("/.well-known/oauth-protected-resource").unwrap();
+        let doc = m
+            .protected_resource_for("/.well-known/oauth-protected-resource")
+            .unwrap();
         assert!(doc.contains("authorization_servers"));
-        assert!(m.protected_resource_for("/.well-known/oauth-protected-resource/mcp").is_some());
-        assert!(m.protected_resource_for("/.well-known/oauth-protected-resource/other").is_none());
+        assert!(m
+            .protected_resource_for("/.well-known/oauth-protected-resource/mcp")
+            .is_some());
+        assert!(m
+            .protected_resource_for("/.well-known/oauth-protected-resource/other")
+            .is_none());
     }
 }

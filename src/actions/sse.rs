@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn rewriting_keeps_other_fields() {
         let ev = parse("id: 7\r\ndata: old\r\n\r\n");
-        assert_eq!(ev[0].with_data("new\nline"), "id: 7\ndata: new\ndata: line\n\n");
+        assert_eq!(
+            ev[0].with_data("new\nline"),
+            "id: 7\ndata: new\ndata: line\n\n"
+        );
         assert_eq!(event("{}"), "data: {}\n\n");
         assert!(parse("").is_empty());
         // `data` without a colon is an empty data line

@@ -766,8 +766,13 @@ mod tests {
         assert_eq!(get("mcp.method.name"), Some(AnyValue::Str("tools/call")));
         assert_eq!(get("gen_ai.tool.name"), Some(AnyValue::Str("send")));
         assert_eq!(get("jsonrpc.request.id"), Some(AnyValue::Str("7")));
-        assert_eq!(get("meshguard.shadow.policy"), Some(AnyValue::Str("candidate")));
-        assert!(matches!(get("meshguard.mcp.argument_keys"), Some(AnyValue::StrArray(k)) if k == ["to"]));
+        assert_eq!(
+            get("meshguard.shadow.policy"),
+            Some(AnyValue::Str("candidate"))
+        );
+        assert!(
+            matches!(get("meshguard.mcp.argument_keys"), Some(AnyValue::StrArray(k)) if k == ["to"])
+        );
         assert_eq!(get("mcp.session.id"), None);
         // the chain covers them: a different tool changes the hash
         let mut c1 = Chain::new("s");

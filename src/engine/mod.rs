@@ -3,15 +3,18 @@
 //! decide identically.
 
 pub mod body;
+pub mod decision_api;
 pub mod request;
 pub mod response;
 
+use crate::actions::a2a::A2aMapper;
+use crate::actions::mcp::{dig, McpMapper};
 use crate::actions::{ActionMapper, ActionMatch};
 use crate::audit::{trace_ids, AuditEvent};
 use crate::condition::{Lookup, Value};
 use crate::config::{
-    self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, Effect, Mode, PluginConfig,
-    StatusConfig,
+    self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, DecisionApiConfig, Effect,
+    Mode, PluginConfig, StatusConfig,
 };
 use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
 use crate::policy::{Decision, PolicySet, Subject};
@@ -19,6 +22,7 @@ use crate::sources::bundle::{Bundle, BundleKeys};
 use crate::tier::TrustTier;
 use request::Request;
 use response::{Denial, LocalResponse};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 /// A compiled configuration, shared by every request of a worker.
@@ -34,6 +38,9 @@ pub struct Engine {
     bundle_version: Option<u64>,
     agents: usize,
     status: Option<StatusConfig>,
+    mcp: Option<McpMapper>,
+    a2a: Option<A2aMapper>,
+    decision_api: Option<DecisionApiConfig>,
 }
 
 /// The compiled `bundle:` section: where to poll and which keys may sign.
@@ -87,6 +94,32 @@ pub struct Outcome {
     pub response: Option<body::ResponsePlan>,
 }
 
+/// What a request body adds to the facts conditions see: the MCP arguments, A2A params
+/// or `/enforce` context (`context.*`), and the JSON-RPC method names.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BodyFacts<'a> {
+    /// `context.*`: a JSON object.
+    pub context: Option<&'a serde_json::Value>,
+    /// `mcp.method`.
+    pub mcp_method: Option<&'a str>,
+    /// `mcp.tool`.
+    pub mcp_tool: Option<&'a str>,
+    /// `a2a.method`.
+    pub a2a_method: Option<&'a str>,
+}
+
+/// A decision together with what the shadow policies (`mode: audit`) would have decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The enforced decision.
+    pub decision: Decision,
+    /// A stricter decision of a shadow policy: recorded as `would_deny`, not enforced.
+    pub shadow: Option<Decision>,
+    /// Whether a condition looked at `context.*` (the arguments): a `tools/list` entry
+    /// whose denial depends on them is kept and decided at call time.
+    pub used_context: bool,
+}
+
 /// The values conditions can refer to (DESIGN §4).
 struct Facts<'a> {
     identity: &'a Identity,
@@ -95,6 +128,8 @@ struct Facts<'a> {
     resource: Option<&'a str>,
     req: &'a Request,
     now_secs: u64,
+    body: BodyFacts<'a>,
+    used_context: &'a Cell<bool>,
 }
 
 fn json_to_value(v: &serde_json::Value) -> Option<Value> {
@@ -127,6 +162,9 @@ impl Lookup for Facts<'_> {
             "request.path" => Some(Value::Str(self.req.path_only().to_string())),
             "request.host" => Some(Value::Str(self.req.authority.clone())),
             "delegation.depth" => num(self.identity.depth() as u64),
+            "mcp.method" => self.body.mcp_method.map(|m| Value::Str(m.to_string())),
+            "mcp.tool" => self.body.mcp_tool.map(|m| Value::Str(m.to_string())),
+            "a2a.method" => self.body.a2a_method.map(|m| Value::Str(m.to_string())),
             "delegation.chain" => Some(Value::List(
                 self.identity
                     .chain
@@ -144,8 +182,13 @@ impl Lookup for Facts<'_> {
                             .try_fold(&self.identity.claims, |v, seg| v.get(seg))
                     };
                     direct.or_else(nested).and_then(json_to_value)
+                } else if let Some(c) = name.strip_prefix("context.") {
+                    self.used_context.set(true);
+                    self.body
+                        .context
+                        .and_then(|ctx| dig(ctx, c))
+                        .and_then(json_to_value)
                 } else {
-                    // `context.*` (MCP arguments, JSON bodies) is not collected in this build.
                     None
                 }
             }
@@ -210,6 +253,17 @@ impl Engine {
         let empty = HashMap::new();
         let verifier = Verifier::compile_with(&cfg.identity, src.jwks.unwrap_or(&empty))?;
         let actions = ActionMapper::compile(&cfg.actions)?;
+        let mcp = match &cfg.actions.mcp {
+            Some(m) => Some(McpMapper::compile(m)?),
+            None => None,
+        };
+        let a2a = match &cfg.actions.a2a {
+            Some(a) => Some(A2aMapper::compile(a)?),
+            None => None,
+        };
+        if let Some(d) = &cfg.decision_api {
+            decision_api::validate(d)?;
+        }
         cfg.audit.validate()?;
         let bundle = match &cfg.bundle {
             Some(b) => Some(compile_bundle_source(b)?),
@@ -260,6 +314,9 @@ impl Engine {
             bundle_version,
             agents,
             status: cfg.status.clone(),
+            mcp,
+            a2a,
+            decision_api: cfg.decision_api.clone(),
         })
     }
 
@@ -323,21 +380,49 @@ impl Engine {
         req: &Request,
         now_secs: u64,
     ) -> Decision {
+        self.decide_full(identity, action, req, now_secs, BodyFacts::default())
+            .decision
+    }
+
+    /// [`Engine::decide`] with the facts of a body (`context.*`, `mcp.*`, `a2a.*`) and
+    /// what the shadow policies would have decided.
+    pub fn decide_full(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+    ) -> Evaluation {
+        let used_context = Cell::new(false);
+        let done = |decision: Decision, shadow: Option<Decision>, used: &Cell<bool>| Evaluation {
+            decision,
+            shadow,
+            used_context: used.get(),
+        };
         let depth = identity.depth();
         let max = self.verifier.max_delegation_depth();
         if depth > max {
-            return Decision::deny(format!(
-                "delegation depth {depth} exceeds the mesh limit of {max}"
-            ));
+            return done(
+                Decision::deny(format!(
+                    "delegation depth {depth} exceeds the mesh limit of {max}"
+                )),
+                None,
+                &used_context,
+            );
         }
         let mut seen = HashSet::with_capacity(identity.chain.len());
         for hop in &identity.chain {
             if !seen.insert(hop.agent_id.as_str()) {
-                return Decision::deny(format!(
-                    "delegation cycle: agent {:?} appears twice in the chain {}",
-                    hop.agent_id,
-                    chain_text(identity)
-                ));
+                return done(
+                    Decision::deny(format!(
+                        "delegation cycle: agent {:?} appears twice in the chain {}",
+                        hop.agent_id,
+                        chain_text(identity)
+                    )),
+                    None,
+                    &used_context,
+                );
             }
         }
         let facts = |subject| Facts {
@@ -347,30 +432,31 @@ impl Engine {
             resource: action.resource.as_deref(),
             req,
             now_secs,
+            body,
+            used_context: &used_context,
         };
         let caller = Subject {
             agent_id: &identity.agent_id,
             tier: identity.tier,
         };
-        let mut decision = self.policies.evaluate(
-            &caller,
-            &action.action,
-            action.resource.as_deref(),
-            depth,
-            &facts(caller),
-        );
+        let res = action.resource.as_deref();
+        let f = facts(caller);
+        let mut decision = self
+            .policies
+            .evaluate(&caller, &action.action, res, depth, &f);
+        let mut shadow = self
+            .policies
+            .shadow(&decision, &caller, &action.action, res, depth, &f);
         for hop in identity.chain.iter().rev().skip(1) {
             let s = Subject {
                 agent_id: &hop.agent_id,
                 tier: hop.tier.min(identity.tier),
             };
-            let d = self.policies.evaluate(
-                &s,
-                &action.action,
-                action.resource.as_deref(),
-                depth,
-                &facts(s),
-            );
+            let f = facts(s);
+            let d = self.policies.evaluate(&s, &action.action, res, depth, &f);
+            if shadow.is_none() {
+                shadow = self.policies.shadow(&d, &s, &action.action, res, depth, &f);
+            }
             if d.effect > decision.effect {
                 decision = Decision {
                     reason: format!(
@@ -381,7 +467,9 @@ impl Engine {
                 };
             }
         }
-        decision
+        // a shadow denial matters only where the enforced decision is an allow
+        let shadow = shadow.filter(|_| decision.effect == Effect::Allow);
+        done(decision, shadow, &used_context)
     }
 
     /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
@@ -404,8 +492,64 @@ impl Engine {
     /// The whole request path for one request.
     pub fn handle(&self, req: &Request, now_unix_nanos: u64, cache: &mut TokenCache) -> Outcome {
         let now_secs = now_parts(now_unix_nanos);
+        let mut event = self.base_event(req, now_unix_nanos);
+        let trace_hex = event.trace_id_hex();
+        let action = self.actions.map(req);
+        if let Some(a) = &action {
+            event.action.clone_from(&a.action);
+            event.resource = a.resource.clone().unwrap_or_default();
+        }
+        let identity = match self.authenticate(req, now_secs, cache) {
+            Ok(id) => id,
+            Err(e) => return self.identity_failure(&e, event, &trace_hex),
+        };
+        record_identity(&mut event, &identity);
+        let eval = match &action {
+            Some(a) => self.decide_full(&identity, a, req, now_secs, BodyFacts::default()),
+            None => Evaluation {
+                decision: self.decide_request(&identity, None, req, now_secs),
+                shadow: None,
+                used_context: false,
+            },
+        };
+        let action_name = action.as_ref().map_or("", |a| a.action.as_str());
+        let verdict = match self.record(&eval, &mut event) {
+            Disposition::Allow => Verdict::Forward {
+                body: None,
+                set_headers: forward_headers(&identity, "allow", action_name, &event),
+            },
+            Disposition::WouldDeny => Verdict::Forward {
+                body: None,
+                set_headers: forward_headers(&identity, "would_deny", action_name, &event),
+            },
+            Disposition::Deny => {
+                event.status = 403;
+                let d = &eval.decision;
+                Verdict::Respond(response::forbidden(&Denial {
+                    decision: d.effect.as_str(),
+                    policy: d.policy.as_deref(),
+                    rule: d.rule.as_deref(),
+                    reason: &d.reason,
+                    bundle_version: &self.version,
+                    trace_id: &trace_hex,
+                    agent: &identity.agent_id,
+                    action: action_name,
+                }))
+            }
+        };
+        Outcome {
+            verdict,
+            decision: eval.decision,
+            event,
+            more_events: Vec::new(),
+            response: None,
+        }
+    }
+
+    /// The audit event of a request before anything is decided.
+    fn base_event(&self, req: &Request, now_unix_nanos: u64) -> AuditEvent {
         let (trace_id, span_id) = trace_ids(req.header("traceparent"), req.header("x-request-id"));
-        let mut event = AuditEvent {
+        AuditEvent {
             time_unix_nano: now_unix_nanos,
             trace_id,
             span_id,
@@ -416,77 +560,58 @@ impl Engine {
             authority: req.authority.clone(),
             request_id: req.header("x-request-id").unwrap_or_default().to_string(),
             ..AuditEvent::default()
-        };
-        let trace_hex = event.trace_id_hex();
-        let action = self.actions.map(req);
-        if let Some(a) = &action {
-            event.action.clone_from(&a.action);
-            event.resource = a.resource.clone().unwrap_or_default();
         }
-        let identity =
-            self.verifier
-                .authenticate(req.header(self.verifier.token_header()), now_secs, cache);
-        let identity = match identity {
-            Ok(id) => id,
-            Err(e) => return self.identity_failure(&e, event, &trace_hex),
+    }
+
+    fn authenticate(
+        &self,
+        req: &Request,
+        now_secs: u64,
+        cache: &mut TokenCache,
+    ) -> Result<std::rc::Rc<Identity>, IdentityError> {
+        self.verifier
+            .authenticate(req.header(self.verifier.token_header()), now_secs, cache)
+    }
+
+    /// Records an evaluation in the event and says how to carry it out: a shadow denial or
+    /// audit mode forwards as `would_deny`; otherwise a non-allow is enforced.
+    fn record(&self, eval: &Evaluation, event: &mut AuditEvent) -> Disposition {
+        let put = |d: &Decision, event: &mut AuditEvent| {
+            event.effect = d.effect.as_str().into();
+            event.policy = d.policy.clone().unwrap_or_default();
+            event.rule = d.rule.clone().unwrap_or_default();
+            event.reason.clone_from(&d.reason);
         };
-        event.agent_id.clone_from(&identity.agent_id);
-        event.trust_tier = identity.tier.as_str().into();
-        event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
-        let decision = self.decide_request(&identity, action.as_ref(), req, now_secs);
-        event.effect = decision.effect.as_str().into();
-        event.policy = decision.policy.clone().unwrap_or_default();
-        event.rule = decision.rule.clone().unwrap_or_default();
-        event.reason.clone_from(&decision.reason);
-        let allowed = decision.effect == Effect::Allow;
-        let forward = |label: &str| Verdict::Forward {
-            body: None,
-            set_headers: vec![
-                (response::AGENT_HEADER.into(), identity.agent_id.clone()),
-                (response::TIER_HEADER.into(), identity.tier.as_str().into()),
-                (response::DECISION_HEADER.into(), label.into()),
-                (
-                    response::ACTION_HEADER.into(),
-                    action
-                        .as_ref()
-                        .map(|a| a.action.clone())
-                        .unwrap_or_default(),
-                ),
-            ],
-        };
-        let verdict = match (allowed, self.mode) {
-            (true, _) => {
-                event.decision = "allow".into();
-                event.enforced = true;
-                forward("allow")
-            }
-            (false, Mode::Audit) => {
+        let d = &eval.decision;
+        if d.effect == Effect::Allow {
+            if let Some(sh) = &eval.shadow {
+                put(sh, event);
+                event.shadow_policy = sh.policy.clone().unwrap_or_default();
                 event.decision = "would_deny".into();
                 event.enforced = false;
-                forward("would_deny")
+                return Disposition::WouldDeny;
             }
-            (false, Mode::Enforce) => {
-                event.decision = decision.effect.as_str().into();
+            put(d, event);
+            event.decision = "allow".into();
+            event.enforced = true;
+            return Disposition::Allow;
+        }
+        put(d, event);
+        if d.effect == Effect::RequireApproval {
+            event.approval_id =
+                response::approval_id(&event.agent_id, &event.action, &event.resource);
+        }
+        match self.mode {
+            Mode::Audit => {
+                event.decision = "would_deny".into();
+                event.enforced = false;
+                Disposition::WouldDeny
+            }
+            Mode::Enforce => {
+                event.decision = d.effect.as_str().into();
                 event.enforced = true;
-                event.status = 403;
-                Verdict::Respond(response::forbidden(&Denial {
-                    decision: decision.effect.as_str(),
-                    policy: decision.policy.as_deref(),
-                    rule: decision.rule.as_deref(),
-                    reason: &decision.reason,
-                    bundle_version: &self.version,
-                    trace_id: &trace_hex,
-                    agent: &identity.agent_id,
-                    action: action.as_ref().map_or("", |a| a.action.as_str()),
-                }))
+                Disposition::Deny
             }
-        };
-        Outcome {
-            verdict,
-            decision,
-            event,
-            more_events: Vec::new(),
-            response: None,
         }
     }
 
@@ -535,6 +660,45 @@ impl Engine {
             response: None,
         }
     }
+}
+
+/// How a decision is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// Forward as allowed.
+    Allow,
+    /// Forward; the denial is only recorded (audit mode or a shadow policy).
+    WouldDeny,
+    /// Refuse.
+    Deny,
+}
+
+fn record_identity(event: &mut AuditEvent, identity: &Identity) {
+    event.agent_id.clone_from(&identity.agent_id);
+    event.trust_tier = identity.tier.as_str().into();
+    event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
+}
+
+/// The identity headers for the upstream; names the shadow policy when one would deny.
+fn forward_headers(
+    identity: &Identity,
+    label: &str,
+    action: &str,
+    event: &AuditEvent,
+) -> Vec<(String, String)> {
+    let mut h = vec![
+        (response::AGENT_HEADER.into(), identity.agent_id.clone()),
+        (response::TIER_HEADER.into(), identity.tier.as_str().into()),
+        (response::DECISION_HEADER.into(), label.into()),
+        (response::ACTION_HEADER.into(), action.into()),
+    ];
+    if !event.shadow_policy.is_empty() {
+        h.push((
+            response::SHADOW_POLICY_HEADER.into(),
+            event.shadow_policy.clone(),
+        ));
+    }
+    h
 }
 
 fn chain_text(identity: &Identity) -> String {

@@ -15,6 +15,26 @@ pub const DECISION_HEADER: &str = "x-meshguard-decision";
 /// The action decided on, for the upstream.
 pub const ACTION_HEADER: &str = "x-meshguard-action";
 
+/// The shadow policy (`mode: audit`) that would have denied a forwarded request.
+pub const SHADOW_POLICY_HEADER: &str = "x-meshguard-shadow-policy";
+
+/// The stable approval id of a require_approval decision: `apr_` and the first 16 hex
+/// digits of SHA-256 over agent, action and resource (NUL-separated), so a retry of the
+/// same call names the same approval.
+pub fn approval_id(agent: &str, action: &str, resource: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [agent, action, resource] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    format!(
+        "apr_{}",
+        crate::hex::hex(digest.get(..8).unwrap_or_default())
+    )
+}
+
 /// A response MeshGuard sends instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
