@@ -902,3 +902,7 @@ fn header_mismatch<'a>(
     }
     None
 }
+
+#[cfg(test)]
+#[path = "body_tests.rs"]
+mod tests;
