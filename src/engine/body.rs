@@ -61,7 +61,7 @@ pub struct PendingBody {
     pub(crate) max_bytes: usize,
     pub(crate) kind: BodyKind,
     pub(crate) identity: Rc<Identity>,
-    pub(crate) event: AuditEvent,
+    pub(crate) event: Box<AuditEvent>,
 }
 
 impl PendingBody {
@@ -292,7 +292,7 @@ impl Engine {
             max_bytes,
             kind,
             identity,
-            event,
+            event: Box::new(event),
         })
     }
 
@@ -354,20 +354,20 @@ impl Engine {
                 "request body exceeds actions.{section}.max_body_bytes ({max_bytes} bytes)"
             );
             let err = jsonrpc::error_response(None, jsonrpc::INVALID_REQUEST, &reason, None);
-            return self.reject_body(&identity, base, 413, err, reason);
+            return self.reject_body(&identity, *base, 413, err, reason);
         };
         let parsed = match jsonrpc::parse(body) {
             Ok(p) => p,
             Err(e) => {
                 let reason = e.to_string();
                 let err = jsonrpc::error_response(None, e.code(), &reason, None);
-                return self.reject_body(&identity, base, 400, err, reason);
+                return self.reject_body(&identity, *base, 400, err, reason);
             }
         };
         if kind == BodyKind::Mcp {
             if let Some((id, reason)) = header_mismatch(req, &parsed.messages) {
                 let err = jsonrpc::error_response(id, jsonrpc::HEADER_MISMATCH, &reason, None);
-                return self.reject_body(&identity, base, 400, err, reason);
+                return self.reject_body(&identity, *base, 400, err, reason);
             }
         }
         let now_secs = now_unix_nanos / 1_000_000_000;
@@ -532,8 +532,11 @@ impl Engine {
                 "bundleVersion": self.version,
                 "traceId": event.trace_id_hex(),
             });
-            if !event.approval_id.is_empty() {
-                data["approvalId"] = Value::String(event.approval_id.clone());
+            if let (false, Some(obj)) = (event.approval_id.is_empty(), data.as_object_mut()) {
+                obj.insert(
+                    "approvalId".into(),
+                    Value::String(event.approval_id.clone()),
+                );
             }
             let message = format!("MeshGuard denied {}: {}", event.action, d.reason);
             jsonrpc::error_response(

@@ -252,7 +252,7 @@ impl Engine {
                 BodyKind::Enforce
             },
             identity,
-            event,
+            event: Box::new(event),
         })
     }
 
@@ -262,10 +262,13 @@ impl Engine {
         base: &AuditEvent,
         req: &Request,
         now_secs: u64,
-        action: &str,
-        resource: Option<&str>,
-        context: Option<&Value>,
+        item: &BatchItem,
     ) -> Answer {
+        let (action, resource, context) = (
+            &item.action,
+            item.resource.as_deref(),
+            item.context.as_ref(),
+        );
         let mut event = base.clone();
         let m = ActionMatch {
             action: action.to_string(),
@@ -311,6 +314,7 @@ impl Engine {
             identity,
             event: base,
         } = pending;
+        let base = *base;
         let mode = self.mode.as_str();
         let refuse = |mut event: AuditEvent, status: u16, code: &str, reason: String| {
             event.decision = "deny".into();
@@ -360,15 +364,12 @@ impl Engine {
                 ev.action.clone_from(&r.action);
                 return refuse(ev, 403, "agent_mismatch", why);
             }
-            let a = self.answer(
-                &identity,
-                &base,
-                req,
-                now_secs,
-                &r.action,
-                r.resource.as_deref(),
-                r.context.as_ref(),
-            );
+            let item = BatchItem {
+                action: r.action.clone(),
+                resource: r.resource.clone(),
+                context: r.context.clone(),
+            };
+            let a = self.answer(&identity, &base, req, now_secs, &item);
             let resp = EnforceResponse {
                 decision: a.told,
                 policy: a.decision.policy.as_deref(),
@@ -414,17 +415,7 @@ impl Engine {
         let answers: Vec<Answer> = r
             .actions
             .iter()
-            .map(|i| {
-                self.answer(
-                    &identity,
-                    &base,
-                    req,
-                    now_secs,
-                    &i.action,
-                    i.resource.as_deref(),
-                    i.context.as_ref(),
-                )
-            })
+            .map(|i| self.answer(&identity, &base, req, now_secs, i))
             .collect();
         let all_allowed = answers.iter().all(|a| a.told == "allow");
         let results = answers
