@@ -376,7 +376,7 @@ impl Engine {
             .into_iter()
             .map(|m| self.judge(kind, m, &identity, req, now_secs, &base))
             .collect();
-        self.combine(parsed.batch, judged, &identity, req, now_secs, max_bytes)
+        self.combine(parsed.batch, judged, &identity, req, now_secs)
     }
 
     /// Decides one message.
@@ -568,7 +568,6 @@ impl Engine {
         identity: &Rc<Identity>,
         req: &Request,
         now_secs: u64,
-        _max_bytes: usize,
     ) -> Outcome {
         let forwarded: Vec<&Judged> = judged.iter().filter(|j| !j.refused).collect();
         let errors: Vec<String> = judged.iter().filter_map(|j| j.error.clone()).collect();

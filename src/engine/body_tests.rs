@@ -1104,3 +1104,35 @@ fn bad_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn configuration_errors_name_the_mcp_a2a_and_decision_api_fields() {
+    let k = key();
+    let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
+    let err = |extra: Json| {
+        let mut cfg = json!({"identity": {"issuers": [{"issuer": "i", "audiences": ["a"], "jwks": {"keys": [jwk]}}]}});
+        for (key, v) in extra.as_object().unwrap() {
+            cfg[key] = v.clone();
+        }
+        Engine::from_text(cfg.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(json!({"actions": {"mcp": {"bogus": 1}}})).contains("bogus"));
+    assert!(
+        err(json!({"actions": {"mcp": {"paths": ["mcp"]}}})).starts_with("actions.mcp.paths[0]")
+    );
+    assert!(err(json!({"actions": {"a2a": {"agent": "x", "nope": true}}})).contains("nope"));
+    assert!(
+        err(json!({"decision_api": {"paths": ["enforce"]}})).starts_with("decision_api.paths[0]")
+    );
+    assert!(err(json!({"decision_api": {"max_batch_actions": 0}}))
+        .starts_with("decision_api.max_batch_actions"));
+    assert!(
+        err(json!({"policies": [{"name": "p", "mode": "shadow", "rules": []}]})).contains("mode")
+    );
+    // Istio's float numbers are accepted
+    let mut ok = json!({"identity": {"issuers": [{"issuer": "i", "audiences": ["a"], "jwks": {"keys": [jwk]}}]}});
+    ok["actions"] = json!({"mcp": {"max_body_bytes": 2048.0, "max_response_bytes": 1e+06}});
+    assert!(Engine::from_text(ok.to_string().as_bytes()).is_ok());
+}
