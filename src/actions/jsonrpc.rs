@@ -12,9 +12,9 @@ pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 /// Malformed parameters (e.g. `tools/call` without a tool name).
 pub const INVALID_PARAMS: i64 = -32602;
-/// The MCP `HeaderMismatch` error: an `Mcp-Method`/`Mcp-Name` header disagrees with the
-/// body (MCP's reserved range, as the stateless revision's transport text names it).
-pub const HEADER_MISMATCH: i64 = -32001;
+/// The MCP `HeaderMismatch` error of the 2026-07-28 revision: an `Mcp-Method`/`Mcp-Name`
+/// header disagrees with the body (answered with HTTP 400).
+pub const HEADER_MISMATCH: i64 = -32020;
 /// A policy denial (deny or require_approval). Outside the reserved -32768..-32000
 /// range, so it can never collide with a protocol-defined code; mirrors HTTP 403.
 pub const POLICY_DENIED: i64 = 403;

@@ -857,14 +857,39 @@ const INTERNAL_ERROR: i64 = -32603;
 /// The first MCP revision whose `tools/list` result has `cacheScope`.
 const CACHE_SCOPE_REVISION: &str = "2026-07-28";
 
+/// The body field an `Mcp-Name` header mirrors, for the methods that carry one.
+fn name_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// An `Mcp-Name` value as sent: verbatim, or `=?base64?…?=` for values that are not
+/// printable ASCII. `None` when the encoding is broken (it then matches nothing).
+fn decode_header_value(v: &str) -> Option<String> {
+    use ct_codecs::{Base64, Decoder};
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        None => Some(v.to_string()),
+        Some(payload) => Base64::decode_to_vec(payload, None)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+    }
+}
+
 /// An `Mcp-Method` / `Mcp-Name` header that disagrees with the body: the id to answer
-/// with and why.
+/// with and why. `Mcp-Name` is compared only for the methods that name something
+/// (`tools/call`, `prompts/get`: `params.name`; `resources/read`: `params.uri`).
 fn header_mismatch<'a>(
     req: &Request,
     msgs: &'a [Message],
 ) -> Option<(Option<&'a RawValue>, String)> {
-    let method_h = req.header("mcp-method").map(str::trim);
-    let name_h = req.header("mcp-name").map(str::trim);
+    let method_h = req.header("mcp-method");
+    let name_h = req.header("mcp-name");
     if method_h.is_none() && name_h.is_none() {
         return None;
     }
@@ -881,22 +906,21 @@ fn header_mismatch<'a>(
                 ));
             }
         }
-        if let Some(h) = name_h {
-            let field = if method.starts_with("resources/") {
-                "uri"
-            } else {
-                "name"
-            };
-            let body_name = params
-                .as_ref()
-                .and_then(|p| p.get(field))
-                .and_then(Value::as_str);
-            if body_name.is_some_and(|b| b != h) || body_name.is_none() {
+        let Some(field) = name_field(method) else {
+            continue;
+        };
+        let body_name = params
+            .as_ref()
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str);
+        if let Some(body_name) = body_name {
+            // a stateless client sends both; one without the other disagrees too
+            if name_h.and_then(decode_header_value).as_deref() != Some(body_name) {
                 return Some((
                     id,
                     format!(
-                        "header mismatch: Mcp-Name {h:?} does not match the body's params.{field} {:?}",
-                        body_name.unwrap_or_default()
+                        "header mismatch: Mcp-Name {:?} does not match the body's params.{field} {body_name:?}",
+                        name_h.unwrap_or_default()
                     ),
                 ));
             }
