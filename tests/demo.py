@@ -9,11 +9,14 @@ printed as a table row, then the audit trail as the operator sees it: `meshguard
 query`, `meshguard audit trace` and `meshguard audit verify`. Everything started here is
 stopped by PID on the way out, also on Ctrl-C or an error.
 
-Run from the repository root: ``.venv/bin/python tests/demo.py``
+Run from the repository root: ``.venv/bin/python tests/demo.py``. With ``--mcp`` (or
+``MESHGUARD_DEMO_MCP=1``) an MCP act follows (tests/demo_mcp.py): an agent using the MCP SDK
+lists and calls tools through the same collector.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -124,7 +127,11 @@ def wait_for_events(collector: MeshguardCollector, count: int, timeout: float = 
         time.sleep(0.2)
 
 
-def run(workdir: Path) -> int:
+def mcp_act_enabled(argv: list[str]) -> bool:
+    return "--mcp" in argv or os.environ.get("MESHGUARD_DEMO_MCP") == "1"
+
+
+def run(workdir: Path, *, with_mcp: bool = False) -> int:
     with ExitStack() as stack:
         heading("MeshGuard demo: identity, policy and audit for AI agents, inside Envoy")
         print(f"module: {WASM}")
@@ -178,6 +185,11 @@ def run(workdir: Path) -> int:
         heading("Nothing removed or altered: meshguard audit verify")
         print(collector.run("verify").stdout.rstrip())
 
+        if with_mcp:
+            from demo_mcp import mcp_act
+
+            mcp_act(stack, workdir, collector, tokens, jwks, heading, clip)
+
         heading("Stopping")
     print("envoy, collector and tool service stopped.")
     return 0
@@ -198,7 +210,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-demo-"))
     try:
-        code = run(workdir)
+        code = run(workdir, with_mcp=mcp_act_enabled(sys.argv[1:]))
     except KeyboardInterrupt:
         print("\ninterrupted; everything started was stopped.", file=sys.stderr)
         code = 130

@@ -194,8 +194,10 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
     eprintln!(
         "wrote {} (version {}, {} policies); public key for bundle.public_keys: {pk}",
         a.output.display(),
-        doc["version"],
-        doc["policies"].as_array().map_or(0, Vec::len)
+        doc.get("version").unwrap_or(&Value::Null),
+        doc.get("policies")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
     );
     Ok(ExitCode::SUCCESS)
 }

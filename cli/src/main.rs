@@ -2,14 +2,15 @@
 //! decides exactly as the filter does; `collector` and `audit` are the reference audit
 //! collector and its query tools.
 
+mod approvals_cmd;
 mod audit_query;
 mod bundle;
 mod collector;
+mod grants;
 mod timestamp;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use jwt_simple::prelude::*;
-use meshguard::actions::ActionMatch;
 use meshguard::config::Effect;
 use meshguard::engine::request::Request;
 use meshguard::engine::Engine;
@@ -17,6 +18,7 @@ use meshguard::identity::Identity;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
@@ -32,16 +34,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decide one action offline with the filter's engine; prints the decision as JSON and
-    /// exits 0 for allow, 1 for deny or require_approval, 2 for errors.
+    /// Run one request through the filter's request path offline; prints the audit event's
+    /// decision attributes as JSON and exits 0 for allow, 1 for anything else (deny,
+    /// require_approval, an identity failure; also when audit mode would only record it),
+    /// 2 for errors (a rejected configuration included).
     Check(CheckArgs),
     /// Mint a development token signed with a key from `meshguard keygen`.
     Token(TokenArgs),
     /// Write a development key pair (private JWK) and its public JWKS.
     Keygen(KeygenArgs),
     /// Run the reference audit collector: OTLP/gRPC in, SQLite out, hash chains verified
-    /// as events arrive; optional JSON API and denial alerts.
+    /// as events arrive; optional JSON API and denial alerts; the approval service and
+    /// its signed grants document.
     Collector(collector::CollectorArgs),
+    /// List, approve and deny the approvals the collector recorded.
+    Approvals(approvals_cmd::ApprovalsArgs),
+    /// Sign, verify and inspect grants documents (`meshguard-grants/v1`).
+    Grants(grants::GrantsArgs),
     /// Query and verify the collector's audit database.
     Audit(audit_query::AuditArgs),
     /// Sign, verify, inspect and serve signed policy bundles.
@@ -53,27 +62,34 @@ struct CheckArgs {
     /// Plugin configuration (JSON or YAML), as given to the filter.
     #[arg(long)]
     config: PathBuf,
-    /// A JWT, verified exactly as the filter verifies it.
-    #[arg(long, conflicts_with = "claims", required_unless_present = "claims")]
+    /// A JWT, sent as `Bearer <JWT>` in the configured token header and verified exactly
+    /// as the filter verifies it. Without --token or --claims the request carries no
+    /// token (a 401 `missing_token`, or `would_deny` in audit mode).
+    #[arg(long, conflicts_with = "claims")]
     token: Option<String>,
     /// Claims as JSON, trusted without a signature (for policy authoring).
     #[arg(long)]
     claims: Option<String>,
-    /// The action; without it the route table maps --method and --path.
-    #[arg(long, required_unless_present = "path")]
+    /// The action, sent in the configured action header (`actions.header`); without it
+    /// the route table maps --method and --path.
+    #[arg(long)]
     action: Option<String>,
-    /// The resource.
+    /// The resource, sent in the configured resource header (`actions.resource_header`).
     #[arg(long)]
     resource: Option<String>,
-    /// A request header `name=value`, for conditions on `request.headers.*` (repeatable).
+    /// A request header `name=value` (repeatable), e.g. for `request.headers.*`
+    /// conditions, `x-request-id` or `traceparent`.
     #[arg(long = "header", value_name = "NAME=VALUE")]
     headers: Vec<String>,
     /// Request method.
     #[arg(long, default_value = "GET")]
     method: String,
-    /// Request path.
+    /// Request path (with any query string).
     #[arg(long, default_value = "/")]
     path: String,
+    /// Request `:authority` (`server.address` in the audit event, `request.host`).
+    #[arg(long, default_value = "meshguard-cli")]
+    authority: String,
     /// Decide as of this time (seconds since the epoch) instead of now.
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
@@ -145,6 +161,8 @@ fn main() -> ExitCode {
             .map_err(|e| Fail(e.to_string())),
         Command::Audit(a) => audit_query::run(a).map_err(|e| Fail(e.to_string())),
         Command::Bundle(a) => bundle::run(a).map_err(|e| Fail(e.to_string())),
+        Command::Approvals(a) => approvals_cmd::run(a).map_err(|e| Fail(e.to_string())),
+        Command::Grants(a) => grants::run(a).map_err(|e| Fail(e.to_string())),
     };
     match result {
         Ok(code) => code,
@@ -173,6 +191,24 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Sets a header, replacing any value given with --header, so the flags made for it win.
+fn set_header(req: &mut Request, name: &str, value: String) {
+    req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    req.headers.push((name.to_ascii_lowercase(), value));
+}
+
+/// The header a flag travels in, or an error when the configuration disables it.
+fn flag_header<'a>(header: Option<&'a str>, flag: &str, field: &str) -> Result<&'a str, Fail> {
+    header.ok_or_else(|| {
+        Fail(format!(
+            "{flag} travels in the {field} header, which this configuration disables; \
+             give --method and --path for the route table instead"
+        ))
+    })
+}
+
+/// Runs one request through [`Engine::handle`], the filter's request path, and prints
+/// the audit event's decision attributes (see README, "CLI").
 fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
     let text = read(&a.config)?;
     let engine = Engine::from_text(&text).map_err(|e| {
@@ -181,75 +217,71 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
             a.config.display()
         ))
     })?;
-    let now = a.at.unwrap_or_else(now_secs);
+    let now_nanos = a.at.unwrap_or_else(now_secs).saturating_mul(1_000_000_000);
     let mut req = Request {
         method: a.method.to_ascii_uppercase(),
         path: a.path.clone(),
-        authority: "meshguard-cli".into(),
+        authority: a.authority.clone(),
         headers: Vec::new(),
     };
     for h in &a.headers {
         let (k, v) = split_pair(h, "--header")?;
         req.headers.push((k.to_ascii_lowercase(), v));
     }
-    let identity = match (&a.token, &a.claims) {
-        (Some(t), _) => match engine.verifier().verify(t.trim(), now) {
-            Ok(id) => id,
-            Err(e) => {
-                let out = json!({
-                    "decision": "deny",
-                    "error": "invalid_token",
-                    "errorCode": e.code(),
-                    "reason": e.to_string(),
-                    "mode": engine.mode().as_str(),
-                });
-                println!("{out}");
-                return Ok(ExitCode::from(1));
-            }
-        },
-        (None, Some(c)) => {
+    let mapper = engine.action_mapper();
+    if let Some(action) = &a.action {
+        let header = flag_header(mapper.action_header(), "--action", "actions.header")?;
+        set_header(&mut req, header, action.clone());
+    }
+    if let Some(resource) = &a.resource {
+        let header = flag_header(
+            mapper.resource_header(),
+            "--resource",
+            "actions.resource_header",
+        )?;
+        set_header(&mut req, header, resource.clone());
+    }
+    if let Some(t) = &a.token {
+        let header = engine.verifier().token_header().to_string();
+        set_header(&mut req, &header, format!("Bearer {}", t.trim()));
+    }
+    let outcome = match &a.claims {
+        None => engine.handle(&req, now_nanos, &mut engine.verifier().new_cache()),
+        Some(c) => {
             let claims: Value =
                 serde_json::from_str(c).map_err(|e| Fail(format!("--claims is not JSON: {e}")))?;
-            Identity::from_claims(claims, engine.verifier().claim_names())
-                .map_err(|e| Fail(format!("--claims: {e}")))?
+            let identity =
+                Identity::from_claims(claims, engine.verifier().claim_names()).map(Rc::new);
+            engine.handle_authenticated(&req, now_nanos, identity)
         }
-        (None, None) => return Err(Fail("give --token or --claims".into())),
     };
-    let action = match &a.action {
-        Some(action) => Some(ActionMatch {
-            action: action.clone(),
-            resource: a.resource.clone(),
-            source: "cli".into(),
-        }),
-        None => engine.action_mapper().map(&req).map(|mut m| {
-            if a.resource.is_some() {
-                m.resource.clone_from(&a.resource);
-            }
-            m
-        }),
-    };
-    let d = engine.decide_request(&identity, action.as_ref(), &req, now);
-    let out = json!({
-        "decision": d.effect.as_str(),
-        "effect": d.effect.as_str(),
-        "policy": d.policy,
-        "rule": d.rule,
-        "reason": d.reason,
-        "agent": identity.agent_id,
-        "trustTier": identity.tier.as_str(),
-        "delegationChain": identity.chain.iter().map(|h| h.agent_id.as_str()).collect::<Vec<_>>(),
-        "action": action.as_ref().map(|a| a.action.as_str()),
-        "resource": action.as_ref().and_then(|a| a.resource.as_deref()),
-        "mode": engine.mode().as_str(),
-        "bundleVersion": engine.policy_version(),
-    });
-    println!("{out}");
-    Ok(ExitCode::from(if d.effect == Effect::Allow {
-        0
-    } else {
-        1
-    }))
+    let mut out = Map::new();
+    for (name, value) in outcome.event.attributes() {
+        // Measured by the filter around the whole callback; not part of the decision.
+        if name != LATENCY_ATTRIBUTE {
+            out.insert(name.to_string(), value.to_json());
+        }
+    }
+    out.insert(
+        TRACE_ID_FIELD.into(),
+        Value::String(outcome.event.trace_id_hex()),
+    );
+    println!("{}", Value::Object(out));
+    Ok(ExitCode::from(
+        if outcome.decision.effect == Effect::Allow {
+            0
+        } else {
+            1
+        },
+    ))
 }
+
+/// The audit attribute `check` leaves out: the filter measures it, `check` has nothing to
+/// measure.
+const LATENCY_ATTRIBUTE: &str = "meshguard.latency_us";
+
+/// `check`'s name for the log record's trace id (an OTLP field, not an attribute).
+const TRACE_ID_FIELD: &str = "trace_id";
 
 fn parse_ttl(s: &str) -> Result<u64, Fail> {
     let s = s.trim();

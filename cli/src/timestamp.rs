@@ -4,7 +4,7 @@
 //! Hand-written rather than a date crate because the collector only needs UTC civil dates
 //! (no time zones database), and every dependency costs build time on small machines.
 
-use meshguard::time::{civil_from_days, days_from_civil};
+use meshguard::time::{self, civil_from_days};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,93 +113,19 @@ pub fn parse_instant(input: &str, now: i64) -> Result<i64, TimeError> {
     })
 }
 
-fn digits(s: &str, what: &'static str) -> Result<i64, &'static str> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(what);
-    }
-    s.parse().map_err(|_| what)
-}
-
-/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; a time without an offset
-/// is taken as UTC, the zone every audit tool prints.
+/// Parses RFC 3339 with the filter's parser (one implementation, one table of valid and
+/// invalid timestamps: `tests/fixtures/rfc3339.tsv`), plus a bare `YYYY-MM-DD` as midnight
+/// UTC, a convenience for ranges by day.
 fn parse_rfc3339(s: &str) -> Result<i64, &'static str> {
-    let (date, time) = match s.find(['T', 't', ' ']) {
-        Some(i) => (s.get(..i).unwrap_or(""), s.get(i + 1..).unwrap_or("")),
-        None => (s, ""),
-    };
-    let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("the date must be YYYY-MM-DD");
-    };
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return Err("the date must be YYYY-MM-DD");
+    let is_date = s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    let (secs, nanos) = if is_date {
+        time::parse_rfc3339(&format!("{s}T00:00:00Z"))
+    } else {
+        time::parse_rfc3339(s)
     }
-    let (y, m, d) = (
-        digits(y, "bad year")?,
-        digits(m, "bad month")?,
-        digits(d, "bad day")?,
-    );
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
-        return Err("no such date");
-    }
-    let mut secs = days_from_civil(y, m, d) * SECS_PER_DAY;
-    let mut nanos = 0i64;
-    if !time.is_empty() {
-        // Split off the offset: `Z`, or the last `+`/`-`.
-        let (clock, offset_secs) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
-            (c, 0)
-        } else if let Some(i) = time.rfind(['+', '-']) {
-            let sign = if time.as_bytes().get(i) == Some(&b'-') {
-                -1
-            } else {
-                1
-            };
-            let off = time.get(i + 1..).unwrap_or("");
-            let (oh, om) = off.split_once(':').ok_or("the offset must be ±HH:MM")?;
-            if oh.len() != 2 || om.len() != 2 {
-                return Err("the offset must be ±HH:MM");
-            }
-            let (oh, om) = (digits(oh, "bad offset")?, digits(om, "bad offset")?);
-            if oh > 23 || om > 59 {
-                return Err("bad offset");
-            }
-            (time.get(..i).unwrap_or(""), sign * (oh * 3_600 + om * 60))
-        } else {
-            (time, 0)
-        };
-        let (hms, frac) = match clock.split_once('.') {
-            Some((hms, frac)) => (hms, Some(frac)),
-            None => (clock, None),
-        };
-        let mut t = hms.split(':');
-        let (Some(h), Some(mi), Some(sec), None) = (t.next(), t.next(), t.next(), t.next()) else {
-            return Err("the time must be HH:MM:SS");
-        };
-        if h.len() != 2 || mi.len() != 2 || sec.len() != 2 {
-            return Err("the time must be HH:MM:SS");
-        }
-        let (h, mi, sec) = (
-            digits(h, "bad hour")?,
-            digits(mi, "bad minute")?,
-            digits(sec, "bad second")?,
-        );
-        // 60 is a leap second; treat it as the last second of the minute.
-        if h > 23 || mi > 59 || sec > 60 {
-            return Err("no such time of day");
-        }
-        secs += h * 3_600 + mi * 60 + sec.min(59) - offset_secs;
-        if let Some(frac) = frac {
-            if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("bad fraction of a second");
-            }
-            let padded = format!("{frac:0<9}");
-            nanos = digits(&padded, "bad fraction of a second")?;
-        }
-    }
+    .map_err(time::Rfc3339Error::reason)?;
     secs.checked_mul(NANOS_PER_SEC)
-        .and_then(|n| n.checked_add(nanos))
+        .and_then(|n| n.checked_add(i64::from(nanos)))
         .ok_or("out of range")
 }
 
@@ -218,19 +144,6 @@ pub fn format_rfc3339_millis(nanos: i64) -> String {
     )
 }
 
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +154,7 @@ mod tests {
         assert_eq!(format_rfc3339_millis(t), "2025-01-31T09:00:00.123Z");
         assert_eq!(parse_instant("2025-01-31T09:00:00.123Z", 0), Ok(t));
         assert_eq!(parse_instant("2025-01-31T10:00:00.123+01:00", 0), Ok(t));
-        assert_eq!(parse_instant("2025-01-31 09:00:00.123", 0), Ok(t));
+        assert_eq!(parse_instant("2025-01-31 09:00:00.123z", 0), Ok(t));
         assert_eq!(
             parse_instant("2025-01-31", 0),
             Ok(1_738_281_600 * NANOS_PER_SEC)
@@ -251,6 +164,48 @@ mod tests {
             parse_instant("2024-02-29T23:59:59Z", 0).map(format_rfc3339_millis),
             Ok("2024-02-29T23:59:59.000Z".to_string())
         );
+    }
+
+    /// The filter's table (`tests/fixtures/rfc3339.tsv`) through the CLI's time
+    /// arguments: the same inputs valid, the same instants.
+    #[test]
+    fn the_shared_rfc3339_table_through_the_cli() {
+        let mut rows = 0;
+        for line in include_str!("../../tests/fixtures/rfc3339.tsv").lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let cols: Vec<&str> = line.split('\t').collect();
+            let input = cols[0];
+            if input.trim() != input && !input.trim().is_empty() {
+                // the CLI trims its arguments (shell quoting), so padding is not an error
+                assert_eq!(
+                    parse_instant(input, 0),
+                    parse_instant(input.trim(), 0),
+                    "{input:?}"
+                );
+                assert!(parse_instant(input, 0).is_ok(), "{input:?}");
+                rows += 1;
+                continue;
+            }
+            match cols[1] {
+                "invalid" if input.len() == 10 && !input.contains('T') => {
+                    // a bare date: the CLI's one extension, midnight UTC
+                    assert!(parse_instant(input, 0).is_ok(), "{input:?}");
+                }
+                "invalid" => {
+                    let e = parse_instant(input, 0).expect_err(input);
+                    assert!(e.to_string().contains("is not a time"), "{e}");
+                }
+                secs => {
+                    let nanos: i64 = cols[2].parse().unwrap();
+                    let want = secs.parse::<i64>().unwrap() * NANOS_PER_SEC + nanos;
+                    assert_eq!(parse_instant(input, 0), Ok(want), "{input:?}");
+                }
+            }
+            rows += 1;
+        }
+        assert!(rows >= 40, "{rows}");
     }
 
     #[test]
@@ -268,6 +223,7 @@ mod tests {
             "",
             "yesterday",
             "2025-02-30",
+            "2025-01-31T09:00:00",
             "2025-01-31T25:00:00Z",
             "2025-1-31",
             "1x",

@@ -3,6 +3,14 @@
 //!
 //! Every process and file is owned by a guard that cleans up on drop, so a failing
 //! assertion leaves nothing behind.
+// A test crate: its helpers fail the test by panicking (clippy.toml covers only #[test]
+// functions and #[cfg(test)] modules, not an integration test's helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use meshguard::audit::otlp::AnyValue as FilterValue;
 use meshguard::audit::{chain_hash, chain_input, AuditBuffer, AuditEvent, Chain, CHAIN_GENESIS};
@@ -184,13 +192,38 @@ impl Stream {
     }
 
     fn event(&mut self, agent: &str, action: &str, decision: &str) -> LogRecord {
+        self.event_with(agent, action, decision, &[])
+    }
+
+    /// A require_approval decision carrying the filter's approval id.
+    fn asking(&mut self, agent: &str, action: &str, resource: &str, id: &str) -> LogRecord {
+        self.event_with(
+            agent,
+            action,
+            "require_approval",
+            &[
+                ("meshguard.resource", json!(resource)),
+                ("meshguard.approval_id", json!(id)),
+                ("meshguard.reason", json!("production deletes need a human")),
+            ],
+        )
+    }
+
+    /// An event whose `extra` attributes replace or add to the usual ones.
+    fn event_with(
+        &mut self,
+        agent: &str,
+        action: &str,
+        decision: &str,
+        extra: &[(&'static str, Value)],
+    ) -> LogRecord {
         self.seq += 1;
         let time = 1_700_000_000_000_000_000u64 + self.seq as u64 * 1_000_000_000;
         let mut trace = [0u8; 16];
         trace[..8].copy_from_slice(&(self.seq as u64).to_be_bytes());
         trace[8..].copy_from_slice(&self.id.len().to_be_bytes());
         trace[0] = self.id.as_bytes()[0];
-        let attrs = vec![
+        let mut attrs = vec![
             ("meshguard.decision", json!(decision)),
             ("meshguard.effect", json!(decision)),
             ("meshguard.enforced", json!(true)),
@@ -214,6 +247,8 @@ impl Stream {
             ("meshguard.seq", json!(self.seq)),
             ("meshguard.prev_hash", json!(self.last_hash)),
         ];
+        attrs.retain(|(k, _)| !extra.iter().any(|(x, _)| x == k));
+        attrs.extend(extra.iter().cloned());
         let hash = chain_hash(&chain_input(&self.last_hash, time, &hex(&trace), &attrs));
         self.last_hash = hash.clone();
         let mut attributes: Vec<KeyValue> = attrs.iter().map(|(k, v)| kv(k, v)).collect();
@@ -705,4 +740,407 @@ fn bad_startup_flags_exit_2_with_a_reason() {
     let (code, err) = run(&["--listen", "127.0.0.1:0", "--db", corrupt.to_str().unwrap()]);
     assert_eq!(code, Some(2));
     assert!(err.contains("damaged"), "{err}");
+}
+
+// ---------------------------------------------------------------- approvals and grants
+
+/// Any request through a plain socket: (status, lower-cased head, body bytes).
+fn http_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, head, raw[split + 4..].to_vec())
+}
+
+fn header_value(head: &str, name: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `meshguard <args>`: (exit code, stdout, stderr).
+fn meshguard(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run meshguard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Verifies a grants document exactly as documented (cli/COLLECTOR.md "Grants
+/// document"), independently of the collector's own code: Ed25519 over
+/// `meshguard-grants/v1\n` + canonical JSON without `signatures`.
+fn verify_grants(bytes: &[u8], public_x: &str) -> Value {
+    use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+    let doc: Value = serde_json::from_slice(bytes).expect("JSON");
+    assert_eq!(doc["format"], "meshguard-grants/v1");
+    let mut unsigned = doc.clone();
+    unsigned.as_object_mut().unwrap().remove("signatures");
+    let canonical = meshguard::sources::bundle::canonical_json(&unsigned).unwrap();
+    let input = format!("meshguard-grants/v1\n{canonical}");
+    let sig = doc["signatures"][0]["sig"].as_str().expect("a signature");
+    assert_eq!(doc["signatures"][0]["alg"], "Ed25519");
+    let sig = Base64UrlSafeNoPadding::decode_to_vec(sig, None).unwrap();
+    let pk = Base64UrlSafeNoPadding::decode_to_vec(public_x, None).unwrap();
+    let pk = ed25519_compact::PublicKey::from_slice(&pk).unwrap();
+    pk.verify(
+        input.as_bytes(),
+        &ed25519_compact::Signature::from_slice(&sig).unwrap(),
+    )
+    .expect("the grants document verifies with the collector's public key");
+    doc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_become_signed_grants() {
+    let dir = TempDir::new("approvals");
+    let db = dir.join("audit.db");
+    let out_dir = dir.join("keys");
+    let (code, _, err) = meshguard(&[
+        "keygen",
+        "--alg",
+        "EdDSA",
+        "--kid",
+        "grants",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let key = out_dir.join("grants.key.json");
+    let jwks = out_dir.join("grants.jwks.json");
+    let jwks_doc: Value = serde_json::from_slice(&std::fs::read(&jwks).unwrap()).unwrap();
+    let x = jwks_doc["keys"][0]["x"].as_str().unwrap().to_string();
+    let (hook, notices, _) = webhook().await;
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--grants-key",
+        key.to_str().unwrap(),
+        "--alert-webhook",
+        &hook,
+    ];
+    let mut collector = Collector::start(&db, &args);
+    let api = collector.http.clone().expect("http");
+    let url = format!("http://{api}");
+    let mut client = collector.client().await;
+
+    // Before anything is approved: an empty, signed document.
+    let (code, head, body) = http_call(&api, "GET", "/grants", &[], None);
+    assert_eq!(code, 200, "{head}");
+    let doc0 = verify_grants(&body, &x);
+    assert_eq!(doc0["grants"], json!([]));
+    let v0 = doc0["version"].as_u64().unwrap();
+    let etag0 = header_value(&head, "etag");
+    assert!(etag0.starts_with('"'), "{head}");
+    let (code, _, body) = http_call(&api, "GET", "/grants", &[("If-None-Match", &etag0)], None);
+    assert_eq!((code, body.len()), (304, 0), "unchanged: 304");
+
+    // The agent asks three times for one thing (one batch retried) and once for another.
+    let mut s = Stream::new("a");
+    let first = request(
+        "pod-1",
+        vec![
+            s.asking("agent-x", "delete:db", "prod", "apr_aaaa"),
+            s.asking("agent-x", "delete:db", "prod", "apr_aaaa"),
+            s.event("agent-x", "read:orders", "deny"),
+        ],
+    );
+    export(&mut client, first.clone()).await;
+    export(&mut client, first).await;
+    let second = request(
+        "pod-1",
+        vec![
+            s.asking("agent-x", "delete:db", "prod", "apr_aaaa"),
+            s.asking("agent-y", "wire:money", "", "apr_bbbb"),
+        ],
+    );
+    export(&mut client, second).await;
+
+    let (code, _, body) = http_call(&api, "GET", "/api/approvals?status=pending", &[], None);
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let pending = list["approvals"].as_array().unwrap();
+    assert_eq!(pending.len(), 2, "{list}");
+    let a = pending.iter().find(|p| p["id"] == "apr_aaaa").unwrap();
+    assert_eq!(a["count"], 3, "the retried batch counted once: {a}");
+    assert_eq!(
+        (&a["agent"], &a["resource"]),
+        (&json!("agent-x"), &json!("prod"))
+    );
+    assert_eq!(a["status"], "pending");
+    assert_eq!(a["trace_ids"].as_array().map(Vec::len), Some(3));
+
+    // One webhook notice per new pending approval (the first delivery fails and is retried).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while notices.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let got = notices.lock().unwrap();
+        let mut ids: Vec<&str> = got
+            .iter()
+            .filter(|n| n["type"] == "approval.pending")
+            .filter_map(|n| n["approval_id"].as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["apr_aaaa", "apr_bbbb"], "{got:?}");
+    }
+
+    // Approve through the CLI (JSON output), deny through the API; bad input is refused.
+    let (code, out, err) = meshguard(&[
+        "approvals",
+        "approve",
+        "apr_aaaa",
+        "--for",
+        "3s",
+        "--by",
+        "alice",
+        "--reason",
+        "incident 7",
+        "--url",
+        &url,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let approved: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["decided_by"], "alice");
+    let (code, _, body) = http_call(
+        &api,
+        "POST",
+        "/api/approvals/apr_bbbb/deny",
+        &[],
+        Some(&json!({"denied_by": "bob", "reason": "no"})),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (code, _, body) = http_call(
+        &api,
+        "POST",
+        "/api/approvals/apr_bbbb/approve",
+        &[],
+        Some(&json!({"for": "1h"})),
+    );
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("approved_by"));
+    let (code, _, body) = http_call(
+        &api,
+        "POST",
+        "/api/approvals/apr_bbbb/approve",
+        &[],
+        Some(&json!({"for": "soon", "approved_by": "bob"})),
+    );
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("for"));
+    let (code, _, err) = meshguard(&[
+        "approvals",
+        "approve",
+        "apr_nope",
+        "--for",
+        "1h",
+        "--by",
+        "alice",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 1, "unknown id: {err}");
+    let (code, _, err) = meshguard(&[
+        "approvals",
+        "deny",
+        "apr_bbbb",
+        "--by",
+        "bob",
+        "--url",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(code, 2, "unreachable collector: {err}");
+    assert!(err.contains("cannot reach"), "{err}");
+
+    // The grant is published: new version, signed, with the approval's fields.
+    let (code, head, body) = http_call(&api, "GET", "/grants", &[("If-None-Match", &etag0)], None);
+    assert_eq!(code, 200);
+    let doc1 = verify_grants(&body, &x);
+    let v1 = doc1["version"].as_u64().unwrap();
+    assert!(v1 > v0, "{v1} > {v0}");
+    assert_eq!(
+        header_value(&head, "x-meshguard-grants-version"),
+        v1.to_string()
+    );
+    let grants = doc1["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{doc1}");
+    assert_eq!(grants[0]["id"], "apr_aaaa");
+    assert_eq!(grants[0]["agent"], "agent-x");
+    assert_eq!(grants[0]["action"], "delete:db");
+    assert_eq!(grants[0]["resource"], "prod");
+    assert_eq!(grants[0]["approved_by"], "alice");
+    assert_eq!(grants[0]["reason"], "incident 7");
+    assert_eq!(grants[0]["expires_at"], approved["expires_at"]);
+
+    // `meshguard grants verify` agrees, and catches a tampered copy.
+    let file = dir.join("grants.json");
+    std::fs::write(&file, &body).unwrap();
+    let (code, out, _) = meshguard(&[
+        "grants",
+        "verify",
+        "--pubkey",
+        jwks.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let tampered = String::from_utf8_lossy(&body).replace("agent-x", "agent-z");
+    std::fs::write(&file, tampered).unwrap();
+    let (code, out, _) = meshguard(&[
+        "grants",
+        "verify",
+        "--pubkey",
+        jwks.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rejected"), "{out}");
+
+    let (code, out, _) = meshguard(&[
+        "approvals",
+        "list",
+        "--url",
+        &url,
+        "--status",
+        "denied",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let denied: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(denied[0]["id"], "apr_bbbb");
+    assert_eq!(denied[0]["decided_by"], "bob");
+
+    // After the TTL the grant is gone and the version grew.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (code, head, body) = http_call(&api, "GET", "/grants", &[], None);
+    assert_eq!(code, 200);
+    let doc2 = verify_grants(&body, &x);
+    let v2 = doc2["version"].as_u64().unwrap();
+    assert!(v2 > v1, "{v2} > {v1}");
+    assert_eq!(doc2["grants"], json!([]));
+    let etag2 = header_value(&head, "etag");
+    let (code, out, _) = meshguard(&[
+        "approvals",
+        "list",
+        "--db",
+        db.to_str().unwrap(),
+        "--status",
+        "expired",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ID") && out.contains("apr_aaaa"), "{out}");
+
+    // A restart serves the same document; a change made on the database directly (the
+    // CLI's --db) is published with a higher version.
+    drop(client);
+    assert_eq!(collector.terminate(), Some(0), "{:?}", collector.log());
+    let collector = Collector::start(&db, &args);
+    let api = collector.http.clone().expect("http");
+    let (code, head, _) = http_call(&api, "GET", "/grants", &[("If-None-Match", &etag2)], None);
+    assert_eq!(
+        code, 304,
+        "same grants, same document after a restart: {head}"
+    );
+    let (code, _, err) = meshguard(&[
+        "approvals",
+        "approve",
+        "apr_bbbb",
+        "--for",
+        "1h",
+        "--by",
+        "carol",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, body) = http_call(&api, "GET", "/grants", &[("If-None-Match", &etag2)], None);
+    assert_eq!(code, 200);
+    let doc3 = verify_grants(&body, &x);
+    assert!(doc3["version"].as_u64().unwrap() > v2);
+    assert_eq!(doc3["grants"][0]["id"], "apr_bbbb");
+    assert!(
+        doc3["grants"][0].get("resource").is_none(),
+        "no resource: any"
+    );
+}
+
+#[test]
+fn grants_need_a_usable_key_and_the_http_api() {
+    let dir = TempDir::new("grants-flags");
+    let db = dir.join("audit.db");
+    let (code, _, err) = meshguard(&[
+        "collector",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+        "--grants-key",
+        "/nonexistent.json",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--http"), "{err}");
+    let bad = dir.join("es256.key.json");
+    let (code, _, _) = meshguard(&[
+        "keygen",
+        "--kid",
+        "es256",
+        "--out-dir",
+        dir.0.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let (code, _, err) = meshguard(&[
+        "collector",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--grants-key",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--grants-key") && err.contains("EdDSA"),
+        "{err}"
+    );
 }

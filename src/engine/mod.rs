@@ -17,6 +17,7 @@ use crate::config::{
     Mode, PluginConfig, StatusConfig,
 };
 use crate::identity::{Identity, IdentityError, TokenCache, Verifier};
+use crate::policy::names::Fact;
 use crate::policy::{Decision, PolicySet, Subject};
 use crate::sources::bundle::{Bundle, BundleKeys};
 use crate::tier::TrustTier;
@@ -24,6 +25,7 @@ use request::Request;
 use response::{Denial, LocalResponse};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// A compiled configuration, shared by every request of a worker.
 #[derive(Debug)]
@@ -120,7 +122,8 @@ pub struct Evaluation {
     pub used_context: bool,
 }
 
-/// The values conditions can refer to (DESIGN §4).
+/// The values conditions can refer to (README, "Policy language"), by the names of
+/// [`crate::policy::names`].
 struct Facts<'a> {
     identity: &'a Identity,
     subject: Subject<'a>,
@@ -145,53 +148,54 @@ fn json_to_value(v: &serde_json::Value) -> Option<Value> {
 }
 
 impl Lookup for Facts<'_> {
+    /// Answers through the same table that validated the policy's names, so every name a
+    /// loaded condition uses is one this match handles.
     fn lookup(&self, name: &str) -> Option<Value> {
         let num = |n: u64| Some(Value::Num(n as f64));
-        match name {
-            "time.hour" => num((self.now_secs / 3600) % 24),
-            "time.minute" => num((self.now_secs / 60) % 60),
+        let text = |s: &str| Some(Value::Str(s.to_string()));
+        match Fact::parse(name)? {
+            Fact::TimeHour => num((self.now_secs / 3600) % 24),
+            Fact::TimeMinute => num((self.now_secs / 60) % 60),
             // ISO 8601: Monday = 1 ... Sunday = 7; 1970-01-01 was a Thursday.
-            "time.weekday" => num((self.now_secs / 86_400 + 3) % 7 + 1),
-            "time.unix" => num(self.now_secs),
-            "agent.id" => Some(Value::Str(self.subject.agent_id.to_string())),
-            "agent.trust_tier" => Some(Value::Str(self.subject.tier.as_str().to_string())),
-            "agent.issuer" => Some(Value::Str(self.identity.issuer.clone())),
-            "action" => Some(Value::Str(self.action.to_string())),
-            "resource" => self.resource.map(|r| Value::Str(r.to_string())),
-            "request.method" => Some(Value::Str(self.req.method.clone())),
-            "request.path" => Some(Value::Str(self.req.path_only().to_string())),
-            "request.host" => Some(Value::Str(self.req.authority.clone())),
-            "delegation.depth" => num(self.identity.depth() as u64),
-            "mcp.method" => self.body.mcp_method.map(|m| Value::Str(m.to_string())),
-            "mcp.tool" => self.body.mcp_tool.map(|m| Value::Str(m.to_string())),
-            "a2a.method" => self.body.a2a_method.map(|m| Value::Str(m.to_string())),
-            "delegation.chain" => Some(Value::List(
+            Fact::TimeWeekday => num((self.now_secs / 86_400 + 3) % 7 + 1),
+            Fact::TimeUnix => num(self.now_secs),
+            Fact::AgentId => text(self.subject.agent_id),
+            Fact::AgentTrustTier => text(self.subject.tier.as_str()),
+            Fact::AgentIssuer => text(&self.identity.issuer),
+            Fact::AgentClaim(c) => {
+                let direct = self.identity.claims.get(c);
+                let nested = || {
+                    c.split('.')
+                        .try_fold(&self.identity.claims, |v, seg| v.get(seg))
+                };
+                direct.or_else(nested).and_then(json_to_value)
+            }
+            Fact::Action => text(self.action),
+            Fact::Resource => self.resource.and_then(text),
+            Fact::RequestMethod => text(&self.req.method),
+            Fact::RequestPath => text(self.req.path_only()),
+            Fact::RequestHost => text(&self.req.authority),
+            Fact::RequestHeader(h) => self.req.header(h).and_then(text),
+            // Filled from JSON-RPC bodies (MCP, A2A, `/enforce`); a request without one
+            // leaves them missing, which makes any comparison on them false.
+            Fact::Context(c) => {
+                self.used_context.set(true);
+                self.body
+                    .context
+                    .and_then(|ctx| dig(ctx, c))
+                    .and_then(json_to_value)
+            }
+            Fact::McpMethod => self.body.mcp_method.and_then(text),
+            Fact::McpTool => self.body.mcp_tool.and_then(text),
+            Fact::A2aMethod => self.body.a2a_method.and_then(text),
+            Fact::DelegationDepth => num(self.identity.depth() as u64),
+            Fact::DelegationChain => Some(Value::List(
                 self.identity
                     .chain
                     .iter()
                     .map(|h| Value::Str(h.agent_id.clone()))
                     .collect(),
             )),
-            _ => {
-                if let Some(h) = name.strip_prefix("request.headers.") {
-                    self.req.header(h).map(|v| Value::Str(v.to_string()))
-                } else if let Some(c) = name.strip_prefix("agent.claims.") {
-                    let direct = self.identity.claims.get(c);
-                    let nested = || {
-                        c.split('.')
-                            .try_fold(&self.identity.claims, |v, seg| v.get(seg))
-                    };
-                    direct.or_else(nested).and_then(json_to_value)
-                } else if let Some(c) = name.strip_prefix("context.") {
-                    self.used_context.set(true);
-                    self.body
-                        .context
-                        .and_then(|ctx| dig(ctx, c))
-                        .and_then(json_to_value)
-                } else {
-                    None
-                }
-            }
         }
     }
 }
@@ -241,11 +245,6 @@ impl Engine {
     /// Parses and compiles configuration text (JSON or YAML).
     pub fn from_text(text: &[u8]) -> Result<Engine, ConfigError> {
         Engine::build(&config::parse(text)?, Sources::default())
-    }
-
-    /// Compiles a parsed configuration with no fetched data.
-    pub fn compile(cfg: PluginConfig) -> Result<Engine, ConfigError> {
-        Engine::build(&cfg, Sources::default())
     }
 
     /// Compiles a configuration together with the bundle and JWKS fetched so far.
@@ -474,7 +473,7 @@ impl Engine {
 
     /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
     /// action is a denial with a reason that says so.
-    pub fn decide_request(
+    fn decide_request(
         &self,
         identity: &Identity,
         action: Option<&ActionMatch>,
@@ -491,6 +490,23 @@ impl Engine {
 
     /// The whole request path for one request.
     pub fn handle(&self, req: &Request, now_unix_nanos: u64, cache: &mut TokenCache) -> Outcome {
+        let identity = self.verifier.authenticate(
+            req.header(self.verifier.token_header()),
+            now_parts(now_unix_nanos),
+            cache,
+        );
+        self.handle_authenticated(req, now_unix_nanos, identity)
+    }
+
+    /// [`Engine::handle`] after authentication: action mapping, decision, mode, verdict
+    /// and audit event. `meshguard check --claims` enters here with an identity built from
+    /// unsigned claims; everything after that is the filter's path.
+    pub fn handle_authenticated(
+        &self,
+        req: &Request,
+        now_unix_nanos: u64,
+        identity: Result<Rc<Identity>, IdentityError>,
+    ) -> Outcome {
         let now_secs = now_parts(now_unix_nanos);
         let mut event = self.base_event(req, now_unix_nanos);
         let trace_hex = event.trace_id_hex();
@@ -499,7 +515,7 @@ impl Engine {
             event.action.clone_from(&a.action);
             event.resource = a.resource.clone().unwrap_or_default();
         }
-        let identity = match self.authenticate(req, now_secs, cache) {
+        let identity = match identity {
             Ok(id) => id,
             Err(e) => return self.identity_failure(&e, event, &trace_hex),
         };
@@ -568,7 +584,7 @@ impl Engine {
         req: &Request,
         now_secs: u64,
         cache: &mut TokenCache,
-    ) -> Result<std::rc::Rc<Identity>, IdentityError> {
+    ) -> Result<Rc<Identity>, IdentityError> {
         self.verifier
             .authenticate(req.header(self.verifier.token_header()), now_secs, cache)
     }
@@ -1029,6 +1045,119 @@ mod tests {
             "{}",
             o.decision.reason
         );
+    }
+
+    #[test]
+    fn every_name_of_the_table_is_answered_for_a_full_request() {
+        let k = key();
+        let e = Engine::from_text(&config(&k, "enforce")).unwrap();
+        let t = token(
+            &k,
+            json!({"trust_tier": "verified", "x-y": "claim", "act": {"sub": "agent-b"}}),
+        );
+        let identity = e.verifier().verify(&t, NOW).unwrap();
+        let req = request("POST", "/v1/email/send?q=1", Some(&t), &[("x-y", "header")]);
+        let action = e.action_mapper().map(&req).unwrap();
+        let used = Cell::new(false);
+        let ctx = json!({"x-y": 1});
+        let with_body = |body: BodyFacts<'_>| {
+            let facts = Facts {
+                identity: &identity,
+                subject: Subject {
+                    agent_id: &identity.agent_id,
+                    tier: identity.tier,
+                },
+                action: &action.action,
+                resource: action.resource.as_deref(),
+                req: &req,
+                now_secs: NOW,
+                body,
+                used_context: &used,
+            };
+            crate::policy::names::examples("x-y")
+                .into_iter()
+                .map(|name| {
+                    let a = facts.lookup(&name);
+                    (name, a)
+                })
+                .collect::<Vec<_>>()
+        };
+        // a JSON-RPC body answers every name of the table
+        let full = BodyFacts {
+            context: Some(&ctx),
+            mcp_method: Some("tools/call"),
+            mcp_tool: Some("t"),
+            a2a_method: Some("message/send"),
+        };
+        for (name, answer) in with_body(full) {
+            assert!(answer.is_some(), "{name} is in the table but not answered");
+        }
+        assert!(used.get(), "context lookups are noticed");
+        // a plain HTTP request has no body values
+        let from_bodies = [
+            Fact::Context("x-y"),
+            Fact::McpMethod,
+            Fact::McpTool,
+            Fact::A2aMethod,
+        ];
+        for (name, answer) in with_body(BodyFacts::default()) {
+            let fact = Fact::parse(&name).unwrap();
+            assert_eq!(from_bodies.contains(&fact), answer.is_none(), "{name}");
+        }
+        let facts = Facts {
+            identity: &identity,
+            subject: Subject {
+                agent_id: &identity.agent_id,
+                tier: identity.tier,
+            },
+            action: &action.action,
+            resource: action.resource.as_deref(),
+            req: &req,
+            now_secs: NOW,
+            body: BodyFacts::default(),
+            used_context: &used,
+        };
+        assert_eq!(
+            facts.lookup("request.headers.x-y"),
+            Some(Value::Str("header".into()))
+        );
+        assert_eq!(
+            facts.lookup("agent.claims.x-y"),
+            Some(Value::Str("claim".into()))
+        );
+        assert_eq!(facts.lookup("time.hours"), None);
+    }
+
+    #[test]
+    fn a_typo_in_a_condition_is_a_configuration_error() {
+        let k = key();
+        let mut cfg: Json = serde_json::from_slice(&config(&k, "enforce")).unwrap();
+        cfg["policies"][0]["rules"][2]["conditions"] =
+            json!(["action != \"x\" AND time.hours >= 0"]);
+        let e = Engine::from_text(cfg.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "policies[0].rules[2].conditions[0]: condition \"action != \"x\" AND time.hours >= 0\": \
+                 unknown name `time.hours` at column 19 (valid names: time.hour, time.minute,"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("agent.claims.<claim>, request.headers.<header>, context.<field>"),
+            "{e}"
+        );
+        // the open namespaces take any suffix; the extensions stay valid
+        cfg["policies"][0]["rules"][2]["conditions"] = json!([
+            "agent.claims.team == 1 AND request.headers.x-a == 1 AND context.amount > 1 \
+             AND time.unix > 0 AND agent.issuer == 1 AND request.host == 1 AND mcp.tool == 1"
+        ]);
+        assert!(Engine::from_text(cfg.to_string().as_bytes()).is_ok());
+        // policy_yaml and bundles go through the same compile
+        let yaml = json!({"identity": cfg["identity"], "policy_yaml": "name: p\nrules:\n  - {action: 'x', effect: deny, conditions: ['time.hours > 1']}\n"});
+        let e = Engine::from_text(yaml.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field(), "policy_yaml[0].rules[0].conditions[0]", "{e}");
     }
 
     #[test]

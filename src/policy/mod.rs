@@ -5,10 +5,13 @@
 //! winning effect (exact action beats wildcard, more literal characters beat fewer, a
 //! resource pattern beats none, earlier beats later).
 
+pub mod names;
+
 use crate::condition::{Condition, Lookup};
 use crate::config::{ConfigError, Effect, Policy};
 use crate::glob::{normalize, Pattern, PatternSet};
 use crate::tier::TrustTier;
+use names::Fact;
 use serde::Serialize;
 
 /// Who is asking: one agent of the chain.
@@ -135,10 +138,14 @@ impl PolicySet {
                 };
                 let mut conditions = Vec::with_capacity(r.conditions.len());
                 for (ci, c) in r.conditions.iter().enumerate() {
-                    conditions.push(Condition::parse(c).map_err(|e| ConfigError::Condition {
+                    let condition_error = |e| ConfigError::Condition {
                         field: format!("{rf}.conditions[{ci}]"),
                         error: e,
-                    })?);
+                    };
+                    let cond = Condition::parse(c).map_err(condition_error)?;
+                    cond.check_names(|n| Fact::parse(n).is_some(), names::valid_names)
+                        .map_err(condition_error)?;
+                    conditions.push(cond);
                 }
                 rules.push(CompiledRule {
                     policy: pi,

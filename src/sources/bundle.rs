@@ -241,6 +241,15 @@ fn canonical(v: &Value, out: &mut String) -> Result<(), String> {
     Ok(())
 }
 
+/// The canonical JSON form described above, for other documents signed the same way
+/// under their own first line (the grants document of `meshguard collector`, README
+/// "Temporal grants").
+pub fn canonical_json(v: &Value) -> Result<String, BundleError> {
+    let mut out = String::new();
+    canonical(v, &mut out).map_err(BundleError::Malformed)?;
+    Ok(out)
+}
+
 /// The bytes a bundle's signatures cover.
 pub fn signing_input(bundle_json: &Value) -> Result<Vec<u8>, BundleError> {
     let mut unsigned = bundle_json.clone();

@@ -4,6 +4,7 @@ column or line), and a running Envoy keeps its previous good configuration (DESI
 from __future__ import annotations
 
 import copy
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from harness import expect, policies
+from harness import cli, expect, policies
 from harness.client import MeshClient
 from harness.envoy import Envoy, Listener, load_template, make_listener, render, validate, with_lds, write_lds
 from harness.ports import free_port
@@ -48,6 +49,28 @@ def _bad_condition_in_policy_yaml(cfg: dict) -> str:
     return policies.as_yaml(cfg)
 
 
+TYPO = "time.hours >= 0"
+# The message the filter (Envoy's log) and `meshguard check` (stderr) both give for TYPO in
+# the seed policy's delete rule (rules[2], a deny: the typo would make it fail open).
+TYPO_MESSAGE = (f'policies[0].rules[2].conditions[0]: condition "{TYPO}": unknown name `time.hours` at column 1 '
+                "(valid names: time.hour, time.minute, time.weekday, agent.id, agent.trust_tier, action, "
+                "resource, request.method, request.path, mcp.method, mcp.tool, a2a.method, delegation.depth, "
+                "delegation.chain, time.unix, agent.issuer, request.host, agent.claims.<claim>, "
+                "request.headers.<header>, context.<field>)")
+
+
+def _typo_in_condition_name(cfg: dict) -> str:
+    cfg["policies"][0]["rules"][2]["conditions"] = [TYPO]
+    return policies.as_json(cfg)
+
+
+def _typo_in_policy_yaml(cfg: dict) -> str:
+    rules = cfg.pop("policies")
+    rules[0]["rules"][2]["conditions"] = ["agent.id == 'x' OR time.hours >= 0"]
+    cfg["policy_yaml"] = policies.as_yaml(rules[0])
+    return policies.as_yaml(cfg)
+
+
 def _yaml_wrong_type(cfg: dict) -> str:
     cfg["identity"]["clock_skew_seconds"] = "soon"
     return policies.as_yaml(cfg)
@@ -60,6 +83,9 @@ BROKEN: list[tuple[str, Callable[[dict], str], list[str]]] = [
     ("condition-syntax", _bad_condition, ["policies[0].rules[1].conditions[0]", "column"]),
     ("condition-syntax-in-policy-yaml", _bad_condition_in_policy_yaml, ["policy_yaml", "conditions[0]", "column"]),
     ("yaml-wrong-type", _yaml_wrong_type, ["identity.clock_skew_seconds", "line"]),
+    ("condition-name-typo", _typo_in_condition_name, [TYPO_MESSAGE]),
+    ("condition-name-typo-in-policy-yaml", _typo_in_policy_yaml,
+     ["policy_yaml[0].rules[2].conditions[0]", "unknown name `time.hours` at column 20", "valid names: time.hour"]),
 ]
 
 
@@ -76,6 +102,24 @@ def test_validate_rejects_bad_plugin_config(tmp_path, keyring, breaker, fragment
 def test_validate_accepts_the_seed_config(tmp_path, keyring):
     result = validate(_bootstrap(policies.as_yaml(policies.seed_config(keyring.jwks))), tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("breaker", [_typo_in_condition_name, _typo_in_policy_yaml])
+def test_check_rejects_what_the_filter_rejects(tmp_path, keyring, breaker):
+    """`meshguard check` refuses the same configuration with the same message, exit 2."""
+    text = breaker(policies.seed_config(keyring.jwks))
+    config = tmp_path / "plugin-config"
+    config.write_text(text)
+    envoy = validate(_bootstrap(text), tmp_path)
+    rejection = [l for l in envoy.stdout.splitlines() if "meshguard" in l and "rejected" in l]
+    assert envoy.returncode != 0 and rejection, envoy.stdout[-3000:]
+    proc = subprocess.run([str(cli.require()), "check", "--config", str(config), "--claims", "{}",
+                           "--action", "delete:orders"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc
+    assert proc.stdout == "", proc.stdout
+    message = proc.stderr.strip().split("configuration rejected: ", 1)[1]
+    assert "unknown name `time.hours`" in message, proc.stderr
+    assert rejection[0].endswith(message), (rejection[0], message)
 
 
 # --- live reload through filesystem LDS -------------------------------------------------
@@ -139,4 +183,24 @@ def test_live_reload_keeps_previous_config_then_takes_a_valid_one(live, keyring,
         time.sleep(0.1)  # the new listener is warming (compiling the module); poll again
         resp = read_orders()
     expect.denied(resp, policy="lockdown", rule="rules[0]", reason="maintenance")
+    assert live.envoy.alive()
+
+
+def test_live_reload_rejects_a_typo_in_a_condition_and_keeps_deciding(live, keyring, tokens):
+    def read_orders():
+        return live.client.call(tokens.token("reload-agent", "verified"), action="read:orders")
+
+    before = read_orders()
+    rejected = live.envoy.stat("listener_manager.lds.update_rejected")
+    live.publish(_typo_in_condition_name(policies.seed_config(keyring.jwks)))
+    live.envoy.wait_stat("listener_manager.lds.update_rejected", rejected + 1, timeout=20)
+    assert TYPO_MESSAGE in live.envoy.log_text()
+    after = read_orders()
+
+    def decided(r):  # the decision and the policy version in force, not the per-request ids
+        if r.status == 200:
+            return 200, r.upstream_headers.get("x-meshguard-decision")
+        return r.status, {k: v for k, v in r.json().items() if k != "traceId"}
+
+    assert decided(after) == decided(before)
     assert live.envoy.alive()

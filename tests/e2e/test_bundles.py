@@ -29,6 +29,13 @@ INTERVAL_S = 1
 INLINE_POLICY = "name: inline-policy\nrules:\n  - {name: inline-read, action: 'read:*', effect: allow}\n"
 
 
+# A signed bundle with a typo in a condition's name: rejected like a bad signature.
+TYPO_POLICY = [{"name": "bundle-deny", "version": 1, "rules": [
+    {"name": "bundle-deny-read", "action": "read:*", "effect": "deny"},
+    {"name": "typo", "action": "write:*", "effect": "deny", "conditions": ["time.hours >= 0"]},
+]}]
+
+
 def bundle_policy(name: str, effect: str) -> list[dict]:
     return [{"name": name, "version": 1, "rules": [{"name": f"{name}-read", "action": "read:*", "effect": effect}]}]
 
@@ -121,6 +128,9 @@ def test_lifecycle(deployment, server, signer, tokens):
         signer.sign(bundles.bundle(6, bundle_policy("bundle-deny", "deny"), agents=[{"pad": "x" * 70_000}])),
         b"<html>not a bundle</html>",
         b'{"format": "meshguard-bundle/v1", "version": 7',  # truncated
+        # signed and newer, but a condition names `time.hours` (a typo): were it accepted,
+        # its unconditional deny would take over
+        signer.sign(bundles.bundle(8, TYPO_POLICY)),
     ]
     for n, doc in enumerate(bad, start=1):
         publish(server, doc)
@@ -128,6 +138,11 @@ def test_lifecycle(deployment, server, signer, tokens):
         assert decision_policy(client, tokens) == (200, None), f"bad bundle #{n} changed the decision"
     h = health(client)
     assert h["bundleVersion"] == "2" and h["lastSyncSuccess"] is False and h["lastError"]
+    assert "bundle.policies[0].rules[1].conditions[0]" in h["lastError"], h
+    typo = ('bundle.policies[0].rules[1].conditions[0]: condition "time.hours >= 0": '
+            "unknown name `time.hours` at column 1 (valid names: time.hour,")
+    # Envoy writes its log file in batches: poll for the line
+    wait_until(lambda: typo in envoy.log_text(), what="the typo's rejection in Envoy's log")
 
     # 5. The server failing (500) or going away changes nothing but the health report.
     server.serve(BUNDLE_PATH, b"oops", status=500)

@@ -1,12 +1,17 @@
-"""``meshguard check`` (the CLI) and the filter in Envoy decide identically (DESIGN §2).
+"""``meshguard check`` (the CLI) and the filter in Envoy run the same request path
+(``Engine::handle``) and so record the same decision (README, "CLI").
 
-Each case is decided three ways: by the filter (effect/policy/rule read from its audit
-event at the real collector), by ``meshguard check --token`` and, for every third case,
-by ``meshguard check --claims``. All must equal the expected decision written in the
-table, so a bug shared by both sides of the engine is caught too. The policy set is the
-rich one (several policies, wildcards, resources, min_trust_tier, require_approval,
-conditions on headers, claims and delegation depth, agent globs). Identity failures must
-get the same ``errorCode`` from both.
+Every case is sent to the filter, in enforce mode and in audit mode, and the very same
+request (method, path, headers, token, ``x-request-id``, authority, time) is given to
+``meshguard check``. The CLI prints the audit event's attributes; the test compares that
+whole JSON object with the attributes of the filter's audit event as the collector
+decoded it: every attribute, with only the per-stream ones (hash chain, latency) left out
+by name, and the set of keys compared must be exactly the event's keys minus those. Each
+decision must also equal the expected one written in the table, so a bug shared by both
+callers of the engine is caught too. Every third case is also run with ``--claims``
+(unsigned claims) and must produce the same JSON. Identity failures (missing, malformed,
+bad signature, expired, wrong audience, unknown key, unknown tier) are compared the same
+way.
 """
 
 from __future__ import annotations
@@ -15,18 +20,26 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 from harness import keys, policies
-from harness.envoy import REPO
-from harness.keys import OMIT, delegation
-
 from harness.cli import CLI
+from harness.keys import OMIT, delegation
 
 ALLOW, DENY, APPROVAL = "allow", "deny", "require_approval"
 DEFAULT_DENY = (DENY, None, None)
+MODES = ("enforce", "audit")
+
+# Attributes of the filter's event that ``check`` does not print, and why: the hash chain
+# belongs to the worker VM's stream, latency is measured around the filter callback.
+PER_STREAM = {"meshguard.stream", "meshguard.seq", "meshguard.prev_hash", "meshguard.hash",
+              "meshguard.latency_us"}
+# ``check``'s key for the log record's trace id (an OTLP field, not an attribute).
+TRACE_ID = "trace_id"
+# The client's default request line for explicit actions (harness.client.MeshClient.call).
+DEFAULT_REQUEST = ("GET", "/tools/call")
 
 
 @dataclass(frozen=True)
@@ -137,77 +150,128 @@ def cli() -> Path:
 
 
 @pytest.fixture(scope="module")
-def config_file(tmp_path_factory, rich_config) -> Path:
-    """The very configuration text the rich Envoy runs, for ``--config``."""
-    path = tmp_path_factory.mktemp("parity") / "plugin-config.json"
-    path.write_text(policies.as_json(rich_config))
-    return path
+def parity(request, launch, keyring):
+    """The rich configuration on two listeners, enforce and audit, and the very same
+    configuration text in a file per mode for ``--config``."""
+    texts = {m: policies.as_json(policies.rich_config(keyring.jwks, mode=m)) for m in MODES}
+    deployment = launch(request, "parity", texts)
+    folder = Path(request.config._tmp_path_factory.mktemp("parity"))  # noqa: SLF001
+    files = {}
+    for mode, text in texts.items():
+        files[mode] = folder / f"plugin-config-{mode}.json"
+        files[mode].write_text(text)
+    return deployment, files
 
 
-def _check(cli: Path, config: Path, case: Case, identity: list[str]) -> tuple[str, str | None, str | None]:
-    args = [str(cli), "check", "--config", str(config), *identity]
-    if case.route:
-        args += ["--method", case.route[0], "--path", case.route[1]]
-    else:
-        args += ["--action", case.action]
-        if case.resource is not None:
-            args += ["--resource", case.resource]
-    for k, v in case.headers.items():
+def _check(cli: Path, config: Path, *, method: str, path: str, headers: dict, authority: str,
+           at: int, identity: list[str], action: str | None = None,
+           resource: str | None = None) -> tuple[int, dict]:
+    args = [str(cli), "check", "--config", str(config), *identity, "--method", method, "--path", path,
+            "--authority", authority, "--at", str(at)]
+    if action is not None:
+        args += ["--action", action]
+    if resource is not None:
+        args += ["--resource", resource]
+    for k, v in headers.items():
         args += ["--header", f"{k}={v}"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
     assert proc.returncode in (0, 1), f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    out = json.loads(proc.stdout)
-    assert out["decision"] == out["effect"], out
-    assert proc.returncode == (0 if out["effect"] == ALLOW else 1), (proc.returncode, out)
-    assert (out["action"] or "") == case.action and out["resource"] == case.resource, out
-    return out["effect"], out["policy"], out["rule"]
+    return proc.returncode, json.loads(proc.stdout)
 
 
+def _compare(cli_out: dict, event: dict) -> None:
+    """The whole decision: every attribute of the event but the per-stream ones."""
+    attrs = event["attributes"]
+    assert PER_STREAM <= set(attrs), f"the event lacks {PER_STREAM - set(attrs)}: update PER_STREAM"
+    compared = set(attrs) - PER_STREAM
+    assert set(cli_out) - {TRACE_ID} == compared, (
+        f"only in check: {set(cli_out) - {TRACE_ID} - compared}, only in the event: {compared - set(cli_out)}")
+    diff = {k: (cli_out[k], attrs[k]) for k in compared if cli_out[k] != attrs[k]}
+    assert not diff, f"check vs filter differ (check, filter): {diff}"
+    assert cli_out[TRACE_ID] == event["trace_id"], (cli_out[TRACE_ID], event["trace_id"])
+
+
+def _run_both(parity, collector, cli, mode: str, *, token: str | None, method: str, path: str,
+              headers: dict, action: str | None = None, resource: str | None = None,
+              claims: dict | None = None) -> tuple[int, dict, list[dict]]:
+    """Sends the request to the filter, then gives the same request to ``check`` (with
+    --token and, when `claims` is given, with --claims too); returns the HTTP status, the
+    event attributes and the CLI outputs, each already compared in full with the event."""
+    deployment, files = parity
+    client = deployment.clients[mode]
+    resp = client.call(token, action=action, resource=resource, method=method, path=path, headers=headers)
+    event = collector.by_request_id(resp.request_id)
+    at = event["time_unix_nano"] // 1_000_000_000
+    same = dict(headers, **{"x-request-id": resp.request_id})
+    request = dict(method=method, path=path, headers=same, authority=f"127.0.0.1:{client.port}", at=at,
+                   action=action, resource=resource)
+    outs = []
+    identities = [["--token", token]] if token is not None else [[]]
+    if claims is not None:
+        identities.append(["--claims", json.dumps(claims)])
+    for identity in identities:
+        code, out = _check(cli, files[mode], identity=identity, **request)
+        _compare(out, event)
+        assert code == (0 if out["meshguard.effect"] == ALLOW else 1), (code, out)
+        outs.append(out)
+    return resp.status, event["attributes"], outs
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_cli_and_filter_agree(case, rich, tokens, collector, cli, config_file):
+def test_cli_and_filter_agree(case, mode, parity, tokens, collector, cli):
     claims = tokens.claims(case.sub, case.tier, **case.claims)
     token = tokens.sign_claims(claims)
+    method, path = case.route or DEFAULT_REQUEST
+    explicit = case.route is None
+    status, attrs, _ = _run_both(
+        parity, collector, cli, mode, token=token, method=method, path=path, headers=case.headers,
+        action=case.action if explicit else None, resource=case.resource if explicit else None,
+        claims=claims if CASES.index(case) % 3 == 0 else None)
 
-    if case.route:
-        resp = rich.client.call(token, method=case.route[0], path=case.route[1], headers=case.headers)
+    assert (attrs["meshguard.action"], _none_if_empty(attrs["meshguard.resource"])) == (case.action, case.resource)
+    decided = (attrs["meshguard.effect"], _none_if_empty(attrs["meshguard.policy"]),
+               _none_if_empty(attrs["meshguard.rule"]))
+    assert decided == case.expected
+    allowed = case.expected[0] == ALLOW
+    if mode == "enforce":
+        assert status == (200 if allowed else 403)
+        assert (attrs["meshguard.decision"], attrs["meshguard.enforced"]) == (case.expected[0], True)
     else:
-        resp = rich.client.call(token, action=case.action, resource=case.resource, headers=case.headers)
-    a = collector.by_request_id(resp.request_id)["attributes"]
-    assert (a["meshguard.action"], _none_if_empty(a["meshguard.resource"])) == (case.action, case.resource)
-    filter_decision = (a["meshguard.effect"], _none_if_empty(a["meshguard.policy"]),
-                       _none_if_empty(a["meshguard.rule"]))
-    assert resp.status == (200 if case.expected[0] == ALLOW else 403), resp
-
-    cli_token = _check(cli, config_file, case, ["--token", token])
-    assert filter_decision == cli_token == case.expected, (
-        f"filter {filter_decision}, cli --token {cli_token}, expected {case.expected}")
-    if CASES.index(case) % 3 == 0:
-        cli_claims = _check(cli, config_file, case, ["--claims", json.dumps(claims)])
-        assert cli_claims == case.expected, f"cli --claims {cli_claims}, expected {case.expected}"
+        assert status == 200
+        assert (attrs["meshguard.decision"], attrs["meshguard.enforced"]) == (
+            (ALLOW, True) if allowed else ("would_deny", False))
 
 
-def test_enough_parity_cases():
-    assert len(CASES) >= 30
-    assert {c.expected[0] for c in CASES} == {ALLOW, DENY, APPROVAL}
-
-
-IDENTITY_CASES = [
-    ("garbage", lambda t: "garbage", "malformed"),
-    ("tampered", lambda t: keys.tamper(t.token("agent-v", "verified"), trust_tier="privileged"), "bad_signature"),
-    ("expired", lambda t: t.token("agent-v", "verified", exp=t.claims()["iat"] - 600), "expired"),
-    ("wrong-audience", lambda t: t.token("agent-v", "verified", aud="other"), "wrong_audience"),
-    ("unknown-tier", lambda t: t.token("agent-v", "root"), "unknown_tier"),
+IDENTITY_CASES: list[tuple[str, Callable[[Any, Any], str | None], str]] = [
+    ("missing", lambda t, k: None, "missing_token"),
+    ("garbage", lambda t, k: "garbage", "malformed"),
+    ("tampered", lambda t, k: keys.tamper(t.token("agent-v", "verified"), trust_tier="privileged"),
+     "bad_signature"),
+    ("expired", lambda t, k: t.token("agent-v", "verified", exp=t.claims()["iat"] - 600), "expired"),
+    ("wrong-audience", lambda t, k: t.token("agent-v", "verified", aud="other"), "wrong_audience"),
+    ("unknown-kid", lambda t, k: t.token("agent-v", "verified", key=k.stranger_ec), "unknown_kid"),
+    ("unknown-tier", lambda t, k: t.token("agent-v", "root"), "unknown_tier"),
 ]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("make,code", [(m, c) for _, m, c in IDENTITY_CASES], ids=[i for i, _, _ in IDENTITY_CASES])
-def test_cli_and_filter_agree_on_identity_failures(make, code, rich, tokens, cli, config_file):
-    token = make(tokens)
-    resp = rich.client.call(token, action="read:orders")
-    assert resp.status == 401, resp
-    proc = subprocess.run([str(cli), "check", "--config", str(config_file), "--token", token, "--action",
-                           "read:orders"], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 1, proc
-    out = json.loads(proc.stdout)
-    assert (out["decision"], out["error"]) == ("deny", "invalid_token"), out
-    assert out["errorCode"] == resp.json()["errorCode"] == code
+def test_cli_and_filter_agree_on_identity_failures(make, code, mode, parity, tokens, keyring, collector, cli):
+    token = make(tokens, keyring)
+    status, attrs, (out,) = _run_both(parity, collector, cli, mode, token=token, method="GET",
+                                      path="/tools/call", headers={}, action="read:orders")
+    assert attrs["meshguard.identity.error"] == code, attrs
+    assert (attrs["meshguard.agent.id"], attrs["meshguard.effect"]) == ("", DENY)
+    if mode == "enforce":
+        assert status == 401
+        assert (attrs["meshguard.decision"], attrs["http.response.status_code"]) == (DENY, 401)
+    else:
+        assert status == 200
+        assert (attrs["meshguard.decision"], attrs["meshguard.enforced"]) == ("would_deny", False)
+
+
+def test_enough_parity_cases():
+    per_run = len(CASES) + len(IDENTITY_CASES)
+    assert per_run >= 40, per_run
+    assert {c.expected[0] for c in CASES} == {ALLOW, DENY, APPROVAL}

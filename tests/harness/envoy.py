@@ -86,11 +86,30 @@ def _cluster_endpoint(cluster: dict) -> dict:
 
 @dataclass
 class Listener:
-    """One listener to generate: a name, a port and the plugin configuration text."""
+    """One listener to generate: a name, a port and the plugin configuration text.
+
+    The optional fields change the copy of the committed listener for MCP traffic:
+    `cluster` routes to another upstream cluster (added with `add_cluster`);
+    `route_timeout` ``"0s"`` lifts Envoy's 15 s route timeout, which would cut the
+    long-lived SSE streams of MCP; `wasm_options` are extra fields of the wasm filter's
+    ``PluginConfig`` (e.g. ``{"allow_on_headers_stop_iteration": True}``), none by
+    default, as in envoy/envoy.yaml; `meshguard=False` removes the MeshGuard filter
+    (a plain pass-through listener, the baseline for conformance runs);
+    `request_headers_to_add` makes the route add headers on the way upstream.
+    """
 
     name: str
     port: int
-    plugin_config: str
+    plugin_config: str = ""
+    cluster: str = "upstream"
+    route_timeout: str | None = None
+    wasm_options: dict | None = None
+    meshguard: bool = True
+    request_headers_to_add: dict[str, str] | None = None
+
+
+def _routes(listener: dict) -> list[dict]:
+    return [node for node in _walk(listener) if "match" in node and "route" in node]
 
 
 def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict:
@@ -101,9 +120,23 @@ def make_listener(template: dict, listener: Listener, wasm: Path = WASM) -> dict
     for node in _walk(lst):
         if node.get("stat_prefix"):
             node["stat_prefix"] = listener.name
+    for route in _routes(lst):
+        route["route"]["cluster"] = listener.cluster
+        if listener.route_timeout is not None:
+            route["route"]["timeout"] = listener.route_timeout
+        if listener.request_headers_to_add:
+            route["request_headers_to_add"] = [
+                {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                for k, v in listener.request_headers_to_add.items()]
+    if not listener.meshguard:
+        for node in _walk(lst):
+            if "http_filters" in node:
+                node["http_filters"] = [f for f in node["http_filters"] if f.get("name") != "meshguard"]
+        return lst
     filt = wasm_filter(lst)
     filt["vm_config"]["code"]["local"]["filename"] = str(wasm.resolve())
     filt["configuration"]["value"] = listener.plugin_config
+    filt.update(listener.wasm_options or {})
     return lst
 
 

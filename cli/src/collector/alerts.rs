@@ -1,10 +1,12 @@
 //! Denial alerts: when one agent is denied more than `--alert-threshold` times within
-//! `--alert-window`, a JSON alert is POSTed to every `--alert-webhook`.
+//! `--alert-window`, a JSON alert is POSTed to every `--alert-webhook`. New pending
+//! approvals are announced the same way (type `approval.pending`).
 //!
 //! Counting happens inline (a few map operations per event); delivery happens on a separate
 //! task fed through a bounded queue, so a slow or dead webhook never delays ingestion. When
 //! the queue is full, alerts are dropped and counted on stderr rather than blocking.
 
+use super::approvals::PendingNotice;
 use crate::timestamp::format_rfc3339_millis;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -118,6 +120,38 @@ pub struct Alert {
     pub sample: Vec<Denial>,
 }
 
+/// Anything POSTed to the webhooks; each kind carries its own `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Notice {
+    /// Type `denials`.
+    Denials(Alert),
+    /// Type `approval.pending`.
+    ApprovalPending(PendingNotice),
+}
+
+impl Notice {
+    /// The agent concerned, for log lines.
+    fn agent(&self) -> &str {
+        match self {
+            Notice::Denials(a) => &a.agent,
+            Notice::ApprovalPending(p) => &p.agent,
+        }
+    }
+}
+
+impl From<Alert> for Notice {
+    fn from(a: Alert) -> Self {
+        Notice::Denials(a)
+    }
+}
+
+impl From<PendingNotice> for Notice {
+    fn from(p: PendingNotice) -> Self {
+        Notice::ApprovalPending(p)
+    }
+}
+
 #[derive(Debug, Default)]
 struct AgentWindow {
     /// Denials in the window, ordered by event time.
@@ -218,16 +252,16 @@ impl DenialWindows {
 /// The ingestion side's handle: queues alerts without ever waiting.
 #[derive(Clone)]
 pub struct AlertQueue {
-    tx: mpsc::Sender<Alert>,
+    tx: mpsc::Sender<Notice>,
 }
 
 impl AlertQueue {
     /// Queues an alert for delivery; if the queue is full, the alert is dropped and said so.
-    pub fn send(&self, alert: Alert) {
-        if let Err(e) = self.tx.try_send(alert) {
+    pub fn send(&self, notice: impl Into<Notice>) {
+        if let Err(e) = self.tx.try_send(notice.into()) {
             let agent = match &e {
                 mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => {
-                    a.agent.clone()
+                    a.agent().to_string()
                 }
             };
             eprintln!(
@@ -240,7 +274,7 @@ impl AlertQueue {
 /// Starts the delivery task. It ends when every [`AlertQueue`] is dropped and what was
 /// queued has been delivered (or has failed its attempts).
 pub fn start(webhooks: Vec<Uri>, backoff: Duration) -> (AlertQueue, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Alert>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
     let handle = tokio::spawn(async move {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut deliveries = JoinSet::new();

@@ -67,8 +67,17 @@ impl LogsService for AuditLogsService {
                 f.describe()
             );
         }
+        for p in &outcome.pending {
+            eprintln!(
+                "meshguard collector: approval pending: {} (agent {:?}, action {:?}, resource {:?})",
+                p.approval_id, p.agent, p.action, p.resource
+            );
+        }
         if let Some(alerting) = &self.alerting {
             feed_alerts(alerting, &batch, &outcome);
+            for p in &outcome.pending {
+                alerting.queue.send(p.clone());
+            }
         }
         let message = batch.status_message();
         let partial_success = if batch.rejected.is_empty() && message.is_empty() {

@@ -1,16 +1,21 @@
 //! `meshguard collector`: the reference audit collector.
 //!
 //! OTLP/gRPC `LogsService/Export` in, one SQLite file out; each stream's hash chain is
-//! checked as events arrive; optional read-only JSON API and denial alerts. See
-//! `cli/COLLECTOR.md` for the operator's view.
+//! checked as events arrive; optional JSON API and denial alerts. It is also the approval
+//! service: require_approval decisions become pending approvals, and approved ones are
+//! published as the signed grants document filters poll. See `cli/COLLECTOR.md` for the
+//! operator's view.
 
 pub mod alerts;
 pub mod api;
+pub mod approvals;
 pub mod event;
 pub mod grpc;
 pub mod integrity;
+pub mod publish;
 pub mod store;
 
+use crate::grants::{GrantsError, SigningKey};
 use crate::timestamp::{self, TimeError};
 use alerts::{DenialWindows, WebhookError};
 use grpc::{Alerting, AuditLogsService};
@@ -39,10 +44,15 @@ pub struct CollectorArgs {
     /// SQLite database file (created if missing; WAL mode).
     #[arg(long, default_value = "meshguard-audit.db")]
     db: PathBuf,
-    /// Serve the read-only JSON API on this address (off when omitted).
+    /// Serve the JSON API (audit queries, approvals, grants document) on this address
+    /// (off when omitted).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
-    /// POST denial alerts to this http:// URL (repeatable).
+    /// Ed25519 private JWK (`meshguard keygen --alg EdDSA`) that signs the grants document
+    /// served at `GET /grants` on the --http address.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    grants_key: Option<PathBuf>,
+    /// POST denial alerts and new pending approvals to this http:// URL (repeatable).
     #[arg(long = "alert-webhook", value_name = "URL")]
     alert_webhooks: Vec<String>,
     /// Alert when one agent has more than this many denials within --alert-window.
@@ -75,6 +85,8 @@ pub enum CollectorError {
     Webhook(WebhookError),
     /// A bad `--alert-window`.
     Window(TimeError),
+    /// A `--grants-key` that cannot be used.
+    GrantsKey(GrantsError),
     /// The async runtime or signal handlers could not be set up.
     Runtime(std::io::Error),
     /// The gRPC server failed.
@@ -92,6 +104,7 @@ impl fmt::Display for CollectorError {
             CollectorError::Store(e) => e.fmt(f),
             CollectorError::Webhook(e) => e.fmt(f),
             CollectorError::Window(e) => write!(f, "--alert-window: {e}"),
+            CollectorError::GrantsKey(e) => write!(f, "--grants-key: {e}"),
             CollectorError::Runtime(e) => write!(f, "cannot start the collector: {e}"),
             CollectorError::Serve(e) => write!(f, "the gRPC server failed: {e}"),
         }
@@ -116,11 +129,17 @@ pub fn run(args: CollectorArgs) -> Result<(), CollectorError> {
         .map(|u| alerts::parse_webhook(u))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CollectorError::Webhook)?;
+    let grants_key = args
+        .grants_key
+        .as_deref()
+        .map(SigningKey::load)
+        .transpose()
+        .map_err(CollectorError::GrantsKey)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CollectorError::Runtime)?;
-    runtime.block_on(serve(args, window, webhooks))
+    runtime.block_on(serve(args, window, webhooks, grants_key))
 }
 
 async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, CollectorError> {
@@ -137,6 +156,7 @@ async fn serve(
     args: CollectorArgs,
     window: Duration,
     webhooks: Vec<hyper::Uri>,
+    grants_key: Option<SigningKey>,
 ) -> Result<(), CollectorError> {
     let grpc_listener = bind("--listen", &args.listen).await?;
     let http_listener = match &args.http {
@@ -173,7 +193,20 @@ async fn serve(
             "meshguard collector: HTTP API listening on http://{}",
             local(&l)
         );
-        let router = api::router(args.db.clone());
+        if let Some(k) = &grants_key {
+            eprintln!(
+                "meshguard collector: grants document at http://{}/grants, signed by public key {}",
+                local(&l),
+                k.public_base64()
+            );
+        }
+        let router = api::router(
+            args.db.clone(),
+            api::Approvals {
+                store: Arc::clone(&store),
+                key: grants_key.clone(),
+            },
+        );
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             let stop = async move {

@@ -6,12 +6,20 @@
 //!   are deduplicated by their content hash instead.
 //! - `gaps`: declared gaps (events the filter dropped).
 //! - `findings`: integrity findings detected as events arrived.
+//! - `approvals`, `grants_state`: pending and decided approvals and the last published
+//!   grants document (see `approvals.rs`).
+//!
+//! Schema versions: 1 had the audit tables; 2 added the approval tables. Opening for
+//! writing migrates: every table is `CREATE TABLE IF NOT EXISTS`, so an older file gains
+//! the new tables in the same transaction that raises `user_version`.
 //!
 //! Each Export is stored in one transaction, so a failure never leaves half a batch, and
 //! commits are `synchronous=FULL`: an acknowledged event survives a power cut.
 
+use super::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
 use super::event::{Batch, DecisionEvent, GapDeclaration};
 use super::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport, StreamVerifier};
+use crate::grants::Grant;
 use meshguard::glob::Pattern;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
@@ -24,7 +32,7 @@ use std::time::Duration;
 /// `PRAGMA application_id` of a MeshGuard audit database ("MGAD").
 const APPLICATION_ID: i64 = 0x4d47_4144;
 /// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -209,6 +217,8 @@ pub struct InsertOutcome {
     pub gaps: usize,
     /// Integrity findings detected by this Export, with their workload and stream.
     pub findings: Vec<(String, String, Finding)>,
+    /// Approvals this Export opened (new ids, or expired grants asked for again).
+    pub pending: Vec<PendingNotice>,
 }
 
 /// Which events a query wants.
@@ -385,9 +395,11 @@ impl Store {
                 "PRAGMA synchronous=FULL;
                  BEGIN IMMEDIATE;
                  {SCHEMA}
+                 {}
                  PRAGMA application_id={APPLICATION_ID};
                  PRAGMA user_version={SCHEMA_VERSION};
-                 COMMIT;"
+                 COMMIT;",
+                approvals::SCHEMA
             ))
             .map_err(classify)?;
         Ok(store)
@@ -575,6 +587,12 @@ impl Store {
                     new_gaps.push(g);
                 }
             }
+            // Only newly stored events count, so a retried batch never counts a request twice.
+            for e in out.inserted.iter().filter_map(|&i| batch.events.get(i)) {
+                if let Some(notice) = approvals::record(&tx, e, received_unix_nano)? {
+                    out.pending.push(notice);
+                }
+            }
             let mut findings = conflicts;
             findings.extend(online_checks(&tx, batch, &out.inserted, &new_gaps)?);
             let mut record = tx.prepare_cached(
@@ -598,6 +616,63 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Approvals, newest request first, optionally of one status (`expired` as of `now`).
+    pub fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: usize,
+        now_unix_nano: i64,
+    ) -> Result<Vec<Approval>, StoreError> {
+        // A version 1 file read by the query tools has no approval tables yet: it has no
+        // approvals either.
+        if self.schema_version()? < 2 {
+            return Ok(Vec::new());
+        }
+        Ok(approvals::list(&self.conn, status, limit, now_unix_nano)?)
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// One approval by id.
+    pub fn approval(&self, id: &str, now_unix_nano: i64) -> Result<Option<Approval>, StoreError> {
+        Ok(approvals::get(&self.conn, id, now_unix_nano)?)
+    }
+
+    /// Approves or denies; `None` when the id is unknown.
+    pub fn decide_approval(
+        &mut self,
+        id: &str,
+        decision: &Decision,
+        now_unix_nano: i64,
+    ) -> Result<Option<Approval>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = approvals::decide(&tx, id, decision, now_unix_nano)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The grants in force at `now`.
+    pub fn active_grants(&self, now_unix_nano: i64) -> Result<Vec<Grant>, StoreError> {
+        Ok(approvals::active_grants(&self.conn, now_unix_nano)?)
+    }
+
+    /// The last published grants document, if any.
+    pub fn grants_state(&self) -> Result<Option<GrantsState>, StoreError> {
+        Ok(approvals::grants_state(&self.conn)?)
+    }
+
+    /// Stores a newly published grants document; false (nothing written) when its version
+    /// is not above the stored one.
+    pub fn save_grants_state(&mut self, state: &GrantsState) -> Result<bool, StoreError> {
+        Ok(approvals::save_grants_state(&self.conn, state)?)
     }
 
     /// The newest `filter.limit` events that match, oldest first.
@@ -1180,5 +1255,28 @@ mod tests {
         let r = Store::open_for_reading(&dir.join("audit.db")).unwrap();
         assert_eq!(r.count_events().unwrap(), 0);
         assert!(r.conn.execute_batch("DELETE FROM events").is_err());
+    }
+
+    #[test]
+    fn version_1_files_gain_the_approval_tables() {
+        let dir = TempDir::new("migrate");
+        let s = store(&dir);
+        s.conn
+            .execute_batch(
+                "DROP TABLE approvals; DROP TABLE grants_state; PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        drop(s);
+        let r = Store::open_for_reading(&dir.join("audit.db")).unwrap();
+        assert!(
+            r.approvals(None, 10, 0).unwrap().is_empty(),
+            "read as empty"
+        );
+        drop(r);
+        let s = store(&dir);
+        assert_eq!(s.schema_version().unwrap(), 2);
+        assert!(s.approvals(None, 10, 0).unwrap().is_empty());
+        assert!(s.grants_state().unwrap().is_none());
+        assert_eq!(s.count_events().unwrap(), 0);
     }
 }
