@@ -29,6 +29,7 @@ use crate::identity::{Identity, TokenCache};
 use crate::policy::Decision;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// What the host does after the request headers.
@@ -798,25 +799,38 @@ impl Engine {
         }
     }
 
+    /// Filters one `tools/list` answer. Only the tool names are parsed: everything else
+    /// (schemas, descriptions, `nextCursor`) is carried over verbatim as raw JSON.
     fn rewrite_one(&self, plan: &ResponsePlan, lister: &Lister, text: &str) -> Option<String> {
-        let mut v: Value = serde_json::from_str(text).ok()?;
-        let id = v.get("id")?;
-        if !plan.tools_list.iter().any(|t| jsonrpc::same_id(t, id)) {
+        type Object = BTreeMap<String, Box<RawValue>>;
+        #[derive(serde::Deserialize)]
+        struct Named<'a> {
+            #[serde(borrow, default)]
+            name: Option<std::borrow::Cow<'a, str>>,
+        }
+        let mut msg: Object = serde_json::from_str(text).ok()?;
+        let id: Value = serde_json::from_str(msg.get("id")?.get()).ok()?;
+        if !plan.tools_list.iter().any(|t| jsonrpc::same_id(t, &id)) {
             return None;
         }
-        let result = v.get_mut("result")?;
-        let tools = result.get_mut("tools")?.as_array_mut()?;
-        tools.retain(|t| {
-            t.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|name| self.tool_listed(lister, name))
-        });
+        let mut result: Object = serde_json::from_str(msg.get("result")?.get()).ok()?;
+        let tools: Vec<&RawValue> = serde_json::from_str(result.get("tools")?.get()).ok()?;
+        let kept: Vec<&RawValue> = tools
+            .into_iter()
+            .filter(|t| {
+                serde_json::from_str::<Named<'_>>(t.get())
+                    .ok()
+                    .and_then(|n| n.name)
+                    .is_some_and(|name| self.tool_listed(lister, &name))
+            })
+            .collect();
+        let raw = |v: String| RawValue::from_string(v).ok();
+        result.insert("tools".into(), raw(serde_json::to_string(&kept).ok()?)?);
         if lister.cache_scope {
-            if let Some(obj) = result.as_object_mut() {
-                obj.insert("cacheScope".into(), Value::String("private".into()));
-            }
+            result.insert("cacheScope".into(), raw("\"private\"".into())?);
         }
-        serde_json::to_string(&v).ok()
+        msg.insert("result".into(), raw(serde_json::to_string(&result).ok()?)?);
+        serde_json::to_string(&msg).ok()
     }
 
     /// Whether a tool stays in this agent's `tools/list`: its `tools/call` action is
