@@ -736,6 +736,9 @@ impl Engine {
             out.push_str(trailing);
             return Some(out.into_bytes());
         }
+        if filtering && serde_json::from_str::<&RawValue>(text).is_err() {
+            return unusable("the tools/list response is not JSON");
+        }
         let rewritten = self.rewrite_message(plan, text);
         if plan.inject.is_empty() {
             return rewritten.map(String::into_bytes);

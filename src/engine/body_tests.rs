@@ -2,6 +2,7 @@
 //! `handle_body`, and response rewriting.
 
 use super::*;
+use crate::engine::decision_api;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value as Json};
 
@@ -1135,4 +1136,235 @@ fn configuration_errors_name_the_mcp_a2a_and_decision_api_fields() {
     let mut ok = json!({"identity": {"issuers": [{"issuer": "i", "audiences": ["a"], "jwks": {"keys": [jwk]}}]}});
     ok["actions"] = json!({"mcp": {"max_body_bytes": 2048.0, "max_response_bytes": 1e+06}});
     assert!(Engine::from_text(ok.to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn response_plan_buffers_only_2xx_json_and_event_streams() {
+    let plan = ResponsePlan {
+        max_bytes: 10,
+        tools_list: Vec::new(),
+        inject: Vec::new(),
+        lister: None,
+    };
+    assert_eq!(plan.max_body_bytes(200, Some("Application/JSON")), Some(10));
+    assert_eq!(
+        plan.max_body_bytes(202, Some("text/event-stream")),
+        Some(10)
+    );
+    assert_eq!(plan.max_body_bytes(200, None), None);
+    assert_eq!(plan.max_body_bytes(204, Some("text/plain")), None);
+    assert_eq!(plan.max_body_bytes(302, Some("application/json")), None);
+    let none = ResponsePlan {
+        max_bytes: 0,
+        ..plan
+    };
+    assert_eq!(none.max_body_bytes(200, Some("application/json")), None);
+}
+
+#[test]
+fn mcp_name_header_values_decode() {
+    assert_eq!(decode_header_value("plain").as_deref(), Some("plain"));
+    assert_eq!(decode_header_value("=?base64?w6k=?=").as_deref(), Some("é"));
+    assert_eq!(decode_header_value("=?base64?%%?="), None);
+    assert_eq!(decode_header_value("=?base64?//8=?="), None, "not UTF-8");
+    assert_eq!(name_field("tools/call"), Some("name"));
+    assert_eq!(name_field("resources/read"), Some("uri"));
+    assert_eq!(name_field("tools/list"), None);
+}
+
+#[test]
+fn record_arguments_puts_values_in_the_event() {
+    let k = key();
+    let e = engine_with(
+        &k,
+        "enforce",
+        json!({"actions": {"mcp": {"record_arguments": true}}}),
+    );
+    let o = post(
+        &e,
+        &k,
+        &call(json!(1), "lookup", json!({"q": "secret", "n": 2})),
+    );
+    let args: Json = serde_json::from_str(&o.event.rpc.arguments).unwrap();
+    assert_eq!(args, json!({"q": "secret", "n": 2}));
+    assert_eq!(o.event.rpc.argument_keys, ["n", "q"]);
+}
+
+#[test]
+fn delegation_ceiling_applies_to_mcp_calls() {
+    let k = key();
+    let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
+    let cfg = json!({
+        "identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]},
+        "actions": {"mcp": {}},
+        "policy_yaml": "name: p\nrules:\n  - {action: 'tool:lookup', effect: allow, conditions: ['agent.id != \"intern\"']}\n"
+    });
+    let e = Engine::from_text(cfg.to_string().as_bytes()).unwrap();
+    let mut c = Claims::with_custom_claims(
+        json!({"trust_tier": "verified", "act": {"sub": "agent-b", "trust_tier": "verified"}}),
+        Duration::from_secs(600),
+    )
+    .with_issuer("https://issuer.example")
+    .with_audience("agents")
+    .with_subject("intern");
+    c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 600));
+    let t = k.sign(c).unwrap();
+    let o = post_with(
+        &e,
+        "/mcp",
+        Some(&t),
+        &[],
+        &call(json!(1), "lookup", json!({})),
+    );
+    let b = local(&o).1;
+    assert!(
+        b["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("delegator \"intern\""),
+        "{b}"
+    );
+    assert_eq!(o.event.delegation_chain, ["intern", "agent-b"]);
+    assert!(o.response.is_none());
+}
+
+#[test]
+fn without_mcp_config_the_mcp_path_is_plain_http() {
+    let k = key();
+    let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
+    let cfg = json!({"identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]}});
+    let e = Engine::from_text(cfg.to_string().as_bytes()).unwrap();
+    let t = token(&k, "agent-a");
+    let mut cache = e.verifier().new_cache();
+    let r = req("POST", "/mcp", Some(&t), &[]);
+    assert!(matches!(e.start(&r, NANOS, &mut cache), Step::Decided(_)));
+    let r = req("GET", "/.well-known/oauth-protected-resource", None, &[]);
+    let Step::Decided(o) = e.start(&r, NANOS, &mut cache) else {
+        panic!()
+    };
+    assert_eq!(
+        local(&o).0,
+        401,
+        "no document configured: an ordinary request"
+    );
+    let r = req("POST", "/enforce", Some(&t), &[]);
+    assert!(matches!(e.start(&r, NANOS, &mut cache), Step::Decided(_)));
+}
+
+#[test]
+fn a2a_unauthenticated_is_401_without_mcp_metadata() {
+    let k = key();
+    let e = engine(&k);
+    let o = post_with(
+        &e,
+        "/a2a",
+        None,
+        &[],
+        r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage"}"#,
+    );
+    let Verdict::Respond(r) = &o.verdict else {
+        panic!()
+    };
+    assert_eq!(r.status, 401);
+    assert!(!hdr(&r.headers, "www-authenticate")
+        .unwrap()
+        .contains("resource_metadata"));
+}
+
+#[test]
+fn tools_list_edge_cases() {
+    let k = key();
+    let e = engine(&k);
+    let plan = list_plan(&e, &k, &[]);
+    let rw = |s: &str| {
+        e.rewrite_response(&plan, Some("application/json"), Ok(s.as_bytes()))
+            .map(|b| serde_json::from_slice::<Json>(&b).unwrap())
+    };
+    // nameless tools are dropped
+    let v = rw(r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"lookup"},{"title":"x"},{"name":7}]}}"#).unwrap();
+    assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
+    // an upstream error passes unchanged
+    assert_eq!(
+        rw(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"m"}}"#),
+        None
+    );
+    // unparsable JSON is an error, never the answer
+    let v = rw("{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[").unwrap();
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    // a batch answer inside one SSE event
+    let data = format!("[{}]", tools_list_body(&["lookup", "delete_all"]));
+    let out = e
+        .rewrite_response(
+            &plan,
+            Some("text/event-stream"),
+            Ok(format!("data: {data}\n\n").as_bytes()),
+        )
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let v: Json = serde_json::from_str(sse::parse(&out)[0].data.as_deref().unwrap()).unwrap();
+    assert_eq!(v[0]["result"]["tools"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn decision_api_paths_are_classified_by_suffix() {
+    let k = key();
+    let e = engine_with(
+        &k,
+        "enforce",
+        json!({"decision_api": {"paths": ["/v1/guard", "/v1/guard/batch", "/v1/health"]}}),
+    );
+    assert_eq!(
+        e.decision_api_endpoint("/v1/guard"),
+        Some(decision_api::Endpoint::Enforce)
+    );
+    assert_eq!(
+        e.decision_api_endpoint("/v1/guard/batch"),
+        Some(decision_api::Endpoint::Batch)
+    );
+    assert_eq!(
+        e.decision_api_endpoint("/v1/health"),
+        Some(decision_api::Endpoint::Health)
+    );
+    assert_eq!(e.decision_api_endpoint("/enforce"), None);
+    let h = e.engine_health(NOW);
+    let r = decision_api::health_response(&h);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("\"cachedPolicies\":2"));
+}
+
+#[test]
+fn decision_api_body_limits() {
+    let k = key();
+    let e = engine_with(
+        &k,
+        "enforce",
+        json!({"decision_api": {"max_body_bytes": 32}}),
+    );
+    let t = token(&k, "agent-a");
+    let o = post_with(
+        &e,
+        "/enforce",
+        Some(&t),
+        &[],
+        &json!({"action": "read:x", "context": {"pad": "x".repeat(64)}}).to_string(),
+    );
+    assert_eq!(local(&o).0, 413);
+    let deep = format!(
+        "{{\"action\":\"read:x\",\"context\":{}1{}}}",
+        "[".repeat(20),
+        "]".repeat(20)
+    );
+    let e = engine(&k);
+    let o = post_with(&e, "/enforce", Some(&t), &[], &deep);
+    assert_eq!(local(&o).0, 200, "nesting under the cap is fine");
+    let deeper = format!(
+        "{{\"action\":\"read:x\",\"context\":{}1{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(
+        local(&post_with(&e, "/enforce", Some(&t), &[], &deeper)).0,
+        400
+    );
 }
