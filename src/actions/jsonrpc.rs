@@ -408,4 +408,24 @@ mod tests {
         assert!(same_id(&raw, &Value::String("x".into())));
         assert!(!same_id(&raw, &Value::from(1)));
     }
+
+    #[test]
+    fn depth_boundary_and_helpers() {
+        let at = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(check_depth(at.as_bytes(), MAX_DEPTH).is_ok());
+        let over = format!("[{at}]");
+        assert_eq!(
+            check_depth(over.as_bytes(), MAX_DEPTH),
+            Err(ParseError::TooDeep)
+        );
+        // escaped quotes inside strings do not end them
+        assert!(check_depth(br#"["\"[[[[", 1]"#, 1).is_ok());
+        assert_eq!(batch::<&str>(&[]), "[]");
+        let bad = one(r#"{"jsonrpc":"2.0","id":1}"#);
+        assert!(bad.expects_response());
+        assert_eq!(bad.method(), None);
+        let n = one(r#"{"jsonrpc":"2.0","method":"x"}"#);
+        assert_eq!(n.id_text(), "");
+        assert!(ParseError::TooDeep.to_string().contains("64"));
+    }
 }

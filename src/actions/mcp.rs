@@ -390,4 +390,18 @@ mod tests {
             .protected_resource_for("/.well-known/oauth-protected-resource/other")
             .is_none());
     }
+
+    #[test]
+    fn dotted_arguments_and_listing_resources() {
+        let args = json!({"a.b": 1, "a": {"b": 2}});
+        assert_eq!(dig(&args, "a.b"), Some(&json!(1)), "a literal key wins");
+        assert_eq!(dig(&json!({"a": {"b": 2}}), "a.b"), Some(&json!(2)));
+        assert_eq!(dig(&args, "a.c"), None);
+        let m = mapper("resources: {send_email: '$to', pay: ledger}\ntools: {pay: 'pay:money'}");
+        assert_eq!(m.listing_resource("send_email"), (None, true));
+        assert_eq!(m.listing_resource("pay"), (Some("ledger".into()), false));
+        assert_eq!(m.listing_resource("other"), (None, false));
+        assert_eq!(m.tool_action("pay"), "pay:money");
+        assert_eq!(m.tool_action("other"), "tool:other");
+    }
 }

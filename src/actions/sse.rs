@@ -168,4 +168,16 @@ mod tests {
         // `data` without a colon is an empty data line
         assert_eq!(parse("data\n\n")[0].data.as_deref(), Some(""));
     }
+
+    #[test]
+    fn field_values_and_comment_only_streams() {
+        let ev = parse("data:a:b\ndata:  two spaces\n\n");
+        assert_eq!(ev[0].data.as_deref(), Some("a:b\n two spaces"));
+        let ev = parse(": only a comment\n\n: another\n\n");
+        assert_eq!(ev.len(), 2);
+        assert!(ev.iter().all(|e| e.data.is_none() && e.terminated));
+        // blank lines between events make empty events, kept verbatim
+        let s = "\n\ndata: x\n\n";
+        assert_eq!(parse(s).iter().map(|e| e.raw).collect::<String>(), s);
+    }
 }

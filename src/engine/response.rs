@@ -175,4 +175,14 @@ mod tests {
         assert_eq!(body["reason"], "bad \"quote\" \\ é");
         assert_eq!(r.status, 401);
     }
+
+    #[test]
+    fn approval_ids_are_stable_and_separated() {
+        let a = approval_id("agent-a", "write:refund", "payments");
+        assert!(a.starts_with("apr_") && a.len() == 20, "{a}");
+        assert!(a[4..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a, approval_id("agent-a", "write:refund", "payments"));
+        assert_ne!(a, approval_id("agent-b", "write:refund", "payments"));
+        assert_ne!(approval_id("ab", "c", ""), approval_id("a", "bc", ""));
+    }
 }
