@@ -16,6 +16,10 @@
 //!   escapes and duplicate slashes.
 //! - `engine/handle_cached`: the whole request path of the filter (action mapping, cached
 //!   identity, decision, audit event), minus the proxy-wasm host calls.
+//! - `mcp/tools_call_1k`: an MCP `tools/call` with a ~1 KiB body and a condition on an
+//!   argument, through `Engine::start` + `Engine::handle_body` (cached identity).
+//! - `mcp/tools_list_100`: filtering a 100-tool `tools/list` JSON response
+//!   (`Engine::rewrite_response`), each tool decided for the agent.
 //!
 //! Sample sizes are kept small so that the full run stays within a few minutes on 2 cores.
 // Benchmark set-up aborts on a broken fixture, like a test: the workspace lints against
@@ -33,6 +37,7 @@ use meshguard::actions::ActionMatch;
 use meshguard::audit::{AuditBuffer, AuditEvent, Chain};
 use meshguard::condition::{Condition, Lookup, Value as CValue};
 use meshguard::config::{parse_policy_yaml, AuditConfig, IdentityConfig, Policy};
+use meshguard::engine::body::Step;
 use meshguard::engine::request::Request;
 use meshguard::identity::Verifier;
 use meshguard::policy::{PolicySet, Subject};
@@ -290,8 +295,7 @@ fn event(i: u64) -> AuditEvent {
         identity_error: String::new(),
         status: 0,
         request_id: "6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f".into(),
-        grant: String::new(),
-        approval_id: String::new(),
+        ..AuditEvent::default()
     }
 }
 
@@ -405,9 +409,88 @@ fn bench_path(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_mcp(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mcp");
+    g.sample_size(30)
+        .warm_up_time(StdDuration::from_millis(300))
+        .measurement_time(StdDuration::from_secs(1));
+    let es = ES256KeyPair::generate().with_key_id("es");
+    let jwk: Value = serde_json::from_str(&es.public_key().to_jwk()).expect("jwk");
+    let mut tools = serde_json::Map::new();
+    for i in 0..100 {
+        tools.insert(format!("tool_{i}"), json!(format!("tool:t{i}")));
+    }
+    let cfg = json!({
+        "identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]},
+        "actions": {"mcp": {"tools": tools}},
+        "policy_yaml": "name: p\nrules:\n  - {action: 'tool:t1*', effect: allow}\n  - {action: 'tool:t2*', effect: deny}\n  - {name: pay, action: 'tool:t5', effect: allow, conditions: ['context.amount <= 100 AND context.currency == \"EUR\"']}\n",
+    });
+    let engine = Engine::from_text(cfg.to_string().as_bytes()).expect("engine");
+    let token = es.sign(claims()).expect("sign");
+    let req = Request {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        authority: "tools.internal".into(),
+        headers: vec![
+            ("authorization".into(), format!("Bearer {token}")),
+            ("content-type".into(), "application/json".into()),
+            ("mcp-session-id".into(), "s-1".into()),
+            ("mcp-protocol-version".into(), "2025-06-18".into()),
+        ],
+        peer_uri_sans: Vec::new(),
+    };
+    let body = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {
+        "name": "tool_5",
+        "arguments": {"amount": 42, "currency": "EUR", "memo": "x".repeat(880)}}})
+    .to_string();
+    let mut cache = engine.verifier().new_cache();
+    let now_ns = NOW * 1_000_000_000;
+    let run = |cache: &mut meshguard::identity::TokenCache| match engine.start(&req, now_ns, cache)
+    {
+        Step::ReadBody(p) => engine.handle_body(p, &req, Ok(body.as_bytes()), now_ns, cache),
+        Step::Decided(o) => *o,
+    };
+    assert_eq!(run(&mut cache).event.decision, "allow");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("tools_call_1k", |b| b.iter(|| run(&mut cache)));
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let plan = match engine.start(&req, now_ns, &mut cache) {
+        Step::ReadBody(p) => {
+            engine
+                .handle_body(p, &req, Ok(list.as_bytes()), now_ns, &mut cache)
+                .response
+        }
+        Step::Decided(_) => None,
+    }
+    .expect("tools/list plan");
+    let listed: Vec<Value> = (0..100)
+        .map(|i| {
+            json!({"name": format!("tool_{i}"), "description": "A tool that does something useful.",
+            "inputSchema": {"type": "object", "properties": {"a": {"type": "string"}}}})
+        })
+        .collect();
+    let response = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": listed}}).to_string();
+    let out = engine
+        .rewrite_response(&plan, Some("application/json"), Ok(response.as_bytes()))
+        .expect("filtered");
+    assert!(out.len() < response.len());
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("tools_list_100", |b| {
+        b.iter(|| {
+            engine.rewrite_response(
+                &plan,
+                Some("application/json"),
+                Ok(black_box(response.as_bytes())),
+            )
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_path,
+    bench_mcp,
     bench_policy,
     bench_condition,
     bench_identity,

@@ -10,6 +10,11 @@
 
 pub mod path;
 
+pub mod a2a;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod sse;
+
 use crate::config::{ActionsConfig, ConfigError};
 use crate::engine::request::Request;
 use crate::glob::Pattern;
@@ -135,16 +140,6 @@ impl ActionMapper {
                 action: r.action.clone(),
                 resource: r.resource.clone(),
             });
-        }
-        if let Some(mcp) = &cfg.mcp {
-            if !mcp.paths.is_empty() {
-                return Err(ConfigError::Unsupported {
-                    field: "actions.mcp".into(),
-                    message: "MCP request parsing is not available in this build; \
-                              map MCP endpoints with actions.routes for now"
-                        .into(),
-                });
-            }
         }
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_ascii_lowercase());
         Ok(ActionMapper {

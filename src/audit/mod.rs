@@ -68,6 +68,36 @@ pub struct AuditEvent {
     pub grant: String,
     /// The approval id of a `require_approval` decision, or empty.
     pub approval_id: String,
+    /// MCP / A2A JSON-RPC details; empty for plain HTTP requests.
+    #[serde(rename = "jsonrpc")]
+    pub rpc: RpcDetails,
+    /// The shadow policy (`mode: audit`) whose denial was recorded but not enforced.
+    pub shadow_policy: String,
+}
+
+/// The JSON-RPC part of an audit event (OpenTelemetry MCP semantic-convention names in
+/// the OTLP attributes); empty fields are not exported.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RpcDetails {
+    /// `mcp.method.name`.
+    pub mcp_method: String,
+    /// `gen_ai.tool.name` (`tools/call`) or the prompt name.
+    pub tool_name: String,
+    /// `mcp.session.id`, from `Mcp-Session-Id`.
+    pub session_id: String,
+    /// `mcp.protocol.version`, from `MCP-Protocol-Version`.
+    pub protocol_version: String,
+    /// `mcp.resource.uri`.
+    pub resource_uri: String,
+    /// `jsonrpc.request.id` (a string id's value, a number's digits).
+    pub request_id: String,
+    /// `meshguard.mcp.argument_keys`: the argument names, always recorded.
+    pub argument_keys: Vec<String>,
+    /// `meshguard.mcp.arguments`: the arguments as JSON, only with
+    /// `actions.mcp.record_arguments`.
+    pub arguments: String,
+    /// `meshguard.a2a.method`: the A2A method as received.
+    pub a2a_method: String,
 }
 
 impl AuditEvent {
@@ -116,11 +146,29 @@ impl AuditEvent {
             ),
         ];
         // Only decisions that involve them carry these, to keep every other event small.
-        if !self.grant.is_empty() {
-            attributes.push(("meshguard.grant", AnyValue::Str(&self.grant)));
+        let r = &self.rpc;
+        for (k, v) in [
+            ("mcp.method.name", &r.mcp_method),
+            ("gen_ai.tool.name", &r.tool_name),
+            ("mcp.session.id", &r.session_id),
+            ("mcp.protocol.version", &r.protocol_version),
+            ("mcp.resource.uri", &r.resource_uri),
+            ("jsonrpc.request.id", &r.request_id),
+            ("meshguard.mcp.arguments", &r.arguments),
+            ("meshguard.a2a.method", &r.a2a_method),
+            ("meshguard.shadow.policy", &self.shadow_policy),
+            ("meshguard.approval_id", &self.approval_id),
+            ("meshguard.grant", &self.grant),
+        ] {
+            if !v.is_empty() {
+                attributes.push((k, AnyValue::Str(v)));
+            }
         }
-        if !self.approval_id.is_empty() {
-            attributes.push(("meshguard.approval_id", AnyValue::Str(&self.approval_id)));
+        if !r.mcp_method.is_empty() {
+            attributes.push((
+                "meshguard.mcp.argument_keys",
+                AnyValue::StrArray(&r.argument_keys),
+            ));
         }
         attributes
     }
@@ -703,5 +751,38 @@ mod tests {
             b.counters.dropped
         );
         assert_eq!(seqs(&b), [5, 6, 7]);
+    }
+
+    #[test]
+    fn rpc_attributes_only_when_present() {
+        let plain = AuditEvent::default();
+        let names: Vec<_> = plain.attributes().iter().map(|(k, _)| *k).collect();
+        assert!(!names.contains(&"mcp.method.name"));
+        assert!(!names.contains(&"meshguard.mcp.argument_keys"));
+        let mut e = AuditEvent::default();
+        e.rpc.mcp_method = "tools/call".into();
+        e.rpc.tool_name = "send".into();
+        e.rpc.request_id = "7".into();
+        e.rpc.argument_keys = vec!["to".into()];
+        e.shadow_policy = "candidate".into();
+        let attrs = e.attributes();
+        let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("mcp.method.name"), Some(AnyValue::Str("tools/call")));
+        assert_eq!(get("gen_ai.tool.name"), Some(AnyValue::Str("send")));
+        assert_eq!(get("jsonrpc.request.id"), Some(AnyValue::Str("7")));
+        assert_eq!(
+            get("meshguard.shadow.policy"),
+            Some(AnyValue::Str("candidate"))
+        );
+        assert!(
+            matches!(get("meshguard.mcp.argument_keys"), Some(AnyValue::StrArray(k)) if k == ["to"])
+        );
+        assert_eq!(get("mcp.session.id"), None);
+        // the chain covers them: a different tool changes the hash
+        let mut c1 = Chain::new("s");
+        let mut c2 = Chain::new("s");
+        let h1 = c1.seal(&e).hash;
+        e.rpc.tool_name = "other".into();
+        assert_ne!(h1, c2.seal(&e).hash);
     }
 }

@@ -15,7 +15,7 @@ mod lenient;
 mod policy;
 mod text;
 
-pub use actions::{ActionsConfig, McpConfig, RouteConfig};
+pub use actions::{A2aConfig, ActionsConfig, DecisionApiConfig, McpConfig, RouteConfig};
 pub use audit::AuditConfig;
 pub use controls::{
     GrantConfig, GrantsConfig, LoopConfig, RateLimitConfig, RevocationEntry, RevokedConfig,
@@ -75,6 +75,10 @@ pub struct PluginConfig {
     /// The optional local status endpoint.
     #[serde(default)]
     pub status: Option<StatusConfig>,
+    /// The optional Guardian-compatible decision API (`/enforce`, `/enforce/batch`,
+    /// `/health`).
+    #[serde(default)]
+    pub decision_api: Option<DecisionApiConfig>,
     /// Where audit events go.
     #[serde(default)]
     pub audit: AuditConfig,

@@ -55,6 +55,10 @@ pub struct Policy {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_delegation_depth: Option<usize>,
+    /// `enforce` (default) or `audit`: a policy in audit mode (shadow) records its
+    /// denials as `would_deny` while the other policies enforce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<super::Mode>,
     /// The rules.
     pub rules: Vec<Rule>,
 }

@@ -3,16 +3,19 @@
 //! decide identically.
 
 pub mod body;
+pub mod decision_api;
 pub mod request;
 pub mod response;
 
+use crate::actions::a2a::A2aMapper;
+use crate::actions::mcp::{dig, McpMapper};
 use crate::actions::path::{self as req_path, PathRejection};
 use crate::actions::{ActionMapper, ActionMatch, MappingError};
 use crate::audit::{trace_ids, AuditEvent};
 use crate::condition::{Lookup, Value};
 use crate::config::{
-    self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, Effect, Mode, PluginConfig,
-    StatusConfig,
+    self, parse_policy_yaml, AuditConfig, BundleConfig, ConfigError, DecisionApiConfig, Effect,
+    Mode, PluginConfig, StatusConfig,
 };
 use crate::controls::grants::GrantsDoc;
 use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refusal};
@@ -23,6 +26,7 @@ use crate::sources::bundle::{BundleKeys, VerifiedBundle};
 use crate::tier::TrustTier;
 use request::Request;
 use response::{Denial, LocalResponse};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -43,6 +47,9 @@ pub struct Engine {
     /// Counters of this VM alone, used by [`Engine::handle`] when the host passes no
     /// shared store (rate limits then hold per worker, not per Envoy).
     local_counters: MemoryStore,
+    mcp: Option<McpMapper>,
+    a2a: Option<A2aMapper>,
+    decision_api: Option<DecisionApiConfig>,
 }
 
 /// What the caller keeps between requests: the worker's token cache and the counters
@@ -144,7 +151,7 @@ impl DecisionKind {
     }
 
     /// The enforced kind of a decision.
-    fn enforced(decision: &Decision) -> DecisionKind {
+    pub(crate) fn enforced(decision: &Decision) -> DecisionKind {
         match decision.effect {
             _ if decision.retry_after_secs.is_some() => DecisionKind::RateLimited,
             Effect::Allow => DecisionKind::Allow,
@@ -185,6 +192,32 @@ impl Outcome {
     }
 }
 
+/// What a request body adds to the facts conditions see: the MCP arguments, A2A params
+/// or `/enforce` context (`context.*`), and the JSON-RPC method names.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BodyFacts<'a> {
+    /// `context.*`: a JSON object.
+    pub context: Option<&'a serde_json::Value>,
+    /// `mcp.method`.
+    pub mcp_method: Option<&'a str>,
+    /// `mcp.tool`.
+    pub mcp_tool: Option<&'a str>,
+    /// `a2a.method`.
+    pub a2a_method: Option<&'a str>,
+}
+
+/// A decision together with what the shadow policies (`mode: audit`) would have decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The enforced decision.
+    pub decision: Decision,
+    /// A stricter decision of a shadow policy: recorded as `would_deny`, not enforced.
+    pub shadow: Option<Decision>,
+    /// Whether a condition looked at `context.*` (the arguments): a `tools/list` entry
+    /// whose denial depends on them is kept and decided at call time.
+    pub used_context: bool,
+}
+
 /// The values conditions can refer to (README, "Policy language"), by the names of
 /// [`crate::policy::names`].
 struct Facts<'a> {
@@ -194,6 +227,8 @@ struct Facts<'a> {
     resource: Option<&'a str>,
     req: &'a Request,
     now_secs: u64,
+    body: BodyFacts<'a>,
+    used_context: &'a Cell<bool>,
 }
 
 fn json_to_value(v: &serde_json::Value) -> Option<Value> {
@@ -239,7 +274,16 @@ impl Lookup for Facts<'_> {
             Fact::RequestHeader(h) => self.req.header(h).and_then(text),
             // Filled from JSON-RPC bodies (MCP, A2A, `/enforce`); a request without one
             // leaves them missing, which makes any comparison on them false.
-            Fact::Context(_) | Fact::McpMethod | Fact::McpTool | Fact::A2aMethod => None,
+            Fact::Context(c) => {
+                self.used_context.set(true);
+                self.body
+                    .context
+                    .and_then(|ctx| dig(ctx, c))
+                    .and_then(json_to_value)
+            }
+            Fact::McpMethod => self.body.mcp_method.and_then(text),
+            Fact::McpTool => self.body.mcp_tool.and_then(text),
+            Fact::A2aMethod => self.body.a2a_method.and_then(text),
             Fact::DelegationDepth => num(self.identity.depth() as u64),
             Fact::DelegationChain => Some(Value::List(
                 self.identity
@@ -304,6 +348,17 @@ impl Engine {
         let empty = HashMap::new();
         let verifier = Verifier::compile_with(&cfg.identity, src.jwks.unwrap_or(&empty))?;
         let actions = ActionMapper::compile(&cfg.actions)?;
+        let mcp = match &cfg.actions.mcp {
+            Some(m) => Some(McpMapper::compile(m)?),
+            None => None,
+        };
+        let a2a = match &cfg.actions.a2a {
+            Some(a) => Some(A2aMapper::compile(a)?),
+            None => None,
+        };
+        if let Some(d) = &cfg.decision_api {
+            decision_api::validate(d)?;
+        }
         cfg.audit.validate()?;
         let bundle = match &cfg.bundle {
             Some(b) => Some(compile_bundle_source(b)?),
@@ -363,6 +418,9 @@ impl Engine {
             status: cfg.status.clone(),
             controls,
             local_counters: MemoryStore::new(),
+            mcp,
+            a2a,
+            decision_api: cfg.decision_api.clone(),
         })
     }
 
@@ -442,21 +500,49 @@ impl Engine {
         req: &Request,
         now_secs: u64,
     ) -> Decision {
+        self.decide_full(identity, action, req, now_secs, BodyFacts::default())
+            .decision
+    }
+
+    /// [`Engine::decide`] with the facts of a body (`context.*`, `mcp.*`, `a2a.*`) and
+    /// what the shadow policies would have decided.
+    pub fn decide_full(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+    ) -> Evaluation {
+        let used_context = Cell::new(false);
+        let done = |decision: Decision, shadow: Option<Decision>, used: &Cell<bool>| Evaluation {
+            decision,
+            shadow,
+            used_context: used.get(),
+        };
         let depth = identity.depth();
         let max = self.verifier.max_delegation_depth();
         if depth > max {
-            return Decision::deny(format!(
-                "delegation depth {depth} exceeds the mesh limit of {max}"
-            ));
+            return done(
+                Decision::deny(format!(
+                    "delegation depth {depth} exceeds the mesh limit of {max}"
+                )),
+                None,
+                &used_context,
+            );
         }
         let mut seen = HashSet::with_capacity(identity.chain.len());
         for hop in &identity.chain {
             if !seen.insert(hop.agent_id.as_str()) {
-                return Decision::deny(format!(
-                    "delegation cycle: agent {:?} appears twice in the chain {}",
-                    hop.agent_id,
-                    chain_text(identity)
-                ));
+                return done(
+                    Decision::deny(format!(
+                        "delegation cycle: agent {:?} appears twice in the chain {}",
+                        hop.agent_id,
+                        chain_text(identity)
+                    )),
+                    None,
+                    &used_context,
+                );
             }
         }
         let facts = |subject| Facts {
@@ -466,6 +552,8 @@ impl Engine {
             resource: action.resource.as_deref(),
             req,
             now_secs,
+            body,
+            used_context: &used_context,
         };
         let caller = Subject {
             agent_id: &identity.agent_id,
@@ -494,31 +582,29 @@ impl Engine {
                 None => d,
             }
         };
+        let res = action.resource.as_deref();
+        let f = facts(caller);
         let mut decision = granted(
-            self.policies.evaluate(
-                &caller,
-                &action.action,
-                action.resource.as_deref(),
-                depth,
-                &facts(caller),
-            ),
+            self.policies
+                .evaluate(&caller, &action.action, res, depth, &f),
             caller.agent_id,
         );
+        let mut shadow = self
+            .policies
+            .shadow(&decision, &caller, &action.action, res, depth, &f);
         for hop in identity.chain.iter().rev().skip(1) {
             let s = Subject {
                 agent_id: &hop.agent_id,
                 tier: hop.tier.min(identity.tier),
             };
+            let f = facts(s);
             let d = granted(
-                self.policies.evaluate(
-                    &s,
-                    &action.action,
-                    action.resource.as_deref(),
-                    depth,
-                    &facts(s),
-                ),
+                self.policies.evaluate(&s, &action.action, res, depth, &f),
                 s.agent_id,
             );
+            if shadow.is_none() {
+                shadow = self.policies.shadow(&d, &s, &action.action, res, depth, &f);
+            }
             if d.effect > decision.effect {
                 decision = Decision {
                     reason: format!(
@@ -529,7 +615,9 @@ impl Engine {
                 };
             }
         }
-        decision
+        // a shadow denial matters only where the enforced decision is an allow
+        let shadow = shadow.filter(|_| decision.effect == Effect::Allow);
+        done(decision, shadow, &used_context)
     }
 
     /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
@@ -774,13 +862,22 @@ impl Engine {
             Ok(id) => id,
             Err(e) => return self.identity_failure(&e, event, &trace_hex),
         };
-        event.agent_id.clone_from(&identity.agent_id);
-        event.trust_tier = identity.tier.as_str().into();
-        event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
-        let decision = match relabel {
-            Some(reason) => Decision::deny(reason),
+        record_identity(&mut event, &identity);
+        let eval = match relabel {
+            Some(reason) => Evaluation {
+                decision: Decision::deny(reason),
+                shadow: None,
+                used_context: false,
+            },
             None => {
-                let decision = self.decide_request(&identity, action.as_ref(), req, now_secs);
+                let mut eval = match &action {
+                    Some(a) => self.decide_full(&identity, a, req, now_secs, BodyFacts::default()),
+                    None => Evaluation {
+                        decision: self.decide_request(&identity, None, req, now_secs),
+                        shadow: None,
+                        used_context: false,
+                    },
+                };
                 // Loop detection tells calls apart by their arguments: for REST, the method
                 // and the path with its query (built only when a counting control is set).
                 let arguments = if self.controls.counts() {
@@ -788,66 +885,43 @@ impl Engine {
                 } else {
                     String::new()
                 };
-                self.apply_controls(
+                eval.decision = self.apply_controls(
                     &identity,
                     action.as_ref(),
-                    decision,
+                    eval.decision,
                     arguments.as_bytes(),
                     counters,
                     now_unix_nanos,
-                )
+                );
+                eval
             }
         };
-        event.grant = decision.grant.clone().unwrap_or_default();
-        event.approval_id = decision.approval_id.clone().unwrap_or_default();
-        event.effect = decision.effect.as_str().into();
-        event.policy = decision.policy.clone().unwrap_or_default();
-        event.rule = decision.rule.clone().unwrap_or_default();
-        event.reason.clone_from(&decision.reason);
-        let allowed = decision.effect == Effect::Allow;
-        let forward = |label: &str| Verdict::Forward {
-            body: None,
-            set_headers: vec![
-                (response::AGENT_HEADER.into(), identity.agent_id.clone()),
-                (response::TIER_HEADER.into(), identity.tier.as_str().into()),
-                (response::DECISION_HEADER.into(), label.into()),
-                (
-                    response::ACTION_HEADER.into(),
-                    action
-                        .as_ref()
-                        .map(|a| a.action.clone())
-                        .unwrap_or_default(),
-                ),
-            ],
-        };
-        let kind = match (allowed, self.mode) {
-            (false, Mode::Audit) => DecisionKind::WouldDeny,
-            _ => DecisionKind::enforced(&decision),
-        };
-        event.decision = kind.as_str().into();
-        let verdict = match (allowed, self.mode) {
-            (true, _) => {
-                event.enforced = true;
-                forward(kind.as_str())
-            }
-            (false, Mode::Audit) => {
-                event.enforced = false;
-                forward(kind.as_str())
-            }
-            (false, Mode::Enforce) => {
-                event.enforced = true;
+        let action_name = action.as_ref().map_or("", |a| a.action.as_str());
+        let disposition = self.record(&eval, &mut event);
+        let kind = disposition.kind(&eval.decision);
+        let verdict = match disposition {
+            Disposition::Allow => Verdict::Forward {
+                body: None,
+                set_headers: forward_headers(&identity, kind.as_str(), action_name, &event),
+            },
+            Disposition::WouldDeny => Verdict::Forward {
+                body: None,
+                set_headers: forward_headers(&identity, kind.as_str(), action_name, &event),
+            },
+            Disposition::Deny => {
+                let d = &eval.decision;
                 let denial = Denial {
                     decision: kind.as_str(),
-                    policy: decision.policy.as_deref(),
-                    rule: decision.rule.as_deref(),
-                    reason: &decision.reason,
+                    policy: d.policy.as_deref(),
+                    rule: d.rule.as_deref(),
+                    reason: &d.reason,
                     bundle_version: &self.version,
                     trace_id: &trace_hex,
                     agent: &identity.agent_id,
-                    action: action.as_ref().map_or("", |a| a.action.as_str()),
-                    approval_id: decision.approval_id.as_deref(),
+                    action: action_name,
+                    approval_id: Some(event.approval_id.as_str()).filter(|s| !s.is_empty()),
                 };
-                let response = match decision.retry_after_secs {
+                let response = match d.retry_after_secs {
                     Some(secs) => response::too_many_requests(&denial, secs),
                     None => response::forbidden(&denial),
                 };
@@ -859,10 +933,74 @@ impl Engine {
             verdict,
             kind,
             identity_error: None,
-            decision,
+            decision: eval.decision,
             event,
             more_events: Vec::new(),
             response: None,
+        }
+    }
+
+    fn authenticate(
+        &self,
+        req: &Request,
+        now_secs: u64,
+        cache: &mut TokenCache,
+    ) -> Result<Rc<Identity>, IdentityError> {
+        // Revocation and workload binding apply to cached verifications too.
+        self.verifier
+            .authenticate(req.header(self.verifier.token_header()), now_secs, cache)
+            .and_then(|id| {
+                self.controls
+                    .check_identity(&id, &req.peer_uri_sans)
+                    .map(|()| id)
+            })
+    }
+
+    /// Records an evaluation in the event and says how to carry it out: a shadow denial or
+    /// audit mode forwards as `would_deny`; otherwise a non-allow is enforced.
+    fn record(&self, eval: &Evaluation, event: &mut AuditEvent) -> Disposition {
+        let put = |d: &Decision, event: &mut AuditEvent| {
+            event.grant = d.grant.clone().unwrap_or_default();
+            event.effect = d.effect.as_str().into();
+            event.policy = d.policy.clone().unwrap_or_default();
+            event.rule = d.rule.clone().unwrap_or_default();
+            event.reason.clone_from(&d.reason);
+        };
+        let d = &eval.decision;
+        if d.effect == Effect::Allow {
+            if let Some(sh) = &eval.shadow {
+                put(sh, event);
+                event.shadow_policy = sh.policy.clone().unwrap_or_default();
+                event.decision = "would_deny".into();
+                event.enforced = false;
+                return Disposition::WouldDeny;
+            }
+            put(d, event);
+            event.decision = "allow".into();
+            event.enforced = true;
+            return Disposition::Allow;
+        }
+        put(d, event);
+        if d.effect == Effect::RequireApproval {
+            event.approval_id = d.approval_id.clone().unwrap_or_else(|| {
+                crate::controls::approval_id(
+                    &event.agent_id,
+                    &event.action,
+                    Some(event.resource.as_str()).filter(|r| !r.is_empty()),
+                )
+            });
+        }
+        match self.mode {
+            Mode::Audit => {
+                event.decision = "would_deny".into();
+                event.enforced = false;
+                Disposition::WouldDeny
+            }
+            Mode::Enforce => {
+                event.decision = DecisionKind::enforced(d).as_str().into();
+                event.enforced = true;
+                Disposition::Deny
+            }
         }
     }
 
@@ -916,6 +1054,56 @@ impl Engine {
             response: None,
         }
     }
+}
+
+/// How a decision is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// Forward as allowed.
+    Allow,
+    /// Forward; the denial is only recorded (audit mode or a shadow policy).
+    WouldDeny,
+    /// Refuse.
+    Deny,
+}
+
+impl Disposition {
+    /// What is reported for a decision carried out this way.
+    fn kind(self, decision: &Decision) -> DecisionKind {
+        match self {
+            Disposition::Allow => DecisionKind::Allow,
+            Disposition::WouldDeny => DecisionKind::WouldDeny,
+            Disposition::Deny => DecisionKind::enforced(decision),
+        }
+    }
+}
+
+fn record_identity(event: &mut AuditEvent, identity: &Identity) {
+    event.agent_id.clone_from(&identity.agent_id);
+    event.trust_tier = identity.tier.as_str().into();
+    event.delegation_chain = identity.chain.iter().map(|h| h.agent_id.clone()).collect();
+}
+
+/// The identity headers for the upstream; names the shadow policy when one would deny.
+fn forward_headers(
+    identity: &Identity,
+    label: &str,
+    action: &str,
+    event: &AuditEvent,
+) -> Vec<(String, String)> {
+    let mut h = vec![
+        (response::AGENT_HEADER.into(), identity.agent_id.clone()),
+        (response::TIER_HEADER.into(), identity.tier.as_str().into()),
+        (response::DECISION_HEADER.into(), label.into()),
+        (response::ACTION_HEADER.into(), action.into()),
+    ];
+    if !event.shadow_policy.is_empty() {
+        h.push((
+            response::SHADOW_POLICY_HEADER.into(),
+            event.shadow_policy.clone(),
+        ));
+    }
+    h
 }
 
 fn chain_text(identity: &Identity) -> String {
@@ -1514,6 +1702,52 @@ mod tests {
         let identity = e.verifier().verify(&t, NOW).unwrap();
         let req = request("POST", "/v1/email/send?q=1", Some(&t), &[("x-y", "header")]);
         let action = e.action_mapper().map(&req).unwrap().unwrap();
+        let used = Cell::new(false);
+        let ctx = json!({"x-y": 1});
+        let with_body = |body: BodyFacts<'_>| {
+            let facts = Facts {
+                identity: &identity,
+                subject: Subject {
+                    agent_id: &identity.agent_id,
+                    tier: identity.tier,
+                },
+                action: &action.action,
+                resource: action.resource.as_deref(),
+                req: &req,
+                now_secs: NOW,
+                body,
+                used_context: &used,
+            };
+            crate::policy::names::examples("x-y")
+                .into_iter()
+                .map(|name| {
+                    let a = facts.lookup(&name);
+                    (name, a)
+                })
+                .collect::<Vec<_>>()
+        };
+        // a JSON-RPC body answers every name of the table
+        let full = BodyFacts {
+            context: Some(&ctx),
+            mcp_method: Some("tools/call"),
+            mcp_tool: Some("t"),
+            a2a_method: Some("message/send"),
+        };
+        for (name, answer) in with_body(full) {
+            assert!(answer.is_some(), "{name} is in the table but not answered");
+        }
+        assert!(used.get(), "context lookups are noticed");
+        // a plain HTTP request has no body values
+        let from_bodies = [
+            Fact::Context("x-y"),
+            Fact::McpMethod,
+            Fact::McpTool,
+            Fact::A2aMethod,
+        ];
+        for (name, answer) in with_body(BodyFacts::default()) {
+            let fact = Fact::parse(&name).unwrap();
+            assert_eq!(from_bodies.contains(&fact), answer.is_none(), "{name}");
+        }
         let facts = Facts {
             identity: &identity,
             subject: Subject {
@@ -1524,27 +1758,9 @@ mod tests {
             resource: action.resource.as_deref(),
             req: &req,
             now_secs: NOW,
+            body: BodyFacts::default(),
+            used_context: &used,
         };
-        // Values that come from JSON-RPC bodies: a plain HTTP request has none. When the
-        // body phase fills them, this list shrinks (the assertion below fails until it does).
-        let from_bodies = [
-            Fact::Context("x-y"),
-            Fact::McpMethod,
-            Fact::McpTool,
-            Fact::A2aMethod,
-        ];
-        for name in crate::policy::names::examples("x-y") {
-            let fact = Fact::parse(&name).unwrap();
-            let answer = facts.lookup(&name);
-            if from_bodies.contains(&fact) {
-                assert_eq!(
-                    answer, None,
-                    "{name} is answered now: drop it from from_bodies"
-                );
-            } else {
-                assert!(answer.is_some(), "{name} is in the table but not answered");
-            }
-        }
         assert_eq!(
             facts.lookup("request.headers.x-y"),
             Some(Value::Str("header".into()))

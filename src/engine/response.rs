@@ -15,6 +15,9 @@ pub const DECISION_HEADER: &str = "x-meshguard-decision";
 /// The action decided on, for the upstream.
 pub const ACTION_HEADER: &str = "x-meshguard-action";
 
+/// The shadow policy (`mode: audit`) that would have denied a forwarded request.
+pub const SHADOW_POLICY_HEADER: &str = "x-meshguard-shadow-policy";
+
 /// A response MeshGuard sends instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -231,5 +234,24 @@ mod tests {
         });
         let body: serde_json::Value = serde_json::from_str(&with_id.body).unwrap();
         assert_eq!(body["approvalId"], "apr_x");
+    }
+
+    #[test]
+    fn approval_ids_are_stable_and_separated() {
+        let a = crate::controls::approval_id("agent-a", "write:refund", Some("payments"));
+        assert!(a.starts_with("apr_") && a.len() == 36, "{a}");
+        assert!(a[4..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            a,
+            crate::controls::approval_id("agent-a", "write:refund", Some("payments"))
+        );
+        assert_ne!(
+            a,
+            crate::controls::approval_id("agent-b", "write:refund", Some("payments"))
+        );
+        assert_ne!(
+            crate::controls::approval_id("ab", "c", None),
+            crate::controls::approval_id("a", "bc", None)
+        );
     }
 }

@@ -67,6 +67,8 @@ struct CompiledPolicy {
     tiers: Vec<TrustTier>,
     agents: Vec<Pattern>,
     max_depth: Option<usize>,
+    /// `mode: audit`: its denials are recorded as `would_deny`, never enforced.
+    shadow: bool,
 }
 
 impl CompiledPolicy {
@@ -104,6 +106,7 @@ pub struct PolicySet {
     policies: Vec<CompiledPolicy>,
     rules: Vec<CompiledRule>,
     actions: PatternSet,
+    has_shadow: bool,
 }
 
 impl PolicySet {
@@ -173,6 +176,7 @@ impl PolicySet {
                 tiers: applies.trust_tiers,
                 agents,
                 max_depth: p.max_delegation_depth,
+                shadow: p.mode == Some(crate::config::Mode::Audit),
             });
         }
         let actions = PatternSet::new(rules.iter().map(|r| r.action.as_str())).map_err(|e| {
@@ -181,7 +185,9 @@ impl PolicySet {
                 error: e,
             }
         })?;
+        let has_shadow = compiled.iter().any(|p| p.shadow);
         Ok(PolicySet {
+            has_shadow,
             policies: compiled,
             rules,
             actions,
@@ -198,7 +204,8 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
-    /// Decides one action for one subject. `depth` is the delegation depth, checked
+    /// Decides one action for one subject with the enforcing policies (shadow policies,
+    /// `mode: audit`, never change the outcome). `depth` is the delegation depth, checked
     /// against each applicable policy's `max_delegation_depth`.
     pub fn evaluate(
         &self,
@@ -208,7 +215,38 @@ impl PolicySet {
         depth: usize,
         ctx: &dyn Lookup,
     ) -> Decision {
-        for p in &self.policies {
+        self.eval(subject, action, resource, depth, ctx, false)
+    }
+
+    /// What the shadow policies would add to `enforced`: the decision with every policy
+    /// enforcing, when it is stricter than `enforced` (it then names a shadow policy).
+    /// `None` when there are no shadow policies or they change nothing.
+    pub fn shadow(
+        &self,
+        enforced: &Decision,
+        subject: &Subject<'_>,
+        action: &str,
+        resource: Option<&str>,
+        depth: usize,
+        ctx: &dyn Lookup,
+    ) -> Option<Decision> {
+        if !self.has_shadow {
+            return None;
+        }
+        let all = self.eval(subject, action, resource, depth, ctx, true);
+        (all.effect > enforced.effect).then_some(all)
+    }
+
+    fn eval(
+        &self,
+        subject: &Subject<'_>,
+        action: &str,
+        resource: Option<&str>,
+        depth: usize,
+        ctx: &dyn Lookup,
+        with_shadow: bool,
+    ) -> Decision {
+        for p in self.policies.iter().filter(|p| with_shadow || !p.shadow) {
             if let Some(max) = p.max_depth {
                 if depth > max && p.applies(subject) {
                     return Decision {
@@ -237,7 +275,7 @@ impl PolicySet {
             let Some(policy) = self.policies.get(rule.policy) else {
                 continue;
             };
-            if !policy.applies(subject) {
+            if !policy.applies(subject) || (policy.shadow && !with_shadow) {
                 continue;
             }
             if rule.min_tier.is_some_and(|m| subject.tier < m) {
@@ -519,5 +557,55 @@ rules:
         assert_eq!(names, ["verified-agent-policy", "two", "three"]);
         let dup = parse_policy_yaml("name: a\nrules: []\n---\nname: a\nrules: []\n").unwrap();
         assert!(PolicySet::compile(&dup, "policy_yaml").is_err());
+    }
+
+    #[test]
+    fn shadow_policies_never_change_the_enforced_decision() {
+        let ps = parse_policy_yaml(
+            r#"
+name: base
+rules:
+  - { action: "read:*", effect: allow }
+  - { action: "delete:*", effect: deny }
+---
+name: candidate
+mode: audit
+rules:
+  - { name: no-secrets, action: "read:secrets", effect: deny }
+  - { action: "write:*", effect: allow }
+  - { action: "delete:*", effect: allow }
+"#,
+        )
+        .unwrap();
+        let set = PolicySet::compile(&ps, "policies").unwrap();
+        let s = Subject {
+            agent_id: "a",
+            tier: TrustTier::Verified,
+        };
+        let ctx = hour(10);
+        let run = |action: &str| {
+            let d = set.evaluate(&s, action, None, 0, &ctx);
+            let sh = set.shadow(&d, &s, action, None, 0, &ctx);
+            (d, sh)
+        };
+        // enforced allow, the shadow policy would deny: reported, not enforced
+        let (d, sh) = run("read:secrets");
+        assert_eq!(d.effect, Effect::Allow);
+        let sh = sh.unwrap();
+        assert_eq!(sh.effect, Effect::Deny);
+        assert_eq!(sh.policy.as_deref(), Some("candidate"));
+        assert_eq!(sh.rule.as_deref(), Some("no-secrets"));
+        // nothing to add
+        assert!(run("read:orders").1.is_none());
+        // a shadow allow never loosens default deny, nor an enforced deny
+        let (d, sh) = run("write:x");
+        assert_eq!((d.effect, d.policy), (Effect::Deny, None));
+        assert!(sh.is_none());
+        assert_eq!(run("delete:x").0.effect, Effect::Deny);
+        // without shadow policies, no second evaluation
+        let plain = PolicySet::compile(&parse_policy_yaml(SEED).unwrap(), "p").unwrap();
+        let d = plain.evaluate(&s, "read:x", None, 0, &ctx);
+        assert!(plain.shadow(&d, &s, "read:x", None, 0, &ctx).is_none());
+        assert!(parse_policy_yaml("name: x\nmode: stealth\nrules: []").is_err());
     }
 }
