@@ -80,6 +80,13 @@ impl SharedData for MemoryStore {
     }
 }
 
+impl std::fmt::Debug for dyn SharedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The contents belong to every VM of the Envoy; printing them would race.
+        f.write_str("SharedData")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,10 @@ pub struct Worker {
     config: Option<Rc<PluginConfig>>,
     sources: Sources,
     engine: Option<Rc<Engine>>,
+    /// Envoy's shared data: rate-limit and loop counters live there, shared by every VM.
+    store: Rc<dyn SharedData>,
+    /// This VM's writer id for those counters.
+    writer: u64,
 }
 
 impl Worker {
@@ -46,8 +50,10 @@ impl Worker {
     pub fn new(store: Rc<dyn SharedData>, random: u64) -> Worker {
         Worker {
             config: None,
-            sources: Sources::new(store, random),
+            sources: Sources::new(Rc::clone(&store), random),
             engine: None,
+            store,
+            writer: random,
         }
     }
 
@@ -57,11 +63,11 @@ impl Worker {
     pub fn configure(&mut self, text: &[u8]) -> Result<Rc<Engine>, ConfigError> {
         let cfg = config::parse(text)?;
         let mut sources = self.sources.reconfigured(&cfg);
-        let engine = match build(&cfg, &sources) {
+        let engine = match build(&cfg, &sources, &self.store, self.writer) {
             Ok(e) => e,
             Err(_) if sources.bundle().is_some() => {
                 sources.drop_bundle();
-                build(&cfg, &sources)?
+                build(&cfg, &sources, &self.store, self.writer)?
             }
             Err(e) => return Err(e),
         };
@@ -134,7 +140,7 @@ impl Worker {
             return progress;
         };
         if progress.updates.iter().any(Update::rebuild) {
-            progress.rebuilt = match build(&cfg, &self.sources) {
+            progress.rebuilt = match build(&cfg, &self.sources, &self.store, self.writer) {
                 Ok(e) => {
                     let e = Rc::new(e);
                     self.engine = Some(Rc::clone(&e));
@@ -147,15 +153,22 @@ impl Worker {
     }
 }
 
-fn build(cfg: &PluginConfig, sources: &Sources) -> Result<Engine, ConfigError> {
+fn build(
+    cfg: &PluginConfig,
+    sources: &Sources,
+    store: &Rc<dyn SharedData>,
+    writer: u64,
+) -> Result<Engine, ConfigError> {
     let jwks = sources.jwks();
     Engine::build(
         cfg,
         Documents {
             bundle: sources.bundle().map(|b| &**b),
             jwks: Some(&jwks),
+            grants: sources.grants().map(|g| g.doc()),
         },
     )
+    .map(|e| e.with_shared_counters(Rc::clone(store), writer))
 }
 
 #[cfg(test)]

@@ -56,7 +56,8 @@ pub struct GrantsSource {
     pub keys: BundleKeys,
 }
 
-fn compile_grants_source(g: &GrantsConfig) -> Result<Option<GrantsSource>, ConfigError> {
+/// The `grants:` document source, when `cluster`, `path` and `public_keys` are set.
+pub fn compile_grants_source(g: &GrantsConfig) -> Result<Option<GrantsSource>, ConfigError> {
     let (cluster, path) = match (&g.cluster, &g.path, g.public_keys.is_empty()) {
         (None, None, true) => return Ok(None),
         (Some(c), Some(p), false) => (c, p),
@@ -308,6 +309,12 @@ impl Controls {
             Some(b) => b.check(identity, peer_uri_sans),
             None => Ok(()),
         }
+    }
+
+    /// Whether workload binding is configured: only then does the host read the mTLS
+    /// peer's certificate for each request.
+    pub fn needs_peer_identity(&self) -> bool {
+        self.binding.is_some()
     }
 
     /// Whether any counting control (loop detection, a rate limit) is configured.

@@ -569,8 +569,8 @@ impl Engine {
             eval.decision,
             &args,
             crate::controls::Counters {
-                store: &self.local_counters,
-                writer: 0,
+                store: &*self.counters,
+                writer: self.writer,
             },
             now_secs.saturating_mul(1_000_000_000),
         );

@@ -186,6 +186,7 @@ fn bundle_revocations_apply() {
         Documents {
             bundle: Some(&bundle),
             jwks: None,
+            grants: None,
         },
     )
     .unwrap();

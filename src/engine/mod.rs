@@ -22,6 +22,7 @@ use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refus
 use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::names::Fact;
 use crate::policy::{Decision, PolicySet, Subject};
+use crate::shared::SharedData;
 use crate::sources::bundle::{BundleKeys, VerifiedBundle};
 use crate::tier::TrustTier;
 use request::Request;
@@ -44,9 +45,12 @@ pub struct Engine {
     agents: usize,
     status: Option<StatusConfig>,
     controls: Controls,
-    /// Counters of this VM alone, used by [`Engine::handle`] when the host passes no
-    /// shared store (rate limits then hold per worker, not per Envoy).
-    local_counters: MemoryStore,
+    /// Where [`Engine::handle`] and the body phase count rate limits and loop repeats:
+    /// this VM's own memory unless the host hands in Envoy's shared data
+    /// ([`Engine::with_shared_counters`]), so limits hold per Envoy, not per worker.
+    counters: Rc<dyn SharedData>,
+    /// This VM's writer id in `counters`.
+    writer: u64,
     mcp: Option<McpMapper>,
     a2a: Option<A2aMapper>,
     decision_api: Option<DecisionApiConfig>,
@@ -78,6 +82,8 @@ pub struct Documents<'a> {
     pub bundle: Option<&'a VerifiedBundle>,
     /// Fetched keys by issuer.
     pub jwks: Option<&'a HashMap<String, Rc<RemoteKeys>>>,
+    /// The signed grants document in force.
+    pub grants: Option<&'a GrantsDoc>,
 }
 
 /// What to do with the request.
@@ -405,6 +411,10 @@ impl Engine {
                 (set, fp, None, 0, controls)
             }
         };
+        let mut controls = controls;
+        if let Some(doc) = src.grants {
+            controls.set_document(Some(doc))?;
+        }
         Ok(Engine {
             mode: cfg.mode,
             verifier,
@@ -417,11 +427,20 @@ impl Engine {
             agents,
             status: cfg.status.clone(),
             controls,
-            local_counters: MemoryStore::new(),
+            counters: Rc::new(MemoryStore::new()),
+            writer: 0,
             mcp,
             a2a,
             decision_api: cfg.decision_api.clone(),
         })
+    }
+
+    /// Counts rate limits and loop repeats in `store` (Envoy's shared data, so every
+    /// worker VM of an Envoy shares the counters) as `writer`, an id unique to this VM.
+    pub fn with_shared_counters(mut self, store: Rc<dyn SharedData>, writer: u64) -> Engine {
+        self.counters = store;
+        self.writer = writer;
+        self
     }
 
     /// Installs the grants of a verified grants document (see
@@ -715,8 +734,8 @@ impl Engine {
             State {
                 cache,
                 counters: Counters {
-                    store: &self.local_counters,
-                    writer: 0,
+                    store: &*self.counters,
+                    writer: self.writer,
                 },
             },
         )

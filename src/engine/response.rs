@@ -35,6 +35,10 @@ struct IdentityBody<'a> {
     decision: &'a str,
     error: &'a str,
     error_code: &'a str,
+    /// The same code under the name the public contract uses (`error_code: revoked`);
+    /// `errorCode` stays for clients written against earlier releases.
+    #[serde(rename = "error_code")]
+    error_code_contract: &'a str,
     reason: &'a str,
     mode: &'a str,
     trace_id: &'a str,
@@ -98,6 +102,7 @@ pub fn unauthorized(code: &str, reason: &str, mode: Mode, trace_id: &str) -> Loc
         decision: "deny",
         error: "invalid_token",
         error_code: code,
+        error_code_contract: code,
         reason,
         mode: mode.as_str(),
         trace_id,
@@ -205,6 +210,10 @@ mod tests {
         assert!(v.contains("bad 'quote' ' '"), "{v}");
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["reason"], "bad \"quote\" \\ é");
+        assert_eq!(
+            (&body["error_code"], &body["errorCode"]),
+            (&"malformed".into(), &"malformed".into())
+        );
         assert_eq!(r.status, 401);
     }
 

@@ -88,7 +88,18 @@ impl Http {
             );
             return Flow::Pause;
         };
-        let req = self.read_request();
+        let mut req = self.read_request();
+        if engines.engine.controls().needs_peer_identity() {
+            // Envoy's attribute: the first URI SAN of the verified mTLS peer certificate
+            // (absent on plain-text connections).
+            req.peer_uri_sans = self
+                .host
+                .property(&["connection", "uri_san_peer_certificate"])
+                .and_then(|v| String::from_utf8(v).ok())
+                .filter(|v| !v.is_empty())
+                .into_iter()
+                .collect();
+        }
         if status::answer(&*self.host, &self.vm, &engines.engine, &req) {
             return Flow::Pause;
         }

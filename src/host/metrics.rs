@@ -40,7 +40,7 @@ pub(crate) struct Metrics {
 }
 
 /// The kinds of fetched documents that have stats.
-const SOURCE_KINDS: [&str; 2] = ["bundle", "jwks"];
+const SOURCE_KINDS: [&str; 3] = ["bundle", "jwks", "grants"];
 
 impl Metrics {
     /// Defines every stat.
@@ -128,9 +128,9 @@ impl Metrics {
             return;
         };
         let id = match &update.change {
-            Change::NewBundle { adopted: false, .. } | Change::NewKeys { adopted: false, .. } => {
-                s.updates
-            }
+            Change::NewBundle { adopted: false, .. }
+            | Change::NewKeys { adopted: false, .. }
+            | Change::NewGrants { adopted: false, .. } => s.updates,
             Change::Rejected(_) => s.rejected,
             Change::Failed(_) => s.failures,
             _ => None,

@@ -205,6 +205,9 @@ impl Root {
             Change::NewBundle { version, .. } => {
                 log::info!("meshguard: bundle version {version} in force")
             }
+            Change::NewGrants { version, .. } => {
+                log::info!("meshguard: grants document version {version} in force")
+            }
             Change::NewKeys {
                 adopted: false,
                 skipped,

@@ -106,7 +106,7 @@ impl Update {
     pub fn rebuild(&self) -> bool {
         matches!(
             self.change,
-            Change::NewBundle { .. } | Change::NewKeys { .. }
+            Change::NewBundle { .. } | Change::NewKeys { .. } | Change::NewGrants { .. }
         )
     }
 }
@@ -114,6 +114,13 @@ impl Update {
 /// What happened to a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// A new grants document is in force.
+    NewGrants {
+        /// Its version.
+        version: u64,
+        /// Published by another worker (not fetched here).
+        adopted: bool,
+    },
     /// A new bundle is in force.
     NewBundle {
         /// Its version.

@@ -10,6 +10,8 @@ pub enum DocId {
     Bundle,
     /// An issuer's remote JWKS (`identity.issuers[].jwks_cluster`), by issuer.
     Jwks(String),
+    /// The signed grants document (`grants.cluster` + `grants.path`).
+    Grants,
 }
 
 impl DocId {
@@ -18,6 +20,7 @@ impl DocId {
         match self {
             DocId::Bundle => "bundle".into(),
             DocId::Jwks(issuer) => format!("jwks/{issuer}"),
+            DocId::Grants => "grants".into(),
         }
     }
 
@@ -26,6 +29,7 @@ impl DocId {
         match self {
             DocId::Bundle => "bundle",
             DocId::Jwks(_) => "jwks",
+            DocId::Grants => "grants",
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod bundle;
 pub mod document;
 pub mod fetch;
+pub mod grants;
 pub mod jwks;
 pub mod sync;
 
@@ -33,6 +34,7 @@ use crate::identity::{remote_sources, RemoteKeys};
 use crate::shared::SharedData;
 use bundle::BundleKind;
 use document::Tracker;
+use grants::{GrantsKind, VerifiedGrants};
 use jwks::JwksKind;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -53,6 +55,7 @@ pub struct Sources {
     random: u64,
     bundle: Option<Tracker<BundleKind>>,
     jwks: Vec<Tracker<JwksKind>>,
+    grants: Option<Tracker<GrantsKind>>,
     /// A request met an unknown `kid`: refetch remote JWKS early (within the budget).
     refresh_wanted: bool,
 }
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Sources {
         f.debug_struct("Sources")
             .field("bundle", &self.bundle)
             .field("jwks", &self.jwks)
+            .field("grants", &self.grants)
             .finish()
     }
 }
@@ -79,6 +83,7 @@ impl Sources {
             random,
             bundle: None,
             jwks: Vec::new(),
+            grants: None,
             refresh_wanted: false,
         }
     }
@@ -125,11 +130,36 @@ impl Sources {
                 Tracker::new(id, JwksKind, spec).carried(old)
             })
             .collect();
+        // A `grants:` section that does not compile is refused, with the precise error,
+        // when the engine is built; no tracker for it here.
+        let grants = crate::controls::compile_grants_source(&cfg.grants)
+            .ok()
+            .flatten()
+            .map(|src| {
+                let c = &src.config;
+                let spec = FetchSpec {
+                    cluster: c.cluster.clone().unwrap_or_default(),
+                    path: c.path.clone().unwrap_or_default(),
+                    authority: c
+                        .authority
+                        .clone()
+                        .unwrap_or_else(|| authority_for(c.cluster.as_deref().unwrap_or_default())),
+                    timeout_ms: config::default_fetch_timeout(),
+                    refresh_ms: c.interval_seconds.saturating_mul(1000),
+                    retry_ms: c.interval_seconds.saturating_mul(1000),
+                    max_bytes: c.max_bytes,
+                    conditional: true,
+                    forcible: false,
+                };
+                Tracker::new(DocId::Grants, GrantsKind::from_source(&src), spec)
+                    .carried(self.grants.as_ref())
+            });
         Sources {
             store: Rc::clone(&self.store),
             random: self.random,
             bundle,
             jwks,
+            grants,
             refresh_wanted: self.refresh_wanted,
         }
     }
@@ -153,6 +183,9 @@ impl Sources {
         for t in &mut self.jwks {
             tick.updates.extend(t.adopt(store));
         }
+        if let Some(t) = &mut self.grants {
+            tick.updates.extend(t.adopt(store));
+        }
         let forced = std::mem::take(&mut self.refresh_wanted);
         if let Some(t) = &self.bundle {
             tick.fetches
@@ -162,6 +195,10 @@ impl Sources {
             tick.fetches
                 .extend(t.claim(store, now_ms, self.random, forced));
         }
+        if let Some(t) = &self.grants {
+            tick.fetches
+                .extend(t.claim(store, now_ms, self.random, false));
+        }
         tick
     }
 
@@ -170,6 +207,7 @@ impl Sources {
         match doc {
             DocId::Bundle => self.bundle.as_ref().map(|t| t.spec.max_bytes),
             DocId::Jwks(_) => Some(jwks::MAX_JWKS_BYTES),
+            DocId::Grants => self.grants.as_ref().map(|t| t.spec.max_bytes),
         }
         .unwrap_or(jwks::MAX_JWKS_BYTES)
     }
@@ -186,6 +224,10 @@ impl Sources {
                 .jwks
                 .iter_mut()
                 .find(|t| &t.id == doc)
+                .map(|t| t.on_reply(&*store, reply, now_ms)),
+            DocId::Grants => self
+                .grants
+                .as_mut()
                 .map(|t| t.on_reply(&*store, reply, now_ms)),
         }
     }
@@ -212,7 +254,16 @@ impl Sources {
                 .iter_mut()
                 .find(|t| &t.id == doc)
                 .map(|t| t.on_not_started(&*store, now_ms, failure)),
+            DocId::Grants => self
+                .grants
+                .as_mut()
+                .map(|t| t.on_not_started(&*store, now_ms, failure)),
         }
+    }
+
+    /// The grants document in force.
+    pub fn grants(&self) -> Option<&Rc<VerifiedGrants>> {
+        self.grants.as_ref().and_then(|t| t.state.current())
     }
 
     /// Whether a bundle source is configured.
