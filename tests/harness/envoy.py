@@ -156,10 +156,9 @@ def make_listener(template: dict, listener: Listener, wasm: Path = WASM, *,
     if listener.tls is not None:
         for chain in lst["filter_chains"]:
             chain["transport_socket"] = copy.deepcopy(listener.tls)
-        hcm = next(n["typed_config"] for n in _walk(lst)
-                   if n.get("name") == "envoy.filters.network.http_connection_manager")
-        hcm["forward_client_cert_details"] = "SANITIZE_SET"
-        hcm["set_current_client_cert_details"] = {"uri": True}
+        manager = hcm(lst)
+        manager["forward_client_cert_details"] = "SANITIZE_SET"
+        manager["set_current_client_cert_details"] = {"uri": True}
     if not listener.meshguard:
         for node in _walk(lst):
             if "http_filters" in node:

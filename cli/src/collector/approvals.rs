@@ -403,11 +403,16 @@ pub fn decide(
             let ttl = i64::try_from(*ttl_seconds)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(NANOS);
+            // Whole seconds: the grants document carries `expires_at` in RFC 3339
+            // seconds, and the stored expiry must be the one the filters enforce, or a
+            // request refused just after the published expiry would not reopen the
+            // approval (the stored expiry would still lie ahead).
+            let expires = now_unix_nano.saturating_add(ttl);
             (
                 ApprovalStatus::Approved,
                 by,
                 reason,
-                Some(now_unix_nano.saturating_add(ttl)),
+                Some(expires - expires.rem_euclid(NANOS)),
             )
         }
         Decision::Deny { by, reason } => (ApprovalStatus::Denied, by, reason, None),
