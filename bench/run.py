@@ -13,6 +13,11 @@ Every configuration is served by a real Envoy (the one in .venv, as the tests us
   mg-eddsa-cold        MeshGuard, never-seen EdDSA tokens
   mg-eddsa-cached      MeshGuard, one EdDSA token reused
   mg-es256-cached-collector-down  as mg-es256-cached with the audit collector unreachable
+  baseline-mcp-call / mg-mcp-call  POST /mcp tools/call (1 KiB body; the filter decides on an
+                       argument condition), without and with the filter; wrk's Lua POST
+                       script limits the no-filter rate, so the µs added is a lower bound
+  baseline-mcp-list / mg-mcp-list  tools/list answered with 100 tools (direct_response),
+                       without and with the filter rewriting the answer to the allowed ones
 
 The policy is the same in both stacks: allow GET /v1/orders/** when the token is valid and
 its `trust_tier` claim is `verified`, deny everything else. MeshGuard runs with its full
@@ -66,6 +71,10 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 import chart  # noqa: E402  (bench/chart.py)
 
 LUA = REPO / "bench" / "wrk" / "tokens.lua"
+POST_LUA = REPO / "bench" / "wrk" / "post.lua"
+MCP_PATH = "/mcp"
+# The MCP benchmarks' tools: 100 listed, the listing filtered to those the agent may call.
+MCP_TOOLS = 100
 PATH = "/v1/orders/42"
 CONNECTIONS = 16
 
@@ -81,6 +90,7 @@ class Config:
     cold: bool = False    # fresh token per request
     native_cache: bool = False
     collector_down: bool = False
+    mcp: str = ""         # "" | "call" (tools/call, 1 KiB, argument condition) | "list" (tools/list, 100 tools)
 
 
 ALL_CONFIGS = [
@@ -94,8 +104,13 @@ ALL_CONFIGS = [
     Config("mg-eddsa-cached", "MeshGuard EdDSA, reused token (cache)", "meshguard", alg="EdDSA"),
     Config("mg-es256-cached-collector-down", "MeshGuard ES256 cached, audit collector down", "meshguard",
            collector_down=True),
+    Config("baseline-mcp-call", "no filter, MCP tools/call POST (1 KiB)", "baseline", mcp="call"),
+    Config("mg-mcp-call", "MeshGuard MCP tools/call (1 KiB body, argument condition), cached", "meshguard",
+           mcp="call"),
+    Config("baseline-mcp-list", "no filter, MCP tools/list answer of 100 tools", "baseline", mcp="list"),
+    Config("mg-mcp-list", "MeshGuard MCP tools/list filtered (100 tools), cached", "meshguard", mcp="list"),
 ]
-SMOKE_CONFIGS = ["baseline", "native-es256-cache", "mg-es256-cached", "mg-eddsa-cold"]
+SMOKE_CONFIGS = ["baseline", "native-es256-cache", "mg-es256-cached", "mg-eddsa-cold", "baseline-mcp-call", "mg-mcp-call"]
 
 
 class Keys:
@@ -173,20 +188,64 @@ def native_filters(jwks: dict, cache: bool) -> list[dict]:
     return [jwt_authn, rbac]
 
 
-def meshguard_plugin_config(jwks: dict) -> str:
+def meshguard_plugin_config(jwks: dict, mcp: str = "") -> str:
     """The committed plugin configuration (routes, the seed policy, audit to the
-    collector) with the benchmark's key: full governance and audit on."""
-    return policies.as_yaml(policies.seed_config(jwks))
+    collector) with the benchmark's key: full governance and audit on. The MCP
+    configurations add `actions.mcp` and a policy over the tools: half of the listed tools
+    allowed, `pay` allowed under a condition on its arguments."""
+    cfg = policies.seed_config(jwks)
+    if mcp:
+        cfg["actions"]["mcp"] = {"paths": [MCP_PATH], "tools": {"pay": "write:payment"}}
+        cfg["policies"].append({
+            "name": "mcp-bench",
+            "rules": [
+                {"action": "tool:t_1*", "effect": "allow"},
+                {"action": "tool:t_2*", "effect": "allow"},
+                {"action": "tool:t_3*", "effect": "deny"},
+                {"name": "small-payments", "action": "write:payment", "effect": "allow",
+                 "conditions": ["context.amount <= 100 AND context.currency == \"EUR\""]},
+            ]})
+    return policies.as_yaml(cfg)
+
+
+def mcp_request_body(mcp: str) -> bytes:
+    """The JSON-RPC request the MCP benchmarks send."""
+    if mcp == "call":
+        msg = {"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+               "params": {"name": "pay", "arguments": {"amount": 42, "currency": "EUR", "memo": "x" * 900}}}
+    else:
+        msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+def mcp_response_body(mcp: str) -> str:
+    """What the (direct_response) MCP server answers."""
+    if mcp == "call":
+        result = {"content": [{"type": "text", "text": "paid"}], "isError": False}
+    else:
+        result = {"tools": [{"name": f"t_{i}", "description": "A tool that does something useful.",
+                             "inputSchema": {"type": "object", "properties": {"a": {"type": "string"}}}}
+                            for i in range(MCP_TOOLS)]}
+    return json.dumps({"jsonrpc": "2.0", "id": 42 if mcp == "call" else 1, "result": result},
+                      separators=(",", ":"))
 
 
 def envoy_config(c: Config, k: Keys, *, listen_port: int, admin_port: int, collector_port: int,
                  wasm: Path) -> dict:
-    plugin = meshguard_plugin_config(k.jwks(c.alg)) if c.stack == "meshguard" else "{}"
+    plugin = meshguard_plugin_config(k.jwks(c.alg), c.mcp) if c.stack == "meshguard" else "{}"
     cfg = henvoy.render([henvoy.Listener("bench", listen_port, plugin)], admin_port=admin_port,
                         upstream_port=ports.free_port(), collector_port=collector_port, wasm=wasm)
     hcm = _hcm(cfg)
     hcm["route_config"]["virtual_hosts"][0]["routes"] = [
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]
+    if c.mcp:
+        # A 100-tool listing is ~14 KB; Envoy caps direct responses at 4 KiB by default.
+        hcm["route_config"]["max_direct_response_body_size_bytes"] = 1 << 16
+        hcm["route_config"]["virtual_hosts"][0]["routes"] = [{
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": mcp_response_body(c.mcp)}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]
     router = hcm["http_filters"][-1]
     assert router["name"] == "envoy.filters.http.router"
     if c.stack == "baseline":
@@ -311,17 +370,23 @@ def parse_wrk(out: str) -> dict:
 
 
 def run_wrk(port: int, seconds: float, *, cpu: str, token: str | None = None, token_file: Path | None = None,
-            connections: int = CONNECTIONS) -> dict:
+            connections: int = CONNECTIONS, body_file: Path | None = None) -> dict:
     cmd = (["taskset", "-c", cpu] if cpu else []) + [
         "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
     env = dict(os.environ)
-    if token_file is not None:
+    path = PATH
+    if body_file is not None:
+        cmd += ["-s", str(POST_LUA)]
+        env["MG_BODY"] = str(body_file)
+        env["MG_TOKEN"] = token or ""
+        env["MG_PATH"] = path = MCP_PATH
+    elif token_file is not None:
         cmd += ["-s", str(LUA)]
         env["MG_TOKENS"] = str(token_file)
         env["MG_PATH"] = PATH
     else:
         cmd += ["-H", f"Authorization: Bearer {token}"]
-    cmd.append(f"http://127.0.0.1:{port}{PATH}")
+    cmd.append(f"http://127.0.0.1:{port}{path}")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr}\n{out.stdout}")
@@ -378,6 +443,11 @@ class Bench:
                 if w["requests"] > self.keys.cold_count[c.alg]:
                     raise RuntimeError(f"{c.name}: {w['requests']} requests but only "
                                        f"{self.keys.cold_count[c.alg]} distinct tokens: raise --cold-tokens")
+            elif c.mcp:
+                body = self.workdir / f"mcp-{c.mcp}.json"
+                body.write_bytes(mcp_request_body(c.mcp))
+                run_wrk(port, self.args.warmup, cpu=self.load_cpu, token=token, body_file=body)
+                w = run_wrk(port, seconds, cpu=self.load_cpu, token=token, body_file=body)
             else:
                 run_wrk(port, self.args.warmup, cpu=self.load_cpu, token=token)
                 w = run_wrk(port, seconds, cpu=self.load_cpu, token=token)
@@ -498,24 +568,29 @@ def machine() -> dict:
 
 
 def summarize(runs: list[Run], configs: list[Config]) -> list[dict]:
-    base = [r.rps for r in runs if r.config == "baseline"]
-    base_rps = statistics.median(base) if base else 0.0
-    base_rss = statistics.median([r.rss_mb for r in runs if r.config == "baseline"]) if base else 0.0
+    """One row per configuration, with the ratio and µs added against its own baseline:
+    "no filter" for plain HTTP, the same JSON-RPC load without the filter for MCP."""
+    def median_of(name: str, attr: str) -> float:
+        vals = [getattr(r, attr) for r in runs if r.config == name]
+        return statistics.median(vals) if vals else 0.0
+
     rows = []
     for c in configs:
         rs = [r for r in runs if r.config == c.name]
         if not rs:
             continue
+        base_name = f"baseline-mcp-{c.mcp}" if c.mcp else "baseline"
+        base_rps, base_rss = median_of(base_name, "rps"), median_of(base_name, "rss_mb")
         rps = statistics.median(r.rps for r in rs)
         rss = statistics.median(r.rss_mb for r in rs)
         rows.append({
-            "config": c.name, "label": c.label, "rounds": len(rs),
+            "config": c.name, "label": c.label, "rounds": len(rs), "baseline": base_name,
             "rps": round(rps), "rps_all": [round(r.rps) for r in rs],
             "ratio": round(rps / base_rps, 3) if base_rps else None,
             "p50_us": statistics.median(r.p50_us for r in rs),
             "p99_us": statistics.median(r.p99_us for r in rs),
             "added_us": round(1e6 / rps - 1e6 / base_rps, 1) if base_rps else None,
-            "rss_mb": round(rss, 1), "rss_added_mb": round(rss - base_rss, 1),
+            "rss_mb": round(rss, 1), "rss_added_mb": round(rss - base_rss, 1) if base_rss else None,
             "ready_s": statistics.median(r.ready_s for r in rs),
         })
     return rows
@@ -561,8 +636,9 @@ def targets(rows: list[dict], extras: dict, crit: dict) -> list[tuple[str, str, 
     if mg:
         worst = max(r["ready_s"] for r in mg)
         add("Envoy ready with the filter", "≤ 0.5 s", f"{worst:.2f} s (slowest median)", worst <= 0.5)
-        rss = max(r["rss_added_mb"] for r in mg)
-        add("RSS added, one worker", "≤ 30 MB", f"{rss:.1f} MB (largest)", rss <= 30)
+        rss = max((r["rss_added_mb"] for r in mg if r["rss_added_mb"] is not None), default=None)
+        if rss is not None:
+            add("RSS added, one worker", "≤ 30 MB", f"{rss:.1f} MB (largest)", rss <= 30)
     mod = extras.get("module", {})
     if mod:
         size = mod.get("wasm_opt_bytes", mod["bytes"])
@@ -601,8 +677,8 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], extras: dict, crit:
     ]
     for r in rows:
         lines.append(
-            f"| {r['config']} — {r['label']} | {r['rps']:,} | {r['ratio']:.2f} | {fmt_us(r['p50_us'])} | "
-            f"{fmt_us(r['p99_us'])} | {r['added_us']:+.1f} | {r['rss_mb']:.1f} ({r['rss_added_mb']:+.1f}) | "
+            f"| {r['config']} — {r['label']} | {r['rps']:,} | {'—' if r['ratio'] is None else format(r['ratio'], '.2f')} | {fmt_us(r['p50_us'])} | "
+            f"{fmt_us(r['p99_us'])} | {'—' if r['added_us'] is None else format(r['added_us'], '+.1f')} | {r['rss_mb']:.1f} ({'—' if r['rss_added_mb'] is None else format(r['rss_added_mb'], '+.1f')}) | "
             f"{r['ready_s']:.2f} |")
     lines += ["", "req/s of every round: " + "; ".join(
         f"{r['config']} {', '.join(f'{x:,}' for x in r['rps_all'])}" for r in rows), ""]

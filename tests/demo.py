@@ -9,9 +9,11 @@ printed as a table row, then the audit trail as the operator sees it: `meshguard
 query`, `meshguard audit trace` and `meshguard audit verify`. Everything started here is
 stopped by PID on the way out, also on Ctrl-C or an error.
 
-Run from the repository root: ``.venv/bin/python tests/demo.py``. With ``--mcp`` (or
-``MESHGUARD_DEMO_MCP=1``) an MCP act follows (tests/demo_mcp.py): an agent using the MCP SDK
-lists and calls tools through the same collector.
+Run from the repository root: ``.venv/bin/python tests/demo.py``. An MCP act follows
+(tests/demo_mcp.py; ``--no-mcp`` or ``MESHGUARD_DEMO_MCP=0`` leaves it out): an agent using
+the MCP SDK lists and calls tools through the same collector. Last, the approval loop:
+require_approval, `meshguard approvals approve`, the retry allowed through the signed
+grants document.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ def wait_for_events(collector: MeshguardCollector, count: int, timeout: float = 
 
 
 def mcp_act_enabled(argv: list[str]) -> bool:
-    return "--mcp" in argv or os.environ.get("MESHGUARD_DEMO_MCP") == "1"
+    """The MCP act is on unless ``--no-mcp`` (or ``MESHGUARD_DEMO_MCP=0``) says otherwise."""
+    return "--no-mcp" not in argv and os.environ.get("MESHGUARD_DEMO_MCP") != "0"
 
 
 def run(workdir: Path, *, with_mcp: bool = False) -> int:
@@ -247,6 +250,8 @@ def run(workdir: Path, *, with_mcp: bool = False) -> int:
             from demo_mcp import mcp_act
 
             mcp_act(stack, workdir, collector, tokens, jwks, heading, clip)
+
+        approval_act(stack, workdir, tokens, jwks, upstream)
 
         heading("Stopping")
     print("envoy, collector and tool service stopped.")

@@ -1,4 +1,4 @@
-//! Audit events (DESIGN §6): one per decision, encoded as an OTLP `LogRecord` at request
+//! Audit events (README, "Audit events"): one per decision, encoded as an OTLP `LogRecord` at request
 //! time, buffered per worker VM and exported in batches by the root context.
 //!
 //! The buffer is bounded in events and bytes. When it is full the oldest unsent events are
@@ -101,7 +101,7 @@ pub struct RpcDetails {
 }
 
 impl AuditEvent {
-    /// The event's OTLP attributes (DESIGN §6), without the chain fields.
+    /// The event's OTLP attributes (README, "Audit events"), without the chain fields.
     pub fn attributes(&self) -> Vec<(&'static str, AnyValue<'_>)> {
         let depth = self.delegation_chain.len().saturating_sub(1);
         let mut attributes = vec![

@@ -1,4 +1,4 @@
-//! The plugin configuration (DESIGN §3): parsing from JSON or YAML, and the errors a user
+//! The plugin configuration (README, "Configuration reference"): parsing from JSON or YAML, and the errors a user
 //! sees when it is wrong.
 //!
 //! Istio hands the filter `WasmPlugin.spec.pluginConfig` as compact JSON whose numbers are

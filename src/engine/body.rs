@@ -246,15 +246,7 @@ impl Engine {
     /// client reads it to learn how to get a token.
     fn protected_resource(&self, req: &Request, now_unix_nanos: u64, doc: &str) -> Outcome {
         let mut event = self.base_event(req, now_unix_nanos);
-        let decision = Decision {
-            effect: Effect::Allow,
-            policy: None,
-            rule: None,
-            grant: None,
-            approval_id: None,
-            retry_after_secs: None,
-            reason: "protected-resource metadata (RFC 9728) is public".into(),
-        };
+        let decision = Decision::allow("protected-resource metadata (RFC 9728) is public");
         event.decision = "allow".into();
         event.effect = "allow".into();
         event.enforced = true;
@@ -308,18 +300,10 @@ impl Engine {
         record_identity(&mut event, &identity);
         if !req.method.eq_ignore_ascii_case("POST") {
             // GET opens a server-to-client stream, DELETE ends a session: no call to govern.
-            let decision = Decision {
-                effect: Effect::Allow,
-                policy: None,
-                rule: None,
-                grant: None,
-                approval_id: None,
-                retry_after_secs: None,
-                reason: format!(
-                    "{} on a JSON-RPC endpoint carries no call; allowed for any authenticated agent",
-                    req.method
-                ),
-            };
+            let decision = Decision::allow(format!(
+                "{} on a JSON-RPC endpoint carries no call; allowed for any authenticated agent",
+                req.method
+            ));
             let eval = Evaluation {
                 decision,
                 shadow: None,
@@ -450,15 +434,7 @@ impl Engine {
         let mut event = base.clone();
         event.rpc.request_id = msg.id_text();
         let allow = |reason: String| Evaluation {
-            decision: Decision {
-                effect: Effect::Allow,
-                policy: None,
-                rule: None,
-                grant: None,
-                approval_id: None,
-                retry_after_secs: None,
-                reason,
-            },
+            decision: Decision::allow(reason),
             shadow: None,
             used_context: false,
         };

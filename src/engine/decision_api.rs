@@ -9,7 +9,7 @@ use super::response::{self, LocalResponse};
 use super::{record_identity, BodyFacts, DecisionKind, Disposition, Engine, Outcome, Verdict};
 use crate::actions::ActionMatch;
 use crate::audit::AuditEvent;
-use crate::config::{ConfigError, DecisionApiConfig, Effect};
+use crate::config::{ConfigError, DecisionApiConfig};
 use crate::health::{self, Health};
 use crate::identity::{Identity, TokenCache};
 use crate::policy::Decision;
@@ -205,15 +205,7 @@ impl Engine {
             return local(event, 405, body, Decision::deny(reason));
         }
         if ep == Endpoint::Health {
-            let allow = Decision {
-                effect: Effect::Allow,
-                policy: None,
-                rule: None,
-                grant: None,
-                approval_id: None,
-                retry_after_secs: None,
-                reason: "health check".into(),
-            };
+            let allow = Decision::allow("health check");
             event.decision = "allow".into();
             event.effect = "allow".into();
             event.enforced = true;

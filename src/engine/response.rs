@@ -1,4 +1,4 @@
-//! What MeshGuard answers (DESIGN §5): 401 for identity failures, 403 for denials, and
+//! What MeshGuard answers (README, "Responses"): 401 for identity failures, 403 for denials, and
 //! the headers added to forwarded requests.
 
 use crate::config::Mode;

@@ -1,4 +1,4 @@
-//! The MeshGuard policy language (DESIGN §4): model, compilation and evaluation.
+//! The MeshGuard policy language (README, "Policy language"): model, compilation and evaluation.
 //!
 //! Decision: default deny. Among matching rules of applicable policies, any `deny` wins,
 //! then `require_approval`, then `allow`; the decision names the most specific rule of the
@@ -57,6 +57,15 @@ impl Decision {
             grant: None,
             approval_id: None,
             retry_after_secs: None,
+        }
+    }
+
+    /// An allow that no rule decided (a method any authenticated agent may call, a public
+    /// document), with the reason that says why.
+    pub fn allow(reason: impl Into<String>) -> Decision {
+        Decision {
+            effect: Effect::Allow,
+            ..Decision::deny(reason)
         }
     }
 }
@@ -354,7 +363,7 @@ mod tests {
         Ctx(HashMap::from([("time.hour", Value::Num(f64::from(h)))]))
     }
 
-    /// The policy of DESIGN §4 and the MeshGuard docs, verbatim.
+    /// The seed policy of the README ("Policy language") and the MeshGuard docs, verbatim.
     const SEED: &str = r#"
 name: verified-agent-policy
 version: 1

@@ -11,7 +11,6 @@ import pytest
 from harness import keys, mcp
 from harness.mcp_policies import A2A_PATH, TIER
 
-pytestmark = pytest.mark.contract_pending
 
 AGENT = "a2a-agent"
 CANCEL_REASON = "Agents may not cancel tasks"

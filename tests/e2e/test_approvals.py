@@ -26,7 +26,6 @@ from harness.mgcollector import MeshguardCollector, grants_keypair
 from harness.poll import wait_until
 
 # Written against the README/issue-10 contract ahead of the filter's and collector's support.
-pytestmark = pytest.mark.contract_pending
 
 POLICY = "payments"
 RULE = "payments-need-approval"

@@ -26,7 +26,7 @@ def _bundle_version(seed, tokens) -> str:
 
 
 def _variable(attrs: dict) -> tuple[dict, str, int]:
-    """The contract's attributes (DESIGN §6 says "at least": extra ones are welcome and
+    """The contract's attributes (README "Audit events"; the contract says "at least": extra ones are welcome and
     ignored here), minus the two whose exact value is not predictable, returned apart."""
     missing = REQUIRED_ATTRIBUTES - set(attrs)
     assert not missing, f"audit event lacks {missing}"

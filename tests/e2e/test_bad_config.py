@@ -1,5 +1,5 @@
 """A bad plugin configuration is rejected with a message naming the field (and the
-column or line), and a running Envoy keeps its previous good configuration (DESIGN §3)."""
+column or line), and a running Envoy keeps its previous good configuration (README, "Configuration reference")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit pipeline failing must not touch the request path (DESIGN §6): with the
+"""The audit pipeline failing must not touch the request path (README, "Audit events"): with the
 collector down, or with an audit cluster Envoy does not know, requests are answered
 exactly as usual; events wait in the buffer and are delivered once the collector is back.
 """

@@ -15,7 +15,6 @@ from harness import expect
 from harness.client import http_request
 from harness.mcp_policies import TIER
 
-pytestmark = pytest.mark.contract_pending
 
 AGENT = "agent_abc123"
 

@@ -18,7 +18,6 @@ from harness import expect, policies
 from harness.poll import wait_until
 
 # Written against the README/issue-10 contract ahead of the filter's support.
-pytestmark = pytest.mark.contract_pending
 
 POLICY = "payments"
 RULES = [

@@ -34,7 +34,6 @@ from harness.mcp_policies import (ALLOWED_CATALOG_TOOLS, CATALOG_TOOLS, DELETE_R
                                   SMALL_BODY_LIMIT, TIER)
 from harness.mcp_server import EXTRA_TOOL_PREFIX
 
-pytestmark = pytest.mark.contract_pending
 
 AGENT = "mcp-agent"
 KINDS = ["json", "sse"]

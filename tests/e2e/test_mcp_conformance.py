@@ -80,7 +80,7 @@ def _compare(direct: dict, via: dict, label: str) -> None:
 @pytest.mark.parametrize("variant,body_parsing", [
     ("plain", None),
     ("mg-route", False),
-    pytest.param("mg-mcp", True, marks=pytest.mark.contract_pending),
+    pytest.param("mg-mcp", True),
 ])
 def test_conformance_through_envoy_matches_direct(request, variant, body_parsing, direct, everything,
                                                   launch_listeners, tokens, keyring, tmp_path_factory, collector):

@@ -26,7 +26,6 @@ from harness import expect, policies
 from harness.client import MeshClient, Response
 
 # Written against the README/issue-10 contract ahead of the filter's support.
-pytestmark = pytest.mark.contract_pending
 
 LIMIT_NAME = "five-per-second"
 N = 5

@@ -22,7 +22,6 @@ from harness.poll import wait_until
 from harness.ports import free_port
 
 # Written against the README/issue-10 contract ahead of the filter's support.
-pytestmark = pytest.mark.contract_pending
 
 ALLOW_READS = [{"name": "reads", "action": "read:*", "effect": "allow"}]
 REVOKED_JTI = "jti-revoked-0001"

@@ -157,7 +157,6 @@ def bound(request, launch, keyring, mtls) -> Bound:
     return Bound(shape, dep.clients["mtls"].port, dep.clients["plain"], mtls)
 
 
-@pytest.mark.contract_pending
 def test_token_from_its_own_workload_is_allowed(bound, tokens, collector):
     token = bound.shape.bound(tokens, "orders-bot", ORDERS)
     for _ in range(3):  # also once its verification is cached
@@ -167,7 +166,6 @@ def test_token_from_its_own_workload_is_allowed(bound, tokens, collector):
     assert collector.by_request_id(resp.request_id)["attributes"]["meshguard.decision"] == "allow"
 
 
-@pytest.mark.contract_pending
 def test_token_presented_by_another_workload_is_refused(bound, tokens, upstream, collector):
     token = bound.shape.bound(tokens, "orders-bot", ORDERS)
     expect.forwarded(bound.over(ORDERS).call(token, action="read:orders"), agent="orders-bot", tier="verified",
@@ -180,7 +178,6 @@ def test_token_presented_by_another_workload_is_refused(bound, tokens, upstream,
     assert attrs["meshguard.decision"] == "deny"
 
 
-@pytest.mark.contract_pending
 def test_the_other_workload_with_its_own_token_is_allowed(bound, tokens):
     token = bound.shape.bound(tokens, "billing-bot", BILLING)
     expect.forwarded(bound.over(BILLING).call(token, action="read:invoices"), agent="billing-bot", tier="verified",
@@ -188,20 +185,17 @@ def test_the_other_workload_with_its_own_token_is_allowed(bound, tokens):
     expect.identity_failure(bound.over(ORDERS).call(token, action="read:invoices"), "wrong_workload")
 
 
-@pytest.mark.contract_pending
 def test_bound_token_over_plain_text_is_refused(bound, tokens, upstream):
     resp = bound.plain.call(bound.shape.bound(tokens, "orders-bot", ORDERS), action="read:orders")
     expect.identity_failure(resp, "wrong_workload")
     assert not upstream.received(resp.request_id)
 
 
-@pytest.mark.contract_pending
 def test_binding_required_refuses_unbound_tokens_without_mtls(bound, tokens):
     expect.identity_failure(bound.plain.call(bound.shape.unbound(tokens, "free-agent"), action="read:orders"),
                             "wrong_workload")
 
 
-@pytest.mark.contract_pending
 def test_unbound_token_is_not_bound_unless_required(bound, tokens):
     """Without ``required``, binding applies to tokens that name a workload; others pass
     (whatever certificate the connection has)."""

@@ -1,4 +1,4 @@
-"""Assertions on MeshGuard's answers, written once from the response contract (DESIGN §5)
+"""Assertions on MeshGuard's answers, written once from the response contract (README, "Responses")
 so every test checks a 401, a 403 or a forwarded request the same complete way."""
 
 from __future__ import annotations
