@@ -727,7 +727,10 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], extras: dict, crit:
             v = crit[name]
             lines.append(f"| {name} | {v / 1000:.2f} µs |" if v >= 1000 else f"| {name} | {v:.0f} ns |")
         lines.append("")
-    lines += ["Not measured: MCP JSON-RPC parsing (not implemented in this build).", ""]
+    if any(r["config"].startswith("mg-mcp-") for r in rows):
+        lines += ["MCP rows compare with the same JSON-RPC load without the filter "
+                  "(`baseline-mcp-*`), not with the plain GET baseline; wrk's Lua POST script "
+                  "limits that load, so their µs added are lower bounds.", ""]
     path.write_text("\n".join(lines))
 
 
