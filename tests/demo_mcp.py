@@ -76,8 +76,10 @@ def mcp_act(stack: ExitStack, workdir: Path, collector: MeshguardCollector, toke
     print(f"\nthe server executed: {ran}")
 
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not any(
-            e.get("attributes", e).get("gen_ai.tool.name") for e in collector.events(agent=AGENT)):
+    # every call's decision, allowed or denied, is audited; wait until all have arrived
+    while time.monotonic() < deadline and sum(
+            1 for e in collector.events(agent=AGENT)
+            if e.get("attributes", e).get("gen_ai.tool.name")) < len(calls):
         time.sleep(0.2)
     heading(f"MCP decisions in the audit trail: meshguard audit query --agent {AGENT}")
     print(collector.run("query", "--agent", AGENT).stdout.rstrip())
