@@ -9,6 +9,7 @@ Every Envoy here runs two workers: a revocation must reach both VMs' token cache
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -83,6 +84,11 @@ def _accepted_twice(client: MeshClient, token: str, agent: str) -> None:
         expect.forwarded(client.call(token, action="read:orders"), agent=agent, tier="verified", action="read:orders")
 
 
+# Longest wait between a worker publishing a document and another adopting it: one root
+# tick (audit.flush_interval_ms, 200 ms by default) plus scheduling slack.
+ADOPTION_TICK_S = 0.6
+
+
 def _until_revoked(client: MeshClient, token: str, timeout: float = 20.0):
     """Polls until the token is refused (a new listener warms up or the next bundle poll
     lands), then asserts the refusal is the documented one, on several connections (so
@@ -90,6 +96,10 @@ def _until_revoked(client: MeshClient, token: str, timeout: float = 20.0):
     resp = wait_until(lambda: (lambda r: r if r.status != 200 else None)(client.call(token, action="read:orders")),
                       timeout, "the revocation to take effect", interval=0.1)
     expect.identity_failure(resp, "revoked")
+    # The worker that fetched the document refuses at once; the other adopts it from
+    # shared data on its next tick (README "Signed policy bundles"): allow that one tick,
+    # then every call on every connection must be refused.
+    time.sleep(ADOPTION_TICK_S)
     for _ in range(6):
         expect.identity_failure(client.call(token, action="read:orders"), "revoked")
 
