@@ -142,7 +142,7 @@ def test_lifecycle(deployment, server, signer, tokens):
     typo = ('bundle.policies[0].rules[1].conditions[0]: condition "time.hours >= 0": '
             "unknown name `time.hours` at column 1 (valid names: time.hour,")
     # Envoy writes its log file in batches: poll for the line
-    wait_until(lambda: typo in envoy.log_text(), what="the typo's rejection in Envoy's log")
+    wait_until(lambda: typo in envoy.log_text(), 15, what="the typo's rejection in Envoy's log")
 
     # 5. The server failing (500) or going away changes nothing but the health report.
     server.serve(BUNDLE_PATH, b"oops", status=500)

@@ -274,7 +274,9 @@ class Envoy:
         self._stderr = open(self.workdir / "envoy.stderr", "wb")
         self.proc = subprocess.Popen(
             [str(envoy_binary()), "-c", str(self.config_path), "--disable-hot-restart",
-             "--concurrency", str(self.concurrency), "-l", "info", "--log-path", str(self.log_path)],
+             "--concurrency", str(self.concurrency), "-l", "info", "--log-path", str(self.log_path),
+             # Envoy flushes its log file every 10 s by default; tests poll it for lines.
+             "--file-flush-interval-msec", "200"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr, cwd=self.workdir,
         )
