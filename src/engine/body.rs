@@ -17,7 +17,7 @@
 //! "MCP and A2A".
 
 use super::request::Request;
-use super::response::{self, LocalResponse};
+use super::response;
 use super::{
     forward_headers, record_identity, BodyFacts, DecisionKind, Disposition, Engine, Evaluation,
     Outcome, Verdict,
@@ -158,17 +158,6 @@ struct Judged {
     invalid: bool,
 }
 
-fn json_response(status: u16, body: String) -> LocalResponse {
-    LocalResponse {
-        status,
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("cache-control".into(), "no-store".into()),
-        ],
-        body,
-    }
-}
-
 #[cfg(test)]
 impl ResponsePlan {
     /// A plan as a decision would carry it (host tests).
@@ -253,7 +242,7 @@ impl Engine {
         event.reason.clone_from(&decision.reason);
         event.status = 200;
         Outcome {
-            verdict: Verdict::Respond(json_response(200, doc.to_string())),
+            verdict: Verdict::Respond(response::json(200, doc.to_string())),
             kind: DecisionKind::Allow,
             identity_error: None,
             decision,
@@ -351,7 +340,7 @@ impl Engine {
                 event.decision = "deny".into();
                 event.enforced = true;
                 event.status = status;
-                Verdict::Respond(json_response(status, body))
+                Verdict::Respond(response::json(status, body))
             }
             Mode::Audit => {
                 event.decision = "would_deny".into();
@@ -701,7 +690,7 @@ impl Engine {
                 for e in &mut events {
                     e.status = status;
                 }
-                Verdict::Respond(json_response(status, text))
+                Verdict::Respond(response::json(status, text))
             }
             None => {
                 let mut set_headers =

@@ -118,20 +118,9 @@ struct ErrorBody<'a> {
     mode: &'a str,
 }
 
-fn json(status: u16, body: String) -> LocalResponse {
-    LocalResponse {
-        status,
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("cache-control".into(), "no-store".into()),
-        ],
-        body,
-    }
-}
-
 /// The `/health` answer.
 pub fn health_response(h: &Health) -> LocalResponse {
-    json(200, serde_json::to_string(h).unwrap_or_default())
+    response::json(200, serde_json::to_string(h).unwrap_or_default())
 }
 
 /// One decision as the API reports it.
@@ -182,7 +171,7 @@ impl Engine {
             Step::Decided(Box::new(Outcome {
                 kind: DecisionKind::enforced(&decision),
                 identity_error: None,
-                verdict: Verdict::Respond(json(status, body)),
+                verdict: Verdict::Respond(response::json(status, body)),
                 decision,
                 event,
                 more_events: Vec::new(),
@@ -322,7 +311,7 @@ impl Engine {
             event.status = status;
             event.reason.clone_from(&reason);
             Outcome {
-                verdict: Verdict::Respond(json(status, error_body(code, &reason, mode))),
+                verdict: Verdict::Respond(response::json(status, error_body(code, &reason, mode))),
                 kind: DecisionKind::Deny,
                 identity_error: None,
                 decision: Decision::deny(reason),
@@ -384,7 +373,7 @@ impl Engine {
             };
             let text = serde_json::to_string(&resp).unwrap_or_default();
             return Outcome {
-                verdict: Verdict::Respond(json(200, text)),
+                verdict: Verdict::Respond(response::json(200, text)),
                 kind: DecisionKind::enforced(&a.decision),
                 identity_error: None,
                 decision: a.decision,
@@ -449,7 +438,7 @@ impl Engine {
         Outcome {
             kind: DecisionKind::enforced(&decision),
             identity_error: None,
-            verdict: Verdict::Respond(json(200, text)),
+            verdict: Verdict::Respond(response::json(200, text)),
             decision,
             event,
             more_events: events.collect(),

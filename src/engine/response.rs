@@ -88,6 +88,15 @@ fn json_headers() -> Vec<(String, String)> {
     ]
 }
 
+/// A local JSON answer (JSON-RPC errors, decision-API results) with this status.
+pub(crate) fn json(status: u16, body: String) -> LocalResponse {
+    LocalResponse {
+        status,
+        headers: json_headers(),
+        body,
+    }
+}
+
 /// The 401 for an identity failure.
 pub fn unauthorized(code: &str, reason: &str, mode: Mode, trace_id: &str) -> LocalResponse {
     let mut headers = json_headers();
