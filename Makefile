@@ -125,7 +125,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools
+.PHONY: bench bench-smoke bench-tools soak
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -146,3 +146,12 @@ bench-smoke: wasm venv bench-tools
 	$(PY) bench/run.py --smoke --out target/bench-smoke
 	@grep -q '^| mg-es256-cached ' target/bench-smoke/smoke.md && grep -q '^| baseline ' target/bench-smoke/smoke.md \
 	  || { echo "bench-smoke: no benchmark table" >&2; exit 1; }
+
+# Soak (not part of `make test`): a steady request mix (cached and cold tokens, denials,
+# bad tokens, MCP tools/call, a rate-limited agent) for SOAK_SECONDS through Envoy with
+# 2 workers, sampling Envoy's RSS and the audit counters; fails when RSS drifts more than
+# 2 % after warm-up or stored + dropped audit events != decisions. Writes
+# bench/results/soak.{md,json}; the README records the last figures.
+SOAK_SECONDS ?= 600
+soak: wasm venv
+	$(PY) tests/soak.py --seconds $(SOAK_SECONDS)

@@ -232,11 +232,13 @@ def grants_doc(version: int, grants: list[dict], created_at: str = "2026-11-29T1
 @dataclass
 class RequestClass:
     """One kind of request in the mix: how to send it and which statuses are correct.
-    `send` returns the response; `expected` is the set of acceptable statuses."""
+    `send` returns the response; `expected` is the set of acceptable statuses; `check`
+    (optional) must hold for the response too (e.g. a JSON-RPC error in a 200 body)."""
 
     name: str
     send: Callable[[], Response]
     expected: frozenset[int]
+    check: Callable[[Response], bool] | None = None
 
 
 @dataclass
@@ -275,6 +277,8 @@ class Load:
             try:
                 r = cls.send()
                 out = Outcome(cls.name, r.status, r.request_id, started, time.monotonic(), body=r.body[:300])
+                if cls.check is not None and not cls.check(r):
+                    out.error = "response check failed"
             except Exception as e:  # the point is to count these, not to stop the load
                 out = Outcome(cls.name, 0, "", started, time.monotonic(), error=f"{type(e).__name__}: {e}")
             with self._lock:
@@ -317,9 +321,10 @@ class Load:
 
 
 def wrong_decisions(outcomes: list[Outcome], classes: list[RequestClass]) -> list[Outcome]:
-    """The outcomes whose status is not one their class accepts."""
+    """The outcomes whose status is not one their class accepts, or whose response
+    failed the class's check (or never came)."""
     expected = {c.name: c.expected for c in classes}
-    return [o for o in outcomes if o.status not in expected[o.cls]]
+    return [o for o in outcomes if o.status not in expected[o.cls] or o.error]
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, dict[int, int]]:
