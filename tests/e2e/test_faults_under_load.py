@@ -179,7 +179,7 @@ DECISION_STATS = ("meshguard.requests.allowed", "meshguard.requests.denied", "me
 
 
 def _counters(envoy: Envoy) -> dict[str, int]:
-    names = DECISION_STATS + ("meshguard.audit.dropped", "meshguard.audit.exports_failed",
+    names = DECISION_STATS + ("meshguard.audit.emitted", "meshguard.audit.dropped", "meshguard.audit.exports_failed",
                               "meshguard.bundle.fetch_failures", "meshguard.bundle.rejected",
                               "meshguard.grants.fetch_failures", "meshguard.grants.rejected",
                               "meshguard.jwks.fetch_failures", "meshguard.jwks.rejected")
@@ -201,6 +201,10 @@ def run_case(stack: Stack, fault, *, restore=None, during=None, rotated=False, s
     `fault_shows`: counters of which at least one must have grown (the fault was real)."""
     envoy = stack.envoy
     classes = mix(stack, rotated=rotated)
+    # start from drained buffers, whatever the previous case left
+    _healthy(stack)
+    wait_until(lambda: envoy.stat("meshguard.audit.buffered") == 0, timeout=30, what="audit buffers drained")
+    time.sleep(0.3)  # one flush tick, so the published counters are current
     before = _counters(envoy)
     load = Load(classes, threads=6)
     try:
@@ -242,15 +246,24 @@ def run_case(stack: Stack, fault, *, restore=None, during=None, rotated=False, s
     # 3. stored + declared lost = decisions (after the drain)
     rids = {o.request_id for o in outcomes}
 
-    def balanced():
-        acc = audit_accounting(stack.collector, rids, envoy.stat("meshguard.audit.dropped") - before["meshguard.audit.dropped"])
-        return acc if acc.balanced and envoy.stat("meshguard.audit.buffered") == 0 else None
+    # The audit stats are published from each worker's counters on its flush tick, so
+    # they may trail the requests by a tick: poll until they settle.
+    def settled():
+        now = _counters(envoy)
+        acc = audit_accounting(stack.collector, rids, now["meshguard.audit.dropped"] - before["meshguard.audit.dropped"])
+        emitted = now["meshguard.audit.emitted"] - before["meshguard.audit.emitted"]
+        done = acc.balanced and emitted == len(outcomes) and envoy.stat("meshguard.audit.buffered") == 0
+        return (acc, emitted) if done else None
 
     try:
-        acc = wait_until(balanced, timeout=30, interval=0.25, what="audit events stored or declared lost")
+        acc, _ = wait_until(settled, timeout=30, interval=0.25, what="audit events stored or declared lost")
     except AssertionError:
-        acc = audit_accounting(stack.collector, rids, envoy.stat("meshguard.audit.dropped") - before["meshguard.audit.dropped"])
-        raise AssertionError(f"audit accounting does not balance: {acc}, buffered={envoy.stat('meshguard.audit.buffered')}")
+        now = _counters(envoy)
+        acc = audit_accounting(stack.collector, rids, now["meshguard.audit.dropped"] - before["meshguard.audit.dropped"])
+        raise AssertionError(
+            f"audit accounting does not balance: {acc}, emitted "
+            f"{now['meshguard.audit.emitted'] - before['meshguard.audit.emitted']} for {len(outcomes)} decisions, "
+            f"buffered={envoy.stat('meshguard.audit.buffered')}")
     print(f"[{stack.workers} worker(s)] {len(outcomes)} requests {summary(outcomes)}; {acc}; "
           f"VM failure stats {failures}")
     return {"outcomes": outcomes, "accounting": acc, "counters": {n: after[n] - before[n] for n in after}}
