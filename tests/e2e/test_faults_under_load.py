@@ -252,7 +252,9 @@ def run_case(stack: Stack, fault, *, restore=None, during=None, rotated=False, s
         now = _counters(envoy)
         acc = audit_accounting(stack.collector, rids, now["meshguard.audit.dropped"] - before["meshguard.audit.dropped"])
         emitted = now["meshguard.audit.emitted"] - before["meshguard.audit.emitted"]
-        done = acc.balanced and emitted == len(outcomes) and envoy.stat("meshguard.audit.buffered") == 0
+        # every drop was also announced to the collector, not only counted
+        announced = acc.announced == now["meshguard.audit.dropped"]
+        done = acc.balanced and announced and emitted == len(outcomes) and envoy.stat("meshguard.audit.buffered") == 0
         return (acc, emitted) if done else None
 
     try:
@@ -263,6 +265,7 @@ def run_case(stack: Stack, fault, *, restore=None, during=None, rotated=False, s
         raise AssertionError(
             f"audit accounting does not balance: {acc}, emitted "
             f"{now['meshguard.audit.emitted'] - before['meshguard.audit.emitted']} for {len(outcomes)} decisions, "
+            f"{now['meshguard.audit.dropped']} dropped in all, "
             f"buffered={envoy.stat('meshguard.audit.buffered')}")
     print(f"[{stack.workers} worker(s)] {len(outcomes)} requests {summary(outcomes)}; {acc}; "
           f"VM failure stats {failures}")

@@ -358,13 +358,16 @@ class Accounting:
     """Per-case audit arithmetic: `decisions` requests decided, `stored` distinct ones
     the collector holds, `dropped` the filter declared lost (``meshguard.audit.dropped``
     delta), `late` events declared lost that arrived anyway (a slow collector storing a
-    batch after the filter gave up on it), `duplicates` extra copies stored."""
+    batch after the filter gave up on it), `duplicates` extra copies stored, `announced`
+    how many events the collector was told were lost (``meshguard.audit.gap`` records,
+    every stream, all time: compare with the cumulative ``meshguard.audit.dropped``)."""
 
     decisions: int
     stored: int
     dropped: int
     late: int
     duplicates: int
+    announced: int = 0
 
     @property
     def balanced(self) -> bool:
@@ -399,4 +402,4 @@ def audit_accounting(collector: Collector, request_ids: set[str], dropped: int) 
         if seen[rid] == 1 and (a.get("meshguard.stream"), a.get("meshguard.seq")) in lost:
             late += 1
     return Accounting(decisions=len(request_ids), stored=len(seen), dropped=dropped, late=late,
-                      duplicates=sum(seen.values()) - len(seen))
+                      duplicates=sum(seen.values()) - len(seen), announced=len(lost))
