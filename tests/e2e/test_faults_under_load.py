@@ -284,8 +284,10 @@ def test_collector_fault(stack, fault):
 
     result = run_case(stack, apply, fault_shows=("meshguard.audit.exports_failed",))
     acc = result["accounting"]
-    if fault != "slow":
-        # only a late answer can make a declared loss arrive anyway
+    if fault in ("unavailable", "internal"):
+        # the collector refused these batches before storing anything, so nothing declared
+        # lost can have arrived (a late answer or a connection cut after the collector
+        # stored a batch can make that happen for the other faults)
         assert acc.late == 0, acc
 
 
