@@ -179,11 +179,21 @@ DECISION_STATS = ("meshguard.requests.allowed", "meshguard.requests.denied", "me
 
 
 def _counters(envoy: Envoy) -> dict[str, int]:
-    names = DECISION_STATS + ("meshguard.audit.emitted", "meshguard.audit.dropped", "meshguard.audit.exports_failed",
+    names = DECISION_STATS + ("meshguard.audit.emitted", "meshguard.audit.dropped", "meshguard.audit.sent",
+                              "meshguard.audit.acknowledged", "meshguard.audit.retried", "meshguard.audit.buffered", "meshguard.audit.exports_failed",
                               "meshguard.bundle.fetch_failures", "meshguard.bundle.rejected",
                               "meshguard.grants.fetch_failures", "meshguard.grants.rejected",
                               "meshguard.jwks.fetch_failures", "meshguard.jwks.rejected")
     return {n: envoy.stat(n) for n in names}
+
+
+def _quiet(counters: dict[str, int]) -> bool:
+    """Nothing waits and nothing is in flight: every event handed to an Export call was
+    either acknowledged or came back for a retry (a redundant retry of a batch the
+    collector already stored would otherwise fail in the next case and be dropped
+    there, counted against the wrong case)."""
+    return (counters["meshguard.audit.buffered"] == 0 and counters["meshguard.audit.sent"]
+            == counters["meshguard.audit.acknowledged"] + counters["meshguard.audit.retried"])
 
 
 def _healthy(stack: Stack) -> None:
@@ -203,7 +213,7 @@ def run_case(stack: Stack, fault, *, restore=None, during=None, rotated=False, s
     classes = mix(stack, rotated=rotated)
     # start from drained buffers, whatever the previous case left
     _healthy(stack)
-    wait_until(lambda: envoy.stat("meshguard.audit.buffered") == 0, timeout=30, what="audit buffers drained")
+    wait_until(lambda: _quiet(_counters(envoy)), timeout=30, what="audit buffers drained, no export in flight")
     time.sleep(0.3)  # one flush tick, so the published counters are current
     before = _counters(envoy)
     load = Load(classes, threads=6)
@@ -254,7 +264,7 @@ def run_case(stack: Stack, fault, *, restore=None, during=None, rotated=False, s
         emitted = now["meshguard.audit.emitted"] - before["meshguard.audit.emitted"]
         # every drop was also announced to the collector, not only counted
         announced = acc.announced == now["meshguard.audit.dropped"]
-        done = acc.balanced and announced and emitted == len(outcomes) and envoy.stat("meshguard.audit.buffered") == 0
+        done = acc.balanced and announced and emitted == len(outcomes) and _quiet(now)
         return (acc, emitted) if done else None
 
     try:
