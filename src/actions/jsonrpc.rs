@@ -202,6 +202,10 @@ fn message(raw: &RawValue) -> Message {
         Kind::Invalid("\"id\" must be a string, a number or null".into())
     } else {
         match env.method {
+            // The method becomes part of the action, which travels in a request header.
+            Some(Value::String(method)) if method.chars().any(char::is_control) => {
+                Kind::Invalid("\"method\" must not contain control characters".into())
+            }
             Some(Value::String(method)) => match env.params {
                 Some(p) if !(p.is_object() || p.is_array()) => {
                     Kind::Invalid("\"params\" must be an object or an array".into())
@@ -225,6 +229,9 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
     check_depth(bytes, MAX_DEPTH)?;
     let text =
         std::str::from_utf8(bytes).map_err(|e| ParseError::Syntax(format!("not UTF-8: {e}")))?;
+    // MeshGuard must decide on the call the server will run: two `name`s could be read
+    // either way by the server's parser.
+    crate::unique_json::check(bytes).map_err(ParseError::Syntax)?;
     let batch = text.trim_start().starts_with('[');
     if batch {
         let items: Vec<&RawValue> =
@@ -379,6 +386,13 @@ mod tests {
             "[".repeat(100)
         );
         assert!(parse(s.as_bytes()).is_ok());
+        // a member named twice, at any depth, has no single meaning
+        let dup = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_orders","name":"delete_everything"}}"#;
+        assert!(matches!(parse(dup), Err(ParseError::Syntax(m)) if m.contains("twice")));
+        let dup_in_batch = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping","method":"tools/call"}]"#;
+        assert_eq!(parse(dup_in_batch).unwrap_err().code(), PARSE_ERROR);
+        let crlf = one(r#"{"jsonrpc":"2.0","id":1,"method":"message/send\r\nx: y"}"#);
+        assert!(matches!(crlf.kind, Kind::Invalid(m) if m.contains("control")));
     }
 
     #[test]
