@@ -230,7 +230,13 @@ mod tests {
         ] {
             assert!(is_owned_header(ours), "{ours}");
         }
-        for theirs in ["x-meshguard", "x-mesh-guard-agent", "authorization", "x-meshguardagent", "é"] {
+        for theirs in [
+            "x-meshguard",
+            "x-mesh-guard-agent",
+            "authorization",
+            "x-meshguardagent",
+            "é",
+        ] {
             assert!(!is_owned_header(theirs), "{theirs}");
         }
     }
