@@ -1434,6 +1434,26 @@ mod tests {
             v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err().code(),
             "bad_delegation"
         );
+        // a structural cap on nesting, whatever the policy's depth limit
+        let nested = |n: usize| {
+            (0..n).fold(Value::Null, |inner, i| {
+                let mut hop = json!({"sub": format!("hop-{i}"), "trust_tier": "verified"});
+                if !inner.is_null() {
+                    hop["act"] = inner;
+                }
+                hop
+            })
+        };
+        let c = claims(json!({"trust_tier": "verified", "act": nested(MAX_ACT_NESTING)}));
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap().depth(),
+            MAX_ACT_NESTING
+        );
+        let c = claims(json!({"act": nested(MAX_ACT_NESTING + 1)}));
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err().code(),
+            "bad_delegation"
+        );
     }
 
     #[test]

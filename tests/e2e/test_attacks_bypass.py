@@ -384,3 +384,18 @@ def test_allowed_call_split_across_writes_arrives_whole(mcp_stack, token):
     (seen,) = mcp_stack.echo.received(rid)
     assert seen["body"] == message
     assert json.loads(body)["result"]["headers"]["x-meshguard-action"] == "read:orders"
+
+
+@pytest.mark.parametrize("method", ["sendMessage", "SendMessage ", "SendMessage\u200b", "message/send/",
+                                    "cancelTask", "Tasks/Cancel", "CancelTаsk"])
+def test_a2a_method_variants_are_default_denied(mcp_stack, tokens, collector, method):
+    """A2A methods map by exact name (v1.0 names and the v0.3 aliases); any other spelling
+    of an allowed (SendMessage) or denied (CancelTask) method is ``a2a:<as sent>``, for
+    which no rule exists: denied with the request's id, never forwarded."""
+    raw = mcp.RawMcp(mcp_stack.port("rpc"), tokens.token("a2a-agent", TIER), path="/a2a")
+    raw.extra_headers = {"a2a-version": "1.0"}
+    resp = raw.post(mcp.request("v-1", method, {"message": {"role": "user", "messageId": "m", "parts": []}}))
+    (answer,) = mcp.parse_messages(resp)
+    assert answer["id"] == "v-1" and answer["error"]["data"]["decision"] == "deny", answer
+    assert mcp_stack.echo.received(resp.request_id) == []
+    assert collector.by_request_id(resp.request_id)["attributes"]["meshguard.action"] == f"a2a:{method}"
