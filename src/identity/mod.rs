@@ -907,11 +907,11 @@ impl Verifier {
 fn decode_json(part: &str, what: &str) -> Result<Value, IdentityError> {
     let bytes = Base64UrlSafeNoPadding::decode_to_vec(part, None)
         .map_err(|_| IdentityError::Malformed(format!("{what} is not base64url")))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| IdentityError::Malformed(format!("{what} is not JSON")))?;
-    // jwt-simple and this module would otherwise each pick their own of two `sub`s.
-    crate::unique_json::check(&bytes)
-        .map_err(|e| IdentityError::Malformed(format!("{what}: {e}")))?;
+    // A member named twice is refused: jwt-simple and this module could otherwise each
+    // pick their own of two `sub`s.
+    let v = crate::unique_json::from_slice(&bytes).map_err(|e| {
+        IdentityError::Malformed(format!("{what} is not JSON with unique member names: {e}"))
+    })?;
     if v.is_object() {
         Ok(v)
     } else {

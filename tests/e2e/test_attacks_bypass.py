@@ -215,7 +215,7 @@ def test_spoofed_xfcc_does_not_satisfy_workload_binding(binding, tokens, upstrea
 # --- MCP bodies ---------------------------------------------------------------------------
 
 AGENT = "mcp-agent"
-PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+INVALID_REQUEST, INVALID_PARAMS = -32600, -32602
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +234,13 @@ def _error(resp, code: int) -> dict:
 @pytest.mark.parametrize("body,code", [
     pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
                  b'"params":{"name":"read_orders","name":"delete_everything","arguments":{}}}',
-                 PARSE_ERROR, id="tool-name-twice"),
+                 INVALID_REQUEST, id="tool-name-twice"),
     pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call",'
-                 b'"params":{"name":"delete_everything","arguments":{}}}', PARSE_ERROR, id="method-twice"),
+                 b'"params":{"name":"delete_everything","arguments":{}}}', INVALID_REQUEST, id="method-twice"),
     pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund",'
-                 b'"arguments":{"amount":1,"amount":100000,"order_id":"dup"}}}', PARSE_ERROR, id="argument-twice"),
+                 b'"arguments":{"amount":1,"amount":100000,"order_id":"dup"}}}', INVALID_REQUEST, id="argument-twice"),
     pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
-                 b'"params":{"name":"read_orders","\\u006eame":"delete_everything"}}', PARSE_ERROR,
+                 b'"params":{"name":"read_orders","\\u006eame":"delete_everything"}}', INVALID_REQUEST,
                  id="escaped-name-twice"),
     pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_everything\\r\\nx: 1"}}',
                  INVALID_PARAMS, id="crlf-in-tool-name"),
