@@ -330,13 +330,14 @@ mod tests {
             Some(&json!({"name": "deep", "arguments": {"a": {"b": 7}}})),
         );
         assert_eq!(c.action.unwrap().resource.as_deref(), Some("7"));
-        // the argument is missing: no resource
+        // names with control characters cannot travel in the action header
         for bad in ["send_email\r\nx-evil: 1", "a\u{0}b"] {
             let c = m.map("tools/call", Some(&json!({"name": bad})));
             assert!(c.action.is_none() && c.invalid.is_some(), "{bad:?}");
             let c = m.map("prompts/get", Some(&json!({"name": bad})));
             assert!(c.action.is_none() && c.invalid.is_some(), "{bad:?}");
         }
+        // the argument is missing: no resource
         let c = m.map("tools/call", Some(&json!({"name": "send_email"})));
         assert_eq!(c.action.unwrap().resource, None);
         assert!(m.map("tools/call", Some(&json!({}))).invalid.is_some());
