@@ -21,6 +21,7 @@ pub mod shared;
 pub mod sources;
 pub mod tier;
 pub mod time;
+pub mod unique_json;
 pub mod worker;
 
 #[cfg(any(target_arch = "wasm32", test))]

@@ -167,7 +167,10 @@ struct Envelope {
     id: Option<Box<RawValue>>,
     #[serde(default)]
     method: Option<Value>,
-    #[serde(default)]
+    // MeshGuard must decide on the call the server will run: two `name`s could be read
+    // either way by the server's parser, so a member named twice in `params` makes the
+    // message invalid (and serde refuses a repeated `method` or `params` itself).
+    #[serde(default, deserialize_with = "crate::unique_json::optional_value")]
     params: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     result: bool,
@@ -186,12 +189,17 @@ fn message(raw: &RawValue) -> Message {
     let text = raw.get().to_string();
     let env = match serde_json::from_str::<Envelope>(&text) {
         Ok(e) => e,
-        Err(_) => {
+        Err(e) => {
+            let why = if text.trim_start().starts_with('{') {
+                format!("not a JSON-RPC message: {e}")
+            } else {
+                "a JSON-RPC message must be an object".into()
+            };
             return Message {
                 raw: text,
                 id: None,
-                kind: Kind::Invalid("a JSON-RPC message must be an object".into()),
-            }
+                kind: Kind::Invalid(why),
+            };
         }
     };
     let bad_id = env.id.as_deref().is_some_and(|id| !valid_id(id));
@@ -202,6 +210,10 @@ fn message(raw: &RawValue) -> Message {
         Kind::Invalid("\"id\" must be a string, a number or null".into())
     } else {
         match env.method {
+            // The method becomes part of the action, which travels in a request header.
+            Some(Value::String(method)) if method.chars().any(char::is_control) => {
+                Kind::Invalid("\"method\" must not contain control characters".into())
+            }
             Some(Value::String(method)) => match env.params {
                 Some(p) if !(p.is_object() || p.is_array()) => {
                     Kind::Invalid("\"params\" must be an object or an array".into())
@@ -379,6 +391,31 @@ mod tests {
             "[".repeat(100)
         );
         assert!(parse(s.as_bytes()).is_ok());
+        // a member named twice, at any depth, has no single meaning: the message is invalid
+        let dup = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_orders","name":"delete_everything"}}"#,
+        );
+        assert!(
+            matches!(&dup.kind, Kind::Invalid(m) if m.contains("appears twice")),
+            "{dup:?}"
+        );
+        let dup = one(r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#);
+        assert!(
+            matches!(&dup.kind, Kind::Invalid(m) if m.contains("duplicate field")),
+            "{dup:?}"
+        );
+        let dup = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":{"x":1,"x":2}}}}"#,
+        );
+        assert!(matches!(dup.kind, Kind::Invalid(_)));
+        let batch = parse(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping","method":"tools/call"}]"#,
+        )
+        .unwrap();
+        assert!(matches!(batch.messages[0].kind, Kind::Call { .. }));
+        assert!(matches!(batch.messages[1].kind, Kind::Invalid(_)));
+        let crlf = one(r#"{"jsonrpc":"2.0","id":1,"method":"message/send\r\nx: y"}"#);
+        assert!(matches!(crlf.kind, Kind::Invalid(m) if m.contains("control")));
     }
 
     #[test]

@@ -210,9 +210,12 @@ impl McpMapper {
 
     /// Maps one call.
     pub fn map(&self, method: &str, params: Option<&Value>) -> McpCall {
+        // A name becomes part of the action, which travels in a request header: one with
+        // a control character is treated as no name (invalid params), never forwarded.
         let name = params
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
+            .filter(|n| !n.chars().any(char::is_control))
             .map(str::to_string);
         let uri = params
             .and_then(|p| p.get("uri"))
@@ -236,7 +239,11 @@ impl McpMapper {
                         source: source(),
                     })
                 }
-                None => call.invalid = Some("tools/call needs params.name (a string)".into()),
+                None => {
+                    call.invalid = Some(
+                        "tools/call needs params.name (a string without control characters)".into(),
+                    )
+                }
             },
             "resources/read" => match &uri {
                 Some(u) => {
@@ -256,7 +263,12 @@ impl McpMapper {
                         source: source(),
                     })
                 }
-                None => call.invalid = Some("prompts/get needs params.name (a string)".into()),
+                None => {
+                    call.invalid = Some(
+                        "prompts/get needs params.name (a string without control characters)"
+                            .into(),
+                    )
+                }
             },
             m if self.governed.contains(m) => {
                 call.action = Some(ActionMatch {
@@ -318,6 +330,13 @@ mod tests {
             Some(&json!({"name": "deep", "arguments": {"a": {"b": 7}}})),
         );
         assert_eq!(c.action.unwrap().resource.as_deref(), Some("7"));
+        // names with control characters cannot travel in the action header
+        for bad in ["send_email\r\nx-evil: 1", "a\u{0}b"] {
+            let c = m.map("tools/call", Some(&json!({"name": bad})));
+            assert!(c.action.is_none() && c.invalid.is_some(), "{bad:?}");
+            let c = m.map("prompts/get", Some(&json!({"name": bad})));
+            assert!(c.action.is_none() && c.invalid.is_some(), "{bad:?}");
+        }
         // the argument is missing: no resource
         let c = m.map("tools/call", Some(&json!({"name": "send_email"})));
         assert_eq!(c.action.unwrap().resource, None);

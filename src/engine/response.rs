@@ -18,6 +18,18 @@ pub const ACTION_HEADER: &str = "x-meshguard-action";
 /// The shadow policy (`mode: audit`) that would have denied a forwarded request.
 pub const SHADOW_POLICY_HEADER: &str = "x-meshguard-shadow-policy";
 
+/// Whether a request header is one MeshGuard owns and so removes from what the client
+/// sent: `x-meshguard-*` in any case, and also spelled with underscores, because CGI-style
+/// upstreams (WSGI, PHP, nginx with `underscores_in_headers`) read `x_meshguard_agent` as
+/// the same variable as `x-meshguard-agent`, and a leftover copy could shadow ours.
+pub fn is_owned_header(name: &str) -> bool {
+    name.get(..HEADER_PREFIX.len()).is_some_and(|p| {
+        p.bytes()
+            .zip(HEADER_PREFIX.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    })
+}
+
 /// A response MeshGuard sends instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -205,6 +217,29 @@ fn deny_body(d: &Denial<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_headers_in_every_spelling() {
+        for ours in [
+            "x-meshguard-agent",
+            "X-MeshGuard-Trust-Tier",
+            "x_meshguard_agent",
+            "x-meshguard_decision",
+            "X_MESHGUARD_ACTION",
+            "x-meshguard-",
+        ] {
+            assert!(is_owned_header(ours), "{ours}");
+        }
+        for theirs in [
+            "x-meshguard",
+            "x-mesh-guard-agent",
+            "authorization",
+            "x-meshguardagent",
+            "é",
+        ] {
+            assert!(!is_owned_header(theirs), "{theirs}");
+        }
+    }
 
     #[test]
     fn unauthorized_header_is_rfc6750_safe() {

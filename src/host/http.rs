@@ -11,7 +11,7 @@ use super::root::Vm;
 use super::{status, Flow, Host};
 use crate::engine::body::{PendingBody, ResponsePlan, Step, TooLarge};
 use crate::engine::request::Request;
-use crate::engine::response::HEADER_PREFIX;
+use crate::engine::response::is_owned_header;
 use crate::engine::{Engine, Outcome, Verdict};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -307,7 +307,7 @@ impl Http {
         match verdict {
             Verdict::Forward { set_headers, body } => {
                 for (name, _) in &req.headers {
-                    if name.starts_with(HEADER_PREFIX) {
+                    if is_owned_header(name) {
                         self.host.set_request_header(name, None);
                     }
                 }

@@ -837,6 +837,12 @@ impl Verifier {
         if alg.eq_ignore_ascii_case("none") {
             return Err(IdentityError::AlgNone);
         }
+        if header.get("crit").is_some() {
+            // RFC 7515 §4.1.11: a listed extension must be understood, and none is.
+            return Err(IdentityError::Malformed(
+                "the header's \"crit\" lists extensions MeshGuard does not implement".into(),
+            ));
+        }
         let kid = match header.get("kid") {
             None | Some(Value::Null) => None,
             Some(Value::String(k)) => Some(k.as_str()),
@@ -901,8 +907,11 @@ impl Verifier {
 fn decode_json(part: &str, what: &str) -> Result<Value, IdentityError> {
     let bytes = Base64UrlSafeNoPadding::decode_to_vec(part, None)
         .map_err(|_| IdentityError::Malformed(format!("{what} is not base64url")))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| IdentityError::Malformed(format!("{what} is not JSON")))?;
+    // A member named twice is refused: jwt-simple and this module could otherwise each
+    // pick their own of two `sub`s.
+    let v = crate::unique_json::from_slice(&bytes).map_err(|e| {
+        IdentityError::Malformed(format!("{what} is not JSON with unique member names: {e}"))
+    })?;
     if v.is_object() {
         Ok(v)
     } else {
@@ -990,6 +999,21 @@ fn tier_of(obj: &Value, claim_name: &str) -> Result<TrustTier, IdentityError> {
     }
 }
 
+/// An agent id as it will travel: the caller's id becomes the upstream's
+/// `x-meshguard-agent` header and every id of the chain an audit attribute, so a control
+/// character (CR, LF, NUL, ...) is refused here, at verification, as a 401 with a reason.
+/// Accepting it would let the claim split or truncate a header (Envoy then answers 503
+/// without a decision) or forge a line in a log that prints it.
+fn header_safe_id(id: &str, claim_name: &str) -> Result<String, IdentityError> {
+    if id.chars().any(char::is_control) {
+        return Err(IdentityError::ClaimType {
+            claim: claim_name.to_string(),
+            expected: "a string without control characters (CR, LF, NUL, ...)",
+        });
+    }
+    Ok(id.to_string())
+}
+
 /// A structural cap on `act` nesting, far above any sane chain; the policy limit
 /// (`max_delegation_depth`) is enforced by the engine as a 403, not here.
 const MAX_ACT_NESTING: usize = 32;
@@ -1004,7 +1028,7 @@ fn identity_from(
         None | Some(Value::Null) => {
             return Err(IdentityError::MissingClaim(names.agent_id.clone()))
         }
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => header_safe_id(s, &names.agent_id)?,
         Some(_) => {
             return Err(IdentityError::ClaimType {
                 claim: names.agent_id.clone(),
@@ -1039,7 +1063,7 @@ fn identity_from(
             .filter(|s| !s.is_empty())
             .ok_or_else(|| IdentityError::Delegation("every act needs a string \"sub\"".into()))?;
         actors.push(Hop {
-            agent_id: id.to_string(),
+            agent_id: header_safe_id(id, "act.sub")?,
             tier: tier_of(a, &names.trust_tier)?,
         });
         act = a.get("act");
@@ -1242,6 +1266,7 @@ mod tests {
 
     #[test]
     fn rejects_each_failure_with_its_reason() {
+        use ct_codecs::Encoder;
         let k = keys();
         let v = verifier(&k);
         let good =
@@ -1323,6 +1348,62 @@ mod tests {
         let mut c = claims(json!({}));
         c.subject = None;
         assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "missing_claim");
+        // ids travel in x-meshguard-agent: control characters are a 401, not Envoy's 503
+        for bad in [
+            "agent\r\nx-evil: 1",
+            "agent\u{0}",
+            "a\nb",
+            "tab\there",
+            "del\u{7f}",
+        ] {
+            let c = claims(json!({})).with_subject(bad);
+            let e = v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err();
+            assert_eq!(e.code(), "claim_type", "{bad:?}");
+            assert!(e.to_string().contains("control characters"), "{e}");
+            let c = claims(json!({"act": {"sub": bad}}));
+            assert_eq!(
+                code(&k.es.sign(c).unwrap(), NOW),
+                "claim_type",
+                "act {bad:?}"
+            );
+        }
+        let c = claims(json!({})).with_subject("agent-ünïcode ☃");
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap().agent_id,
+            "agent-ünïcode ☃"
+        );
+        // crit (even empty), and a name twice in the header or the payload
+        let crit = format!(
+            "{}.{}.{}",
+            b64(&json!({"alg": "ES256", "kid": "es", "crit": []})),
+            parts[1],
+            parts[2]
+        );
+        assert!(v
+            .verify(&crit, NOW)
+            .unwrap_err()
+            .to_string()
+            .contains("crit"));
+        let dup_header = format!(
+            "{}.{}.{}",
+            Base64UrlSafeNoPadding::encode_to_string(br#"{"alg":"ES256","kid":"es","kid":"x"}"#)
+                .unwrap(),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(code(&dup_header, NOW), "malformed");
+        let body =
+            String::from_utf8(Base64UrlSafeNoPadding::decode_to_vec(parts[1], None).unwrap())
+                .unwrap();
+        let dup = body.replacen('{', r#"{"trust_tier":"privileged","#, 1);
+        let dup_payload = format!(
+            "{}.{}.{}",
+            parts[0],
+            Base64UrlSafeNoPadding::encode_to_string(dup.as_bytes()).unwrap(),
+            parts[2]
+        );
+        let e = v.verify(&dup_payload, NOW).unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
         // size cap
         let c = claims(json!({"pad": "x".repeat(9000)}));
         assert_eq!(code(&k.es.sign(c).unwrap(), NOW), "token_too_large");
@@ -1349,6 +1430,26 @@ mod tests {
             "bad_delegation"
         );
         let c = claims(json!({"act": "agent-b"}));
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err().code(),
+            "bad_delegation"
+        );
+        // a structural cap on nesting, whatever the policy's depth limit
+        let nested = |n: usize| {
+            (0..n).fold(Value::Null, |inner, i| {
+                let mut hop = json!({"sub": format!("hop-{i}"), "trust_tier": "verified"});
+                if !inner.is_null() {
+                    hop["act"] = inner;
+                }
+                hop
+            })
+        };
+        let c = claims(json!({"trust_tier": "verified", "act": nested(MAX_ACT_NESTING)}));
+        assert_eq!(
+            v.verify(&k.es.sign(c).unwrap(), NOW).unwrap().depth(),
+            MAX_ACT_NESTING
+        );
+        let c = claims(json!({"act": nested(MAX_ACT_NESTING + 1)}));
         assert_eq!(
             v.verify(&k.es.sign(c).unwrap(), NOW).unwrap_err().code(),
             "bad_delegation"
