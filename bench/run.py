@@ -419,9 +419,11 @@ class Bench:
         self.envoy_cpu, self.load_cpu = cpus
         self.collector = CountingCollector().start()
         self.dead_port = ports.free_port()  # nothing listens there: "collector down"
+        self.wasm = args.stage_probe or henvoy.WASM
 
     def start_envoy(self, c: Config, tag: str, *, concurrency: int = 1, cpus: str | None = None,
-                    wasm: Path = henvoy.WASM, collector_port: int | None = None) -> tuple[BenchEnvoy, int]:
+                    wasm: Path | None = None, collector_port: int | None = None) -> tuple[BenchEnvoy, int]:
+        wasm = wasm or self.wasm
         listen = ports.free_port()
         cport = collector_port or (self.dead_port if c.collector_down else self.collector.port)
         cfg = envoy_config(c, self.keys, listen_port=listen, admin_port=ports.free_port(),
@@ -749,6 +751,47 @@ def rerender(out: Path, stem: str = "latest") -> int:
     return 0
 
 
+# --- per-stage breakdown (stage-probe builds) -----------------------------------------------
+
+def stage_means(r: Run) -> dict[str, float]:
+    """µs per request of each stage in one run, from the `meshguard.probe.*` counters."""
+    n = r.stats.get("probe.requests", 0)
+    if not n:
+        return {}
+    return {k[len("probe."):-len("_ns")]: v / n / 1000.0 for k, v in r.stats.items()
+            if k.startswith("probe.") and k.endswith("_ns")}
+
+
+STAGE_ORDER = ["header_read", "path", "identity", "identity_controls", "event", "body_read", "body_parse",
+               "actions", "policy", "controls", "verdict", "response", "metrics", "audit", "rewrite"]
+
+
+def write_stages(out: Path, label: str, runs: list[Run], configs: list[Config],
+                 args: argparse.Namespace) -> int:
+    """Median over rounds of each stage's µs per request, per config."""
+    table: dict[str, dict[str, float]] = {}
+    for c in configs:
+        per_run = [stage_means(r) for r in runs if r.config == c.name]
+        per_run = [m for m in per_run if m]
+        if not per_run:
+            print(f"{c.name}: no probe counters: is {args.stage_probe} a stage-probe build?", file=sys.stderr)
+            return 1
+        table[c.name] = {s: round(statistics.median(m.get(s, 0.0) for m in per_run), 2) for s in STAGE_ORDER}
+        table[c.name]["total"] = round(sum(table[c.name][s] for s in STAGE_ORDER), 2)
+        table[c.name]["rps"] = statistics.median(r.rps for r in runs if r.config == c.name)
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "label": label,
+            "rounds": args.rounds, "duration": args.duration, "module": str(args.stage_probe)}
+    (out / f"stages-{label}.json").write_text(json.dumps({"meta": meta, "stages": table}, indent=1))
+    names = [c.name for c in configs]
+    lines = [f"Stage breakdown `{label}` ({meta['date']}, µs per request, median of {args.rounds} runs)", "",
+             "| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for s in STAGE_ORDER + ["total"]:
+        lines.append(f"| {s} | " + " | ".join(f"{table[n][s]:.2f}" for n in names) + " |")
+    (out / f"stages-{label}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of a few configs")
@@ -759,6 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-tokens", type=int, default=0, help="distinct tokens per algorithm")
     ap.add_argument("--no-extras", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--stage-probe", type=Path, default=None, metavar="WASM",
+                    help="run the MeshGuard configs with this stage-probe build (make wasm-probe) and "
+                         "write the per-stage breakdown (stages-<label>.{md,json}) instead of the table")
+    ap.add_argument("--label", default="latest", help="label of the --stage-probe output")
     ap.add_argument("--rerender", action="store_true",
                     help="rewrite latest.md/.svg from latest.json in --out (no measurement)")
     args = ap.parse_args(argv)
@@ -769,7 +816,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.configs.split(",") if n] or (SMOKE_CONFIGS if args.smoke else
                                                           [c.name for c in ALL_CONFIGS])
     configs = [c for c in ALL_CONFIGS if c.name in names]
-    if not henvoy.WASM.exists():
+    if args.stage_probe:
+        configs = [c for c in configs if c.stack == "meshguard" and not c.collector_down]
+        args.no_extras = True
+    if not (args.stage_probe or henvoy.WASM).exists():
         print(f"no module at {henvoy.WASM}: run `make wasm` first", file=sys.stderr)
         return 2
     if not shutil.which("wrk"):
@@ -821,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
         b.collector.stop()
         for e in list(henvoy.Envoy.running):
             e.stop()
+    if args.stage_probe:
+        return write_stages(args.out, args.label, runs, configs, args)
     rows = summarize(runs, configs)
     crit = criterion_estimates()
     meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
