@@ -179,8 +179,8 @@ impl Engine {
         // the plain HTTP way, which normalises it (or refuses it with 400) and maps it by
         // route, so a dotted spelling of an MCP path can never skip the body phase and
         // still be forwarded as MCP.
-        let normal =
-            crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
+        let normal = crate::actions::path::is_plainly_normal(&req.path)
+            || crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
         probe::lap(Stage::Path);
         if !normal {
             return Step::Decided(Box::new(self.handle(req, now_unix_nanos, cache)));

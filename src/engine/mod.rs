@@ -774,6 +774,10 @@ impl Engine {
                 .map(|()| id)
         });
         probe::lap(Stage::IdentityControls);
+        if req_path::is_plainly_normal(&req.path) {
+            probe::lap(Stage::Path);
+            return self.handle_normalised(req, now_unix_nanos, identity, counters);
+        }
         let normal = match req_path::normalise(&req.path) {
             Ok(n) => n,
             Err(rejection) => {
