@@ -622,9 +622,19 @@ def targets(rows: list[dict], extras: dict, crit: dict) -> list[tuple[str, str, 
     def add(name: str, target: str, value: str, ok: bool | None) -> None:
         out.append((name, target, value, ok))
 
-    if "mg-es256-cached" in by:
-        r = by["mg-es256-cached"]["ratio"]
-        add("cached path, full governance + audit", "≥ 0.90 × no filter", f"{r:.2f}", r >= 0.90)
+    if "mg-es256-cached" in by and "native-es256-cache" in by:
+        r, n = by["mg-es256-cached"]["ratio"], by["native-es256-cache"]["ratio"]
+        a, na = by["mg-es256-cached"]["added_us"], by["native-es256-cache"]["added_us"]
+        add("cached path, full governance + audit", "added ≤ jwt_authn+RBAC (ratio ≥ native's)",
+            f"{r:.2f} vs {n:.2f} ({a:+.0f} vs {na:+.0f} µs)", r >= n)
+    if "mg-mcp-call" in by and "mg-es256-cached" in by:
+        a, c = by["mg-mcp-call"]["added_us"], by["mg-es256-cached"]["added_us"]
+        if a is not None and c is not None:
+            add("MCP tools/call (1 KiB, argument condition)", "≤ 2 × cached HTTP path added",
+                f"{a:.0f} µs vs 2 × {c:.0f} µs", a <= 2 * c)
+    if "mg-mcp-list" in by and by["mg-mcp-list"]["added_us"] is not None:
+        a = by["mg-mcp-list"]["added_us"]
+        add("tools/list filtering, 100 tools", "≤ 100 µs added", f"{a:.0f} µs", a <= 100)
     for cfg, limit in (("mg-es256-cold", 150), ("mg-eddsa-cold", 80)):
         if cfg in by:
             a = by[cfg]["added_us"]
@@ -641,6 +651,11 @@ def targets(rows: list[dict], extras: dict, crit: dict) -> list[tuple[str, str, 
         rss = max((r["rss_added_mb"] for r in mg if r["rss_added_mb"] is not None), default=None)
         if rss is not None:
             add("RSS added, one worker", "≤ 30 MB", f"{rss:.1f} MB (largest)", rss <= 30)
+    c2, b2 = extras.get("concurrency2"), extras.get("concurrency2_baseline")
+    if c2 and b2:
+        added = c2["rss_mb"] - b2["rss_mb"]
+        add("RSS added, --concurrency 2", "≤ 30 MB", f"{added:.1f} MB ({c2['rss_mb']:.1f} vs {b2['rss_mb']:.1f})",
+            added <= 30)
     mod = extras.get("module", {})
     if mod:
         size = mod.get("wasm_opt_bytes", mod["bytes"])
@@ -704,6 +719,10 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], extras: dict, crit:
             lines.append(f"- mg-es256-cached with `--concurrency 2` (Envoy on CPUs 0-1, wrk sharing CPU 1): "
                          f"{c2['rps']:,.0f} req/s, p50 {fmt_us(c2['p50_us'])}, p99 {fmt_us(c2['p99_us'])}, "
                          f"RSS {c2['rss_mb']:.1f} MB")
+            b2 = extras.get("concurrency2_baseline")
+            if b2:
+                lines.append(f"- baseline with `--concurrency 2`: {b2['rps']:,.0f} req/s, RSS {b2['rss_mb']:.1f} MB "
+                             f"→ RSS added by the module at concurrency 2: {c2['rss_mb'] - b2['rss_mb']:+.1f} MB")
         lines.append("")
     a = extras.get("audit_throughput")
     if a:
@@ -858,6 +877,9 @@ def main(argv: list[str] | None = None) -> int:
             c2 = b.measure(next(c for c in ALL_CONFIGS if c.name == "mg-es256-cached"), 1, concurrency=2,
                            cpus=f"{cpus[0]},{cpus[1]}" if cpus[1] else "")
             extras["concurrency2"] = asdict(c2)
+            b2 = b.measure(next(c for c in ALL_CONFIGS if c.name == "baseline"), 1, concurrency=2,
+                           cpus=f"{cpus[0]},{cpus[1]}" if cpus[1] else "")
+            extras["concurrency2_baseline"] = asdict(b2)
             extras["audit_throughput"] = audit_throughput(b, max(args.duration, 8.0))
             print(f"  audit: {extras['audit_throughput']}", flush=True)
         elif args.smoke:
