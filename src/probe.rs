@@ -84,6 +84,7 @@ impl Stage {
         }
     }
 
+    #[cfg(feature = "stage-probe")]
     fn index(self) -> usize {
         self as usize
     }
