@@ -14,7 +14,7 @@ WASM          := target/meshguard.wasm
 CLI           := target/debug/meshguard
 ENVOY_CONFIGS := $(wildcard envoy/envoy*.yaml)
 
-.PHONY: all build wasm cli toolchain venv mcp-deps test unit lint validate e2e demo size fmt clean
+.PHONY: all build wasm cli toolchain venv mcp-deps test unit lint validate e2e demo size fmt clean wasm-probe
 
 all: build
 
@@ -63,6 +63,13 @@ wasm: toolchain
 	  fi; \
 	  echo "$(WASM): $$(stat -c %s $(WASM)) bytes (cargo output $$(stat -c %s $(CARGO_WASM)))"; \
 	fi
+
+# Bench only: the module with the per-stage timers (src/probe.rs), for
+# `bench/run.py --stage-probe target/meshguard-probe.wasm`. Not wasm-opt'ed: timing only.
+wasm-probe: toolchain
+	cargo build --release --target $(WASM_TARGET) -p meshguard-filter --features stage-probe
+	cp $(CARGO_WASM) target/meshguard-probe.wasm
+	@touch -d '1970-01-01' $(CARGO_WASM)
 
 cli:
 	cargo build -p meshguard-cli

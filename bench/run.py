@@ -419,9 +419,11 @@ class Bench:
         self.envoy_cpu, self.load_cpu = cpus
         self.collector = CountingCollector().start()
         self.dead_port = ports.free_port()  # nothing listens there: "collector down"
+        self.wasm = args.stage_probe or henvoy.WASM
 
     def start_envoy(self, c: Config, tag: str, *, concurrency: int = 1, cpus: str | None = None,
-                    wasm: Path = henvoy.WASM, collector_port: int | None = None) -> tuple[BenchEnvoy, int]:
+                    wasm: Path | None = None, collector_port: int | None = None) -> tuple[BenchEnvoy, int]:
+        wasm = wasm or self.wasm
         listen = ports.free_port()
         cport = collector_port or (self.dead_port if c.collector_down else self.collector.port)
         cfg = envoy_config(c, self.keys, listen_port=listen, admin_port=ports.free_port(),
@@ -620,9 +622,19 @@ def targets(rows: list[dict], extras: dict, crit: dict) -> list[tuple[str, str, 
     def add(name: str, target: str, value: str, ok: bool | None) -> None:
         out.append((name, target, value, ok))
 
-    if "mg-es256-cached" in by:
-        r = by["mg-es256-cached"]["ratio"]
-        add("cached path, full governance + audit", "≥ 0.90 × no filter", f"{r:.2f}", r >= 0.90)
+    if "mg-es256-cached" in by and "native-es256-cache" in by:
+        r, n = by["mg-es256-cached"]["ratio"], by["native-es256-cache"]["ratio"]
+        a, na = by["mg-es256-cached"]["added_us"], by["native-es256-cache"]["added_us"]
+        add("cached path, full governance + audit", "added ≤ jwt_authn+RBAC (ratio ≥ native's)",
+            f"{r:.2f} vs {n:.2f} ({a:+.0f} vs {na:+.0f} µs)", r >= n)
+    if "mg-mcp-call" in by and "mg-es256-cached" in by:
+        a, c = by["mg-mcp-call"]["added_us"], by["mg-es256-cached"]["added_us"]
+        if a is not None and c is not None:
+            add("MCP tools/call (1 KiB, argument condition)", "≤ 2 × cached HTTP path added",
+                f"{a:.0f} µs vs 2 × {c:.0f} µs", a <= 2 * c)
+    if "mg-mcp-list" in by and by["mg-mcp-list"]["added_us"] is not None:
+        a = by["mg-mcp-list"]["added_us"]
+        add("tools/list filtering, 100 tools", "≤ 100 µs added", f"{a:.0f} µs", a <= 100)
     for cfg, limit in (("mg-es256-cold", 150), ("mg-eddsa-cold", 80)):
         if cfg in by:
             a = by[cfg]["added_us"]
@@ -639,6 +651,11 @@ def targets(rows: list[dict], extras: dict, crit: dict) -> list[tuple[str, str, 
         rss = max((r["rss_added_mb"] for r in mg if r["rss_added_mb"] is not None), default=None)
         if rss is not None:
             add("RSS added, one worker", "≤ 30 MB", f"{rss:.1f} MB (largest)", rss <= 30)
+    c2, b2 = extras.get("concurrency2"), extras.get("concurrency2_baseline")
+    if c2 and b2:
+        added = c2["rss_mb"] - b2["rss_mb"]
+        add("RSS added, --concurrency 2", "≤ 30 MB", f"{added:.1f} MB ({c2['rss_mb']:.1f} vs {b2['rss_mb']:.1f})",
+            added <= 30)
     mod = extras.get("module", {})
     if mod:
         size = mod.get("wasm_opt_bytes", mod["bytes"])
@@ -702,6 +719,10 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], extras: dict, crit:
             lines.append(f"- mg-es256-cached with `--concurrency 2` (Envoy on CPUs 0-1, wrk sharing CPU 1): "
                          f"{c2['rps']:,.0f} req/s, p50 {fmt_us(c2['p50_us'])}, p99 {fmt_us(c2['p99_us'])}, "
                          f"RSS {c2['rss_mb']:.1f} MB")
+            b2 = extras.get("concurrency2_baseline")
+            if b2:
+                lines.append(f"- baseline with `--concurrency 2`: {b2['rps']:,.0f} req/s, RSS {b2['rss_mb']:.1f} MB "
+                             f"→ RSS added by the module at concurrency 2: {c2['rss_mb'] - b2['rss_mb']:+.1f} MB")
         lines.append("")
     a = extras.get("audit_throughput")
     if a:
@@ -749,6 +770,47 @@ def rerender(out: Path, stem: str = "latest") -> int:
     return 0
 
 
+# --- per-stage breakdown (stage-probe builds) -----------------------------------------------
+
+def stage_means(r: Run) -> dict[str, float]:
+    """µs per request of each stage in one run, from the `meshguard.probe.*` counters."""
+    n = r.stats.get("probe.requests", 0)
+    if not n:
+        return {}
+    return {k[len("probe."):-len("_ns")]: v / n / 1000.0 for k, v in r.stats.items()
+            if k.startswith("probe.") and k.endswith("_ns")}
+
+
+STAGE_ORDER = ["header_read", "path", "identity", "identity_controls", "event", "body_read", "body_parse",
+               "actions", "policy", "controls", "verdict", "response", "metrics", "audit", "rewrite"]
+
+
+def write_stages(out: Path, label: str, runs: list[Run], configs: list[Config],
+                 args: argparse.Namespace) -> int:
+    """Median over rounds of each stage's µs per request, per config."""
+    table: dict[str, dict[str, float]] = {}
+    for c in configs:
+        per_run = [stage_means(r) for r in runs if r.config == c.name]
+        per_run = [m for m in per_run if m]
+        if not per_run:
+            print(f"{c.name}: no probe counters: is {args.stage_probe} a stage-probe build?", file=sys.stderr)
+            return 1
+        table[c.name] = {s: round(statistics.median(m.get(s, 0.0) for m in per_run), 2) for s in STAGE_ORDER}
+        table[c.name]["total"] = round(sum(table[c.name][s] for s in STAGE_ORDER), 2)
+        table[c.name]["rps"] = statistics.median(r.rps for r in runs if r.config == c.name)
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "label": label,
+            "rounds": args.rounds, "duration": args.duration, "module": str(args.stage_probe)}
+    (out / f"stages-{label}.json").write_text(json.dumps({"meta": meta, "stages": table}, indent=1))
+    names = [c.name for c in configs]
+    lines = [f"Stage breakdown `{label}` ({meta['date']}, µs per request, median of {args.rounds} runs)", "",
+             "| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for s in STAGE_ORDER + ["total"]:
+        lines.append(f"| {s} | " + " | ".join(f"{table[n][s]:.2f}" for n in names) + " |")
+    (out / f"stages-{label}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of a few configs")
@@ -759,6 +821,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-tokens", type=int, default=0, help="distinct tokens per algorithm")
     ap.add_argument("--no-extras", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--stage-probe", type=Path, default=None, metavar="WASM",
+                    help="run the MeshGuard configs with this stage-probe build (make wasm-probe) and "
+                         "write the per-stage breakdown (stages-<label>.{md,json}) instead of the table")
+    ap.add_argument("--label", default="latest", help="label of the --stage-probe output")
     ap.add_argument("--rerender", action="store_true",
                     help="rewrite latest.md/.svg from latest.json in --out (no measurement)")
     args = ap.parse_args(argv)
@@ -769,7 +835,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.configs.split(",") if n] or (SMOKE_CONFIGS if args.smoke else
                                                           [c.name for c in ALL_CONFIGS])
     configs = [c for c in ALL_CONFIGS if c.name in names]
-    if not henvoy.WASM.exists():
+    if args.stage_probe:
+        configs = [c for c in configs if c.stack == "meshguard" and not c.collector_down]
+        args.no_extras = True
+    if not (args.stage_probe or henvoy.WASM).exists():
         print(f"no module at {henvoy.WASM}: run `make wasm` first", file=sys.stderr)
         return 2
     if not shutil.which("wrk"):
@@ -808,6 +877,9 @@ def main(argv: list[str] | None = None) -> int:
             c2 = b.measure(next(c for c in ALL_CONFIGS if c.name == "mg-es256-cached"), 1, concurrency=2,
                            cpus=f"{cpus[0]},{cpus[1]}" if cpus[1] else "")
             extras["concurrency2"] = asdict(c2)
+            b2 = b.measure(next(c for c in ALL_CONFIGS if c.name == "baseline"), 1, concurrency=2,
+                           cpus=f"{cpus[0]},{cpus[1]}" if cpus[1] else "")
+            extras["concurrency2_baseline"] = asdict(b2)
             extras["audit_throughput"] = audit_throughput(b, max(args.duration, 8.0))
             print(f"  audit: {extras['audit_throughput']}", flush=True)
         elif args.smoke:
@@ -821,6 +893,8 @@ def main(argv: list[str] | None = None) -> int:
         b.collector.stop()
         for e in list(henvoy.Envoy.running):
             e.stop()
+    if args.stage_probe:
+        return write_stages(args.out, args.label, runs, configs, args)
     rows = summarize(runs, configs)
     crit = criterion_estimates()
     meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),

@@ -17,6 +17,7 @@ pub mod health;
 pub mod hex;
 pub mod identity;
 pub mod policy;
+pub mod probe;
 pub mod shared;
 pub mod sources;
 pub mod tier;

@@ -264,6 +264,14 @@ fn is_already_normal(raw: &str) -> bool {
         && !raw.contains("/.")
 }
 
+/// Whether a request target is plainly normal already: then [`normalise`] would return it
+/// unchanged, so the request path can skip building the copy. `false` says nothing (the
+/// target may still normalise to itself).
+pub fn is_plainly_normal(target: &str) -> bool {
+    let raw = target.split_once('?').map_or(target, |(raw, _)| raw);
+    target.starts_with('/') && is_already_normal(raw)
+}
+
 /// Normalises a request target (`:path`, query included) or says why it cannot be.
 pub fn normalise(target: &str) -> Result<NormalPath, PathRejection> {
     if target.is_empty() {

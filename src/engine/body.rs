@@ -28,6 +28,7 @@ use crate::audit::{trace_ids, AuditEvent};
 use crate::config::{Effect, Mode};
 use crate::identity::{Identity, TokenCache};
 use crate::policy::Decision;
+use crate::probe::{self, Stage};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -178,7 +179,10 @@ impl Engine {
         // the plain HTTP way, which normalises it (or refuses it with 400) and maps it by
         // route, so a dotted spelling of an MCP path can never skip the body phase and
         // still be forwarded as MCP.
-        if !crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path) {
+        let normal = crate::actions::path::is_plainly_normal(&req.path)
+            || crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
+        probe::lap(Stage::Path);
+        if !normal {
             return Step::Decided(Box::new(self.handle(req, now_unix_nanos, cache)));
         }
         let path = req.path_only();
@@ -269,7 +273,10 @@ impl Engine {
                 .into();
         }
         let trace_hex = event.trace_id_hex();
-        let identity = match self.authenticate(req, now_unix_nanos / 1_000_000_000, cache) {
+        probe::lap(Stage::Event);
+        let identity = self.authenticate(req, now_unix_nanos / 1_000_000_000, cache);
+        probe::lap(Stage::Identity);
+        let identity = match identity {
             Ok(id) => id,
             Err(e) => {
                 let mut o = self.identity_failure(&e, event, &trace_hex);
@@ -402,6 +409,7 @@ impl Engine {
             }
         }
         let now_secs = now_unix_nanos / 1_000_000_000;
+        probe::lap(Stage::BodyParse);
         let judged: Vec<Judged> = parsed
             .messages
             .into_iter()
@@ -474,6 +482,7 @@ impl Engine {
             return self.judged(msg, event, allow(String::new()), false);
         };
         let call = mcp.map(&method, params.as_ref());
+        probe::lap(Stage::Actions);
         event.rpc.mcp_method.clone_from(&method);
         if method == "tools/call" || method == "prompts/get" {
             event.rpc.tool_name = call.name.clone().unwrap_or_default();
@@ -508,7 +517,9 @@ impl Engine {
             a2a_method: None,
         };
         let eval = self.decide_full(identity, &action, req, now_secs, facts);
+        probe::lap(Stage::Policy);
         let eval = self.controlled(eval, identity, &action, call.arguments.as_ref(), now_secs);
+        probe::lap(Stage::Controls);
         let tools_list = method == "tools/list";
         self.judged(msg, event, eval, tools_list)
     }
@@ -799,10 +810,11 @@ impl Engine {
             out.push_str(trailing);
             return Some(out.into_bytes());
         }
-        if filtering && serde_json::from_str::<&RawValue>(text).is_err() {
+        let rewritten = self.rewrite_message(plan, text);
+        // A rewritten answer was parsed whole: only an unchanged one still needs the check.
+        if filtering && rewritten.is_none() && serde_json::from_str::<&RawValue>(text).is_err() {
             return unusable("the tools/list response is not JSON");
         }
-        let rewritten = self.rewrite_message(plan, text);
         if plan.inject.is_empty() {
             return rewritten.map(String::into_bytes);
         }
@@ -865,38 +877,46 @@ impl Engine {
         }
     }
 
-    /// Filters one `tools/list` answer. Only the tool names are parsed: everything else
-    /// (schemas, descriptions, `nextCursor`) is carried over verbatim as raw JSON.
+    /// Filters one `tools/list` answer. One pass reads the message, its `result` and the
+    /// list of tools as raw JSON; then only each tool's `name` is parsed. Everything else
+    /// (schemas, descriptions, `nextCursor`) is carried over verbatim.
     fn rewrite_one(&self, plan: &ResponsePlan, lister: &Lister, text: &str) -> Option<String> {
-        type Object = BTreeMap<String, Box<RawValue>>;
         #[derive(serde::Deserialize)]
         struct Named<'a> {
             #[serde(borrow, default)]
             name: Option<std::borrow::Cow<'a, str>>,
         }
-        let mut msg: Object = serde_json::from_str(text).ok()?;
-        let id: Value = serde_json::from_str(msg.get("id")?.get()).ok()?;
+        let answer: ListAnswer<'_> = serde_json::from_str(text).ok()?;
+        let id: Value = serde_json::from_str(answer.members.get("id")?).ok()?;
         if !plan.tools_list.iter().any(|t| jsonrpc::same_id(t, &id)) {
             return None;
         }
-        let mut result: Object = serde_json::from_str(msg.get("result")?.get()).ok()?;
-        let tools: Vec<&RawValue> = serde_json::from_str(result.get("tools")?.get()).ok()?;
-        let kept: Vec<&RawValue> = tools
-            .into_iter()
-            .filter(|t| {
-                serde_json::from_str::<Named<'_>>(t.get())
-                    .ok()
-                    .and_then(|n| n.name)
-                    .is_some_and(|name| self.tool_listed(lister, &name))
-            })
-            .collect();
-        let raw = |v: String| RawValue::from_string(v).ok();
-        result.insert("tools".into(), raw(serde_json::to_string(&kept).ok()?)?);
-        if lister.cache_scope {
-            result.insert("cacheScope".into(), raw("\"private\"".into())?);
+        let mut result = answer.result?;
+        let tools = result.tools.take()?;
+        let mut kept = String::with_capacity(text.len());
+        kept.push('[');
+        for t in tools {
+            let listed = serde_json::from_str::<Named<'_>>(t.get())
+                .ok()
+                .and_then(|n| n.name)
+                .is_some_and(|name| self.tool_listed(lister, &name));
+            if listed {
+                if kept.len() > 1 {
+                    kept.push(',');
+                }
+                kept.push_str(t.get());
+            }
         }
-        msg.insert("result".into(), raw(serde_json::to_string(&result).ok()?)?);
-        serde_json::to_string(&msg).ok()
+        kept.push(']');
+        let mut members = result.members;
+        members.insert("tools".into(), &kept);
+        if lister.cache_scope {
+            members.insert("cacheScope".into(), "\"private\"");
+        }
+        let result_text = json_object(&members);
+        let mut outer = answer.members;
+        outer.insert("result".into(), &result_text);
+        Some(json_object(&outer))
     }
 
     /// Whether a tool stays in this agent's `tools/list`: its `tools/call` action is
@@ -929,6 +949,102 @@ impl Engine {
         eval.decision.effect != Effect::Deny
             || ((eval.used_context || from_argument) && eval.decision.policy.is_none())
     }
+}
+
+/// Members of a JSON object as raw JSON texts, by name (sorted, as a `BTreeMap` of
+/// values serialises).
+type RawMembers<'a> = BTreeMap<String, &'a str>;
+
+/// A JSON-RPC answer as `tools/list` filtering reads it, in one pass: `result` apart,
+/// every other member raw.
+struct ListAnswer<'a> {
+    members: RawMembers<'a>,
+    result: Option<ListResult<'a>>,
+}
+
+/// The `result` of a `tools/list` answer: `tools` as a list of raw tools, every other
+/// member raw.
+struct ListResult<'a> {
+    members: RawMembers<'a>,
+    tools: Option<Vec<&'a RawValue>>,
+}
+
+impl<'de> serde::Deserialize<'de> for ListAnswer<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListAnswer<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC answer object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = RawMembers::new();
+                let mut result = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "result" {
+                        result = Some(map.next_value::<ListResult<'de>>()?);
+                    } else {
+                        members.insert(key, map.next_value::<&'de RawValue>()?.get());
+                    }
+                }
+                Ok(ListAnswer { members, result })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ListResult<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListResult<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a tools/list result object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = RawMembers::new();
+                let mut tools = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "tools" {
+                        tools = Some(map.next_value::<Vec<&'de RawValue>>()?);
+                    } else {
+                        members.insert(key, map.next_value::<&'de RawValue>()?.get());
+                    }
+                }
+                Ok(ListResult { members, tools })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON object from raw member values, written as `serde_json` writes a map.
+fn json_object(members: &RawMembers<'_>) -> String {
+    let mut out = String::with_capacity(
+        members
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+            + 2,
+    );
+    out.push('{');
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
 }
 
 /// JSON-RPC internal error: the answer could not be filtered.

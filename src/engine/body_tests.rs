@@ -774,6 +774,35 @@ fn tools_list_json_is_filtered_to_what_the_agent_may_call() {
 }
 
 #[test]
+fn tools_list_keeps_every_other_member_byte_for_byte() {
+    let k = key();
+    let e = engine(&k);
+    let plan = list_plan(&e, &k, &[]);
+    // spacing, member order inside a tool, escapes and unknown members survive verbatim;
+    // top-level and result members come out in name order (as a JSON map writes them)
+    let body = r#"{"result": {"tools": [ {"inputSchema": { "type" : "object" }, "name": "lookup"},
+        {"name": "delete_all"}, {"name": "refund", "x": [1, 2.50]} ], "n\u00e9xt": "p\"2"},
+        "jsonrpc": "2.0", "id": 3, "_meta": {"a": null}}"#;
+    let out = e
+        .rewrite_response(&plan, Some("application/json"), Ok(body.as_bytes()))
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"_meta":{"a": null},"id":3,"jsonrpc":"2.0","result":{"néxt":"p\"2","tools":[{"inputSchema": { "type" : "object" }, "name": "lookup"},{"name": "refund", "x": [1, 2.50]}]}}"#
+    );
+    // a result without a tool list, or an answer to another id, passes unchanged
+    for other in [
+        r#"{"jsonrpc":"2.0","id":3,"result":{"items":[]}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"delete_all"}]}}"#,
+    ] {
+        assert_eq!(
+            e.rewrite_response(&plan, Some("application/json"), Ok(other.as_bytes())),
+            None
+        );
+    }
+}
+
+#[test]
 fn tools_list_sse_is_filtered_event_by_event() {
     let k = key();
     let e = engine(&k);

@@ -22,13 +22,14 @@ use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refus
 use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::names::Fact;
 use crate::policy::{Decision, PolicySet, Subject};
+use crate::probe::{self, Stage};
 use crate::shared::SharedData;
 use crate::sources::bundle::{BundleKeys, VerifiedBundle};
 use crate::tier::TrustTier;
 use request::Request;
 use response::{Denial, LocalResponse};
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// A compiled configuration, shared by every request of a worker.
@@ -550,9 +551,11 @@ impl Engine {
                 &used_context,
             );
         }
-        let mut seen = HashSet::with_capacity(identity.chain.len());
-        for hop in &identity.chain {
-            if !seen.insert(hop.agent_id.as_str()) {
+        // Chains are short (a handful of hops, 33 at most): comparing with the earlier hops
+        // costs less than a set's allocation, which every decision would pay.
+        for (i, hop) in identity.chain.iter().enumerate() {
+            let earlier = identity.chain.get(..i).unwrap_or_default();
+            if earlier.iter().any(|h| h.agent_id == hop.agent_id) {
                 return done(
                     Decision::deny(format!(
                         "delegation cycle: agent {:?} appears twice in the chain {}",
@@ -749,6 +752,7 @@ impl Engine {
             now_parts(now_unix_nanos),
             cache,
         );
+        probe::lap(Stage::Identity);
         self.handle_authenticated(req, now_unix_nanos, identity, counters)
     }
 
@@ -769,6 +773,11 @@ impl Engine {
                 .check_identity(&id, &req.peer_uri_sans)
                 .map(|()| id)
         });
+        probe::lap(Stage::IdentityControls);
+        if req_path::is_plainly_normal(&req.path) {
+            probe::lap(Stage::Path);
+            return self.handle_normalised(req, now_unix_nanos, identity, counters);
+        }
         let normal = match req_path::normalise(&req.path) {
             Ok(n) => n,
             Err(rejection) => {
@@ -776,6 +785,7 @@ impl Engine {
             }
         };
         let target = normal.target();
+        probe::lap(Stage::Path);
         if target == req.path {
             return self.handle_normalised(req, now_unix_nanos, identity, counters);
         }
@@ -860,6 +870,7 @@ impl Engine {
         let now_secs = now_parts(now_unix_nanos);
         let mut event = self.base_event(req, now_unix_nanos);
         let trace_hex = event.trace_id_hex();
+        probe::lap(Stage::Event);
         // A caller-declared header that disagrees with the route is refused after the
         // caller is identified (a 401 stays a 401), and audited as the route's action.
         let (action, relabel) = match self.actions.map(req) {
@@ -877,6 +888,7 @@ impl Engine {
             event.action.clone_from(&a.action);
             event.resource = a.resource.clone().unwrap_or_default();
         }
+        probe::lap(Stage::Actions);
         let identity = match identity {
             Ok(id) => id,
             Err(e) => return self.identity_failure(&e, event, &trace_hex),
@@ -897,6 +909,7 @@ impl Engine {
                         used_context: false,
                     },
                 };
+                probe::lap(Stage::Policy);
                 // Loop detection tells calls apart by their arguments: for REST, the method
                 // and the path with its query (built only when a counting control is set).
                 let arguments = if self.controls.counts() {
@@ -912,6 +925,7 @@ impl Engine {
                     counters,
                     now_unix_nanos,
                 );
+                probe::lap(Stage::Controls);
                 eval
             }
         };

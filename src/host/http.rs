@@ -13,6 +13,7 @@ use crate::engine::body::{PendingBody, ResponsePlan, Step, TooLarge};
 use crate::engine::request::Request;
 use crate::engine::response::is_owned_header;
 use crate::engine::{Engine, Outcome, Verdict};
+use crate::probe::{self, Stage};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -78,6 +79,7 @@ impl Http {
 
     /// Request headers: decide, or hold the request for its body.
     pub(crate) fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
+        probe::begin();
         let started = self.host.now_nanos();
         let Some(engines) = self.engines() else {
             // No valid configuration was ever accepted: fail closed.
@@ -100,6 +102,7 @@ impl Http {
                 .into_iter()
                 .collect();
         }
+        probe::lap(Stage::HeaderRead);
         if status::answer(&*self.host, &self.vm, &engines.engine, &req) {
             return Flow::Pause;
         }
@@ -139,7 +142,9 @@ impl Http {
             self.phase = Phase::RequestBody(held);
             return Flow::Pause;
         }
+        probe::begin();
         let body = self.host.request_body(body_size).unwrap_or_default();
+        probe::lap(Stage::BodyRead);
         self.decide_body(*held, Ok(&body))
     }
 
@@ -147,7 +152,9 @@ impl Http {
     pub(crate) fn on_request_trailers(&mut self) -> Flow {
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::RequestBody(held) => {
+                probe::begin();
                 let body = self.host.request_body(held.buffered).unwrap_or_default();
+                probe::lap(Stage::BodyRead);
                 self.decide_body(*held, Ok(&body))
             }
             other => {
@@ -198,8 +205,12 @@ impl Http {
                     self.phase = Phase::ResponseBody(r);
                     return Flow::Pause;
                 }
+                probe::begin();
                 let body = self.host.response_body(body_size).unwrap_or_default();
-                self.rewrite(&r, Ok(&body))
+                let flow = self.rewrite(&r, Ok(&body));
+                probe::lap(Stage::Rewrite);
+                self.metrics.probe(probe::take(), false);
+                flow
             }
             Phase::Discard => {
                 self.host.set_response_body(body_size, b"");
@@ -289,8 +300,11 @@ impl Http {
         if outcome.wants_jwks_refresh() {
             self.vm.borrow_mut().jwks_wanted = true;
         }
+        probe::lap(Stage::Verdict);
         let flow = self.apply(&outcome.verdict, req, buffered);
+        probe::lap(Stage::Response);
         self.metrics.decision(&outcome);
+        probe::lap(Stage::Metrics);
         if let (Flow::Continue, Some(plan)) = (flow, outcome.response.take()) {
             self.phase = Phase::Planned(Box::new((engines.clone(), plan)));
         }
@@ -300,6 +314,8 @@ impl Http {
             e.latency_us = outcome.event.latency_us;
         }
         self.audit(&engines.engine, &outcome);
+        probe::lap(Stage::Audit);
+        self.metrics.probe(probe::take(), true);
         flow
     }
 

@@ -5,6 +5,7 @@
 use super::{Host, MetricKind};
 use crate::audit::AuditCounters;
 use crate::engine::{DecisionKind, Outcome, Verdict};
+use crate::probe;
 use crate::sources::{Change, DocId, Update};
 use std::rc::Rc;
 
@@ -37,6 +38,10 @@ pub(crate) struct Metrics {
     bundle_age: Option<u32>,
     bundle_last_sync_success: Option<u32>,
     sources: Vec<SourceStats>,
+    /// `meshguard.probe.<stage>_ns`, in [`probe::STAGES`] order (only in `stage-probe` builds).
+    probe_stages: Vec<Option<u32>>,
+    /// `meshguard.probe.requests`: decisions timed.
+    probe_requests: Option<u32>,
 }
 
 /// The kinds of fetched documents that have stats.
@@ -75,6 +80,19 @@ impl Metrics {
             bundle_age: g("meshguard.bundle.age_seconds"),
             bundle_last_sync_success: g("meshguard.bundle.last_sync_success"),
             sources,
+            probe_stages: if probe::ENABLED {
+                probe::STAGES
+                    .iter()
+                    .map(|s| c(&format!("meshguard.probe.{}_ns", s.name())))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            probe_requests: if probe::ENABLED {
+                c("meshguard.probe.requests")
+            } else {
+                None
+            },
             host,
         }
     }
@@ -101,6 +119,20 @@ impl Metrics {
             (Verdict::Respond(_), _) => self.denied,
         };
         self.inc(id, 1);
+    }
+
+    /// Adds a `stage-probe` build's stage times; `decided`: they end a decision (not a
+    /// response rewrite), so the request is counted.
+    pub(crate) fn probe(&self, totals: [u64; probe::STAGES.len()], decided: bool) {
+        if !probe::ENABLED {
+            return;
+        }
+        for (id, ns) in self.probe_stages.iter().zip(totals) {
+            self.inc(*id, ns);
+        }
+        if decided {
+            self.inc(self.probe_requests, 1);
+        }
     }
 
     /// Counts a configuration refused.

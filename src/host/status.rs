@@ -22,6 +22,10 @@ pub(crate) fn answer(host: &dyn Host, vm: &RefCell<Vm>, engine: &Engine, req: &R
     let Some(st) = engine.status_config() else {
         return false;
     };
+    // The port is a host call: asked only for a request on the status path.
+    if req.path_only() != st.path {
+        return false;
+    }
     let port = if st.ports.is_empty() {
         None
     } else {
