@@ -132,7 +132,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak
+.PHONY: bench bench-smoke bench-tools soak footprint
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -148,6 +148,11 @@ bench: wasm venv bench-tools
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.
+# Module size, Envoy time to ready and RSS added at --concurrency 1 and 2 (bench/README.md,
+# "Footprint"); pass other builds of the module to compare them in one run.
+footprint: wasm venv bench-tools
+	$(PY) bench/footprint.py --json
+
 bench-smoke: wasm venv bench-tools
 	cargo bench --bench meshguard -- --noplot --profile-time 1 'policy/decide/10$$|audit/push|engine/handle_cached$$'
 	$(PY) bench/run.py --smoke --out target/bench-smoke
