@@ -240,6 +240,9 @@ pub struct StreamReport {
     pub findings: Vec<Finding>,
     /// intact, broken or unchained.
     pub verdict: Verdict,
+    /// Retention deleted every seq below this one on purpose (`--retain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_before: Option<i64>,
 }
 
 /// One stored event, as the full pass needs it.
@@ -284,6 +287,7 @@ impl StreamVerifier {
                 declared_lost_events,
                 findings: Vec::new(),
                 verdict: Verdict::Intact,
+                truncated_before: None,
             },
             prev: None,
         }
@@ -367,6 +371,7 @@ pub fn unchained_report(workload: &str, events: u64) -> StreamReport {
         declared_lost_events: 0,
         findings: Vec::new(),
         verdict: Verdict::Unchained,
+        truncated_before: None,
     }
 }
 

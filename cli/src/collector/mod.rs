@@ -24,7 +24,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use store::{Store, StoreError};
+use store::{Location, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -44,6 +44,17 @@ pub struct CollectorArgs {
     /// SQLite database file (created if missing; WAL mode).
     #[arg(long, default_value = "meshguard-audit.db")]
     db: PathBuf,
+    /// PostgreSQL store shared by collector replicas, instead of --db
+    /// (postgres://user:password@host:port/db; the schema is created or migrated).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Delete events older than this (e.g. 90d, 12h), in bounded batches; each stream's
+    /// truncation point is recorded so `audit verify` still proves what remains.
+    #[arg(long, value_name = "AGE")]
+    retain: Option<String>,
+    /// How often the retention pass runs.
+    #[arg(long, default_value = "1h", requires = "retain")]
+    retain_every: String,
     /// Serve the JSON API (audit queries, approvals, grants document) on this address
     /// (off when omitted).
     #[arg(long, value_name = "HOST:PORT")]
@@ -85,6 +96,8 @@ pub enum CollectorError {
     Webhook(WebhookError),
     /// A bad `--alert-window`.
     Window(TimeError),
+    /// A bad `--retain` or `--retain-every`.
+    Retain(&'static str, TimeError),
     /// A `--grants-key` that cannot be used.
     GrantsKey(GrantsError),
     /// The async runtime or signal handlers could not be set up.
@@ -104,6 +117,7 @@ impl fmt::Display for CollectorError {
             CollectorError::Store(e) => e.fmt(f),
             CollectorError::Webhook(e) => e.fmt(f),
             CollectorError::Window(e) => write!(f, "--alert-window: {e}"),
+            CollectorError::Retain(flag, e) => write!(f, "{flag}: {e}"),
             CollectorError::GrantsKey(e) => write!(f, "--grants-key: {e}"),
             CollectorError::Runtime(e) => write!(f, "cannot start the collector: {e}"),
             CollectorError::Serve(e) => write!(f, "the gRPC server failed: {e}"),
@@ -123,6 +137,16 @@ impl From<StoreError> for CollectorError {
 pub fn run(args: CollectorArgs) -> Result<(), CollectorError> {
     // Check every flag before touching the network or the disk.
     let window = timestamp::parse_duration(&args.alert_window).map_err(CollectorError::Window)?;
+    let location = Location::from_flags(&args.db, args.store.as_deref())?;
+    let retention = match &args.retain {
+        Some(age) => Some(Retention {
+            age: timestamp::parse_duration(age)
+                .map_err(|e| CollectorError::Retain("--retain", e))?,
+            every: timestamp::parse_duration(&args.retain_every)
+                .map_err(|e| CollectorError::Retain("--retain-every", e))?,
+        }),
+        None => None,
+    };
     let webhooks = args
         .alert_webhooks
         .iter()
@@ -139,7 +163,9 @@ pub fn run(args: CollectorArgs) -> Result<(), CollectorError> {
         .enable_all()
         .build()
         .map_err(CollectorError::Runtime)?;
-    runtime.block_on(serve(args, window, webhooks, grants_key))
+    runtime.block_on(serve(
+        args, location, retention, window, webhooks, grants_key,
+    ))
 }
 
 async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, CollectorError> {
@@ -152,8 +178,20 @@ async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, CollectorEr
         })
 }
 
+/// `--retain` and `--retain-every`.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    age: Duration,
+    every: Duration,
+}
+
+/// Rows deleted per retention transaction: short enough not to stall Exports.
+const RETAIN_BATCH: usize = 5_000;
+
 async fn serve(
     args: CollectorArgs,
+    location: Location,
+    retention: Option<Retention>,
     window: Duration,
     webhooks: Vec<hyper::Uri>,
     grants_key: Option<SigningKey>,
@@ -163,7 +201,13 @@ async fn serve(
         Some(a) => Some(bind("--http", a).await?),
         None => None,
     };
-    let store = Store::open_for_writing(&args.db)?;
+    // The PostgreSQL client blocks: open (and later drop) it on the blocking pool.
+    let store = {
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || Store::open_for_writing(&location))
+            .await
+            .map_err(|e| CollectorError::Runtime(std::io::Error::other(e)))??
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(Signals::install()?.wait(stop_tx));
 
@@ -187,7 +231,15 @@ async fn serve(
         "meshguard collector: OTLP/gRPC listening on {}",
         local(&grpc_listener)
     );
-    eprintln!("meshguard collector: database {}", args.db.display());
+    eprintln!("meshguard collector: database {location}");
+    let retention_task = retention.map(|r| {
+        eprintln!(
+            "meshguard collector: retention: deleting events older than {}s every {}s",
+            r.age.as_secs(),
+            r.every.as_secs()
+        );
+        tokio::spawn(retain_loop(Arc::clone(&store), r, stop_rx.clone()))
+    });
     let http_task = http_listener.map(|l| {
         eprintln!(
             "meshguard collector: HTTP API listening on http://{}",
@@ -201,7 +253,7 @@ async fn serve(
             );
         }
         let router = api::router(
-            args.db.clone(),
+            location.clone(),
             api::Approvals {
                 store: Arc::clone(&store),
                 key: grants_key.clone(),
@@ -259,6 +311,9 @@ async fn serve(
         let _ = tokio::time::timeout(DRAIN, t).await;
     }
     signals.abort();
+    if let Some(t) = retention_task {
+        t.abort();
+    }
     if let Some(task) = alert_task {
         // The service (and with it the last queue handle) is gone once the server stopped.
         if tokio::time::timeout(ALERT_DRAIN, task).await.is_err() {
@@ -275,6 +330,8 @@ async fn serve(
         })
         .await
     };
+    // Dropped on the blocking pool: the PostgreSQL client owns a runtime of its own.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     match checkpoint {
         Ok(Ok(())) => eprintln!("meshguard collector: stopped; database checkpointed"),
         // The WAL still holds everything: SQLite replays it on next open.
@@ -282,6 +339,35 @@ async fn serve(
         Err(e) => eprintln!("meshguard collector: stopped; WAL checkpoint failed: {e}"),
     }
     served
+}
+
+/// Runs the retention pass now and every `r.every` until the stop flag.
+async fn retain_loop(store: Arc<Mutex<Store>>, r: Retention, mut stop: watch::Receiver<bool>) {
+    loop {
+        let store = Arc::clone(&store);
+        let cutoff = timestamp::now_nanos()
+            .saturating_sub(i64::try_from(r.age.as_nanos()).unwrap_or(i64::MAX));
+        let pass = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(cutoff, RETAIN_BATCH)
+        })
+        .await;
+        match pass {
+            Ok(Ok(o)) if o.events > 0 || o.streams > 0 => eprintln!(
+                "meshguard collector: retention: deleted {} events, {} streams truncated",
+                o.events, o.streams
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("meshguard collector: retention pass failed: {e}"),
+            Err(e) => eprintln!("meshguard collector: retention pass failed: {e}"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(r.every) => {}
+        }
+    }
 }
 
 /// SIGINT and SIGTERM handlers, installed up front so a failure stops startup.
