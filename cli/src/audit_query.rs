@@ -591,6 +591,12 @@ pub fn verify_table(reports: &[StreamReport]) -> String {
             dash(&r.workload),
             r.stream.as_deref().unwrap_or("(unchained)")
         );
+        if let Some(n) = r.truncated_before {
+            out.push_str(&format!(
+                "{name}: truncated on purpose before seq {n} (retention deleted seqs 1..{})\n",
+                n - 1
+            ));
+        }
         for l in &r.declared_losses {
             out.push_str(&format!(
                 "{name}: declared loss of seqs {}..{} ({} events dropped by the filter)\n",
