@@ -145,3 +145,91 @@ def test_retention_deletes_old_events_and_verify_declares_the_truncation(request
     assert table.returncode == 0, table.stderr
     assert "truncated on purpose before seq 21" in table.stdout, table.stdout
     assert "all 1 stream(s) intact" in table.stdout, table.stdout
+
+
+def tls_audit_cluster(boot: dict, ca, client) -> None:
+    """The audit cluster speaks TLS to the collector and presents `client`'s certificate."""
+    cluster = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "meshguard-collector")
+    cluster["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{"certificate_chain": {"inline_bytes": _b64(client.cert_pem)},
+                                      "private_key": {"inline_bytes": _b64(client.key_pem)}}],
+                "validation_context": {"trusted_ca": {"inline_bytes": _b64(ca.cert_pem)},
+                                       "match_typed_subject_alt_names": [
+                                           {"san_type": "IP_ADDRESS", "matcher": {"exact": "127.0.0.1"}}]},
+            },
+        },
+    }
+
+
+def _b64(pem: bytes) -> str:
+    import base64
+    return base64.b64encode(pem).decode()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_tls_ingest_records_the_peer_and_verify_flags_an_impostor(request, tmp_path_factory, keyring, tokens,
+                                                                  upstream, pg, backend):
+    from harness.certs import CertificateAuthority, spiffe_id
+
+    work = tmp_path_factory.mktemp(f"tls-{backend}")
+    ca = CertificateAuthority()
+    ca_file = work / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem)
+    server_crt, server_key = ca.server().write(work, "collector")
+    store = pg.database(f"tls_{backend}") if backend == "postgres" else None
+    mgc = MeshguardCollector(work, store=store,
+                             extra=("--tls-cert", str(server_crt), "--tls-key", str(server_key),
+                                    "--tls-client-ca", str(ca_file)))
+    request.addfinalizer(mgc.stop)
+    mgc.start()
+
+    # Two sidecars: one whose certificate is of the namespace its node claims, one whose
+    # node claims namespace "payments" while its certificate says "shop".
+    sidecars = {}
+    for name, claimed, cert_ns in (("honest", "shop", "shop"), ("impostor", "payments", "shop")):
+        listener = Listener("agents", free_port(), plugin_config(keyring.jwks))
+        boot = render([listener], admin_port=free_port(), upstream_port=upstream.port, collector_port=mgc.port)
+        boot["node"] = {"id": f"sidecar~{name}", "cluster": "meshguard-tests", "metadata": {"NAMESPACE": claimed}}
+        tls_audit_cluster(boot, ca, ca.workload(spiffe_id(cert_ns, name)))
+        envoy = Envoy(f"tls-{name}-{backend}", boot, tmp_path_factory.mktemp(f"envoy-tls-{name}"))
+        request.addfinalizer(envoy.stop)
+        envoy.start()
+        sidecars[name] = MeshClient(listener.port)
+    token = tokens.token("agent-tls", "verified")
+    for client in sidecars.values():
+        for _ in range(5):
+            client.call(token, action="read:orders", request_id=str(uuid.uuid4()))
+    wait_until(lambda: len(mgc.events()) >= 10, 30, "events over TLS stored")
+    code, report = mgc.verify()
+    assert code == 1 and not report["intact"], report
+    by_workload = {s["workload"]: s for s in report["streams"]}
+    honest, impostor = by_workload["sidecar~honest"], by_workload["sidecar~impostor"]
+    assert honest["verdict"] == "intact" and honest["peers"] == [spiffe_id("shop", "honest")], honest
+    assert impostor["verdict"] == "broken", impostor
+    assert impostor["peers"] == [spiffe_id("shop", "impostor")]
+    assert [f["kind"] for f in impostor["findings"]] == ["peer"], impostor
+    assert '"payments"' in impostor["findings"][0]["detail"]
+
+    # Without a client certificate the ingest refuses the TLS handshake: nothing stored.
+    plain = subprocess_grpc_export_without_client_cert(mgc.port, ca_file)
+    assert plain is not None, "a client without a certificate was served"
+
+
+def subprocess_grpc_export_without_client_cert(port: int, ca_file) -> str | None:
+    """An Export over TLS without a client certificate; the error text, or None if served."""
+    import grpc
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+        stub = logs_service_pb2_grpc.LogsServiceStub(ch)
+        try:
+            stub.Export(logs_service_pb2.ExportLogsServiceRequest(), timeout=10)
+        except grpc.RpcError as e:
+            return f"{e.code()}: {e.details()}"
+    return None

@@ -12,13 +12,14 @@ pub mod approvals;
 pub mod event;
 pub mod grpc;
 pub mod integrity;
+pub mod peer;
 pub mod publish;
 pub mod store;
 
 use crate::grants::{GrantsError, SigningKey};
 use crate::timestamp::{self, TimeError};
 use alerts::{DenialWindows, WebhookError};
-use grpc::{Alerting, AuditLogsService};
+use grpc::{Alerting, AuditLogsService, IngestAuth};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use std::fmt;
 use std::path::PathBuf;
@@ -46,7 +47,12 @@ pub struct CollectorArgs {
     db: PathBuf,
     /// PostgreSQL store shared by collector replicas, instead of --db
     /// (postgres://user:password@host:port/db; the schema is created or migrated).
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MESHGUARD_STORE",
+        hide_env_values = true
+    )]
     store: Option<String>,
     /// Delete events older than this (e.g. 90d, 12h), in bounded batches; each stream's
     /// truncation point is recorded so `audit verify` still proves what remains.
@@ -72,6 +78,25 @@ pub struct CollectorArgs {
     /// The alert window (e.g. 60s, 5m).
     #[arg(long, default_value = "60s")]
     alert_window: String,
+    /// Serve OTLP/gRPC over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM) on the OTLP/gRPC ingest, and
+    /// record each stream's sender (the certificate's URI or DNS SAN).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        conflicts_with = "peer_from_xfcc"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// Behind an Istio sidecar: record each stream's sender from the sidecar's
+    /// x-forwarded-client-cert header (pair it with the AuthorizationPolicy in istio/).
+    #[arg(long)]
+    peer_from_xfcc: bool,
     /// Largest Export accepted, in bytes (larger ones get RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = 4_194_304,
           value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
@@ -100,6 +125,15 @@ pub enum CollectorError {
     Retain(&'static str, TimeError),
     /// A `--grants-key` that cannot be used.
     GrantsKey(GrantsError),
+    /// A TLS file that cannot be read.
+    Tls {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The async runtime or signal handlers could not be set up.
     Runtime(std::io::Error),
     /// The gRPC server failed.
@@ -119,6 +153,11 @@ impl fmt::Display for CollectorError {
             CollectorError::Window(e) => write!(f, "--alert-window: {e}"),
             CollectorError::Retain(flag, e) => write!(f, "{flag}: {e}"),
             CollectorError::GrantsKey(e) => write!(f, "--grants-key: {e}"),
+            CollectorError::Tls { flag, path, source } => write!(
+                f,
+                "{flag} {}: cannot read it: {source} (give a PEM file)",
+                path.display()
+            ),
             CollectorError::Runtime(e) => write!(f, "cannot start the collector: {e}"),
             CollectorError::Serve(e) => write!(f, "the gRPC server failed: {e}"),
         }
@@ -278,15 +317,21 @@ async fn serve(
         );
     }
 
+    let (tls, auth) = ingest_tls(&args)?;
     let max = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
-    let service = LogsServiceServer::new(AuditLogsService::new(Arc::clone(&store), alerting))
-        .max_decoding_message_size(max)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let service =
+        LogsServiceServer::new(AuditLogsService::new(Arc::clone(&store), alerting).with_auth(auth))
+            .max_decoding_message_size(max)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut stop = stop_rx.clone();
     let stopping = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(CollectorError::Serve)?;
+    }
+    let server = builder
         .layer(tower::util::MapResponseLayer::new(grpc::size_limit_status))
         .add_service(service)
         .serve_with_incoming_shutdown(
@@ -339,6 +384,40 @@ async fn serve(
         Err(e) => eprintln!("meshguard collector: stopped; WAL checkpoint failed: {e}"),
     }
     served
+}
+
+/// The ingest's TLS settings and how senders are identified.
+fn ingest_tls(
+    args: &CollectorArgs,
+) -> Result<(Option<tonic::transport::ServerTlsConfig>, IngestAuth), CollectorError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |flag: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| CollectorError::Tls {
+            flag,
+            path: path.clone(),
+            source,
+        })
+    };
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        let auth = if args.peer_from_xfcc {
+            IngestAuth::Xfcc
+        } else {
+            IngestAuth::None
+        };
+        return Ok((None, auth));
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("--tls-cert", cert)?,
+        read("--tls-key", key)?,
+    ));
+    let mut auth = IngestAuth::None;
+    if let Some(ca) = &args.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+        auth = IngestAuth::ClientCertificate;
+    } else if args.peer_from_xfcc {
+        auth = IngestAuth::Xfcc;
+    }
+    Ok((Some(tls), auth))
 }
 
 /// Runs the retention pass now and every `r.every` until the stop flag.

@@ -15,7 +15,7 @@ mod testpg;
 
 use super::approvals::{Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
 use super::event::{Batch, GapDeclaration};
-use super::integrity::{DeclaredLoss, Finding, StreamReport, StreamVerifier};
+use super::integrity::{DeclaredLoss, Finding, StreamReport, StreamVerifier, Verdict};
 use crate::grants::Grant;
 use meshguard::glob::Pattern;
 use serde::Serialize;
@@ -548,11 +548,13 @@ fn truncation_loss(t: &Truncation) -> DeclaredLoss {
     }
 }
 
-/// Finishes a [`verifier`]: the truncation is reported as such, not as a declared loss.
+/// Finishes a [`verifier`]: the truncation is reported as such, not as a declared loss,
+/// and the stream's ingest peers (peer, claimed namespace) are checked.
 pub(crate) fn finish(
     v: StreamVerifier,
     recorded: Vec<Finding>,
     truncation: Option<&Truncation>,
+    peers: &[(String, String)],
 ) -> StreamReport {
     let recorded = match truncation {
         Some(t) => recorded
@@ -570,7 +572,48 @@ pub(crate) fn finish(
             .saturating_sub(u64::try_from(t.before_seq - 1).unwrap_or(0));
         r.truncated_before = Some(t.before_seq);
     }
+    let seq = r.first_seq.unwrap_or(0);
+    let distinct: BTreeSet<&str> = peers.iter().map(|(p, _)| p.as_str()).collect();
+    for (peer, namespace) in peers {
+        if let Some(detail) = super::peer::mismatch(peer, namespace) {
+            r.findings.push(Finding::Peer {
+                seq,
+                peer: peer.clone(),
+                detail,
+            });
+        }
+    }
+    if distinct.len() > 1 {
+        let names: Vec<&str> = distinct.iter().copied().collect();
+        r.findings.push(Finding::Peer {
+            seq,
+            peer: names.join(", "),
+            detail: "one stream was sent by more than one authenticated peer".into(),
+        });
+    }
+    r.peers = distinct.into_iter().map(str::to_string).collect();
+    if !r.findings.is_empty() {
+        r.verdict = Verdict::Broken;
+    }
     r
+}
+
+/// The (workload, stream, claimed namespace) triples an Export speaks for, recorded
+/// with its ingest peer.
+pub(crate) fn peer_claims(batch: &Batch) -> BTreeSet<(String, String, String)> {
+    let namespace = |r: &serde_json::Map<String, Value>| {
+        r.get("k8s.namespace.name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out = BTreeSet::new();
+    for e in &batch.events {
+        if let Some(c) = &e.chain {
+            out.insert((e.workload.clone(), c.stream.clone(), namespace(&e.resource)));
+        }
+    }
+    out
 }
 
 /// A stable 64-bit key for `pg_advisory_xact_lock`, the same on every replica.

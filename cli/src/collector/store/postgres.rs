@@ -15,8 +15,8 @@
 //! would reorder keys and normalise numbers.
 
 use super::{
-    conflict, finish, json_column, links_to_check, lock_key, verifier, EventFilter, EventRow,
-    InsertOutcome, RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
+    conflict, finish, json_column, links_to_check, lock_key, peer_claims, verifier, EventFilter,
+    EventRow, InsertOutcome, RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
 };
 use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
 use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 /// The migrations, in order; the schema version is how many have been applied.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = "
 CREATE TABLE events (
@@ -137,6 +137,19 @@ CREATE TABLE grants_state (
     grants_sha256        TEXT NOT NULL,
     signer               TEXT NOT NULL,
     document             BYTEA NOT NULL
+);
+";
+
+/// Ingest authentication: the peers of each stream.
+const V2: &str = "
+CREATE TABLE stream_peers (
+    workload             TEXT NOT NULL,
+    stream               TEXT NOT NULL,
+    peer                 TEXT NOT NULL,
+    namespace            TEXT NOT NULL,
+    first_seen_unix_nano BIGINT NOT NULL,
+    last_seen_unix_nano  BIGINT NOT NULL,
+    PRIMARY KEY (workload, stream, peer, namespace)
 );
 ";
 
@@ -326,6 +339,21 @@ impl PgStore {
         for e in out.inserted.iter().filter_map(|&i| batch.events.get(i)) {
             if let Some(notice) = record_approval(&mut tx, e, received_unix_nano)? {
                 out.pending.push(notice);
+            }
+        }
+        if let Some(peer) = &batch.peer {
+            let seen = tx.prepare(
+                "INSERT INTO stream_peers (workload, stream, peer, namespace, \
+                 first_seen_unix_nano, last_seen_unix_nano) VALUES ($1,$2,$3,$4,$5,$5) \
+                 ON CONFLICT (workload, stream, peer, namespace) DO UPDATE SET \
+                 last_seen_unix_nano = GREATEST(stream_peers.last_seen_unix_nano, \
+                 excluded.last_seen_unix_nano)",
+            )?;
+            for (workload, stream, namespace) in peer_claims(batch) {
+                tx.execute(
+                    &seen,
+                    &[&workload, &stream, peer, &namespace, &received_unix_nano],
+                )?;
             }
         }
         let mut findings = conflicts;
@@ -599,6 +627,9 @@ impl PgStore {
         let truncation_stmt = tx.prepare(
             "SELECT before_seq, last_hash FROM truncations WHERE workload=$1 AND stream=$2",
         )?;
+        let peers_stmt = tx.prepare(
+            "SELECT peer, namespace FROM stream_peers WHERE workload=$1 AND stream=$2 ORDER BY 1, 2",
+        )?;
         let mut reports = Vec::new();
         for (workload, stream) in &streams {
             let gaps: Vec<DeclaredLoss> = tx
@@ -645,7 +676,12 @@ impl PgStore {
                 .iter()
                 .filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok())
                 .collect();
-            reports.push(finish(verifier, recorded, truncation.as_ref()));
+            let peers: Vec<(String, String)> = tx
+                .query(&peers_stmt, &[workload, stream])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            reports.push(finish(verifier, recorded, truncation.as_ref(), &peers));
         }
         let unchained = tx.query(
             "SELECT workload, count(*) FROM events WHERE seq IS NULL GROUP BY workload ORDER BY 1",

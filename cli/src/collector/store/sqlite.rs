@@ -10,9 +10,10 @@
 //!   grants document (see `approvals.rs`).
 //!
 //! - `truncations`: where retention (`--retain`) cut each stream on purpose.
+//! - `stream_peers`: the authenticated ingest peers of each stream (see `peer.rs`).
 //!
 //! Schema versions: 1 had the audit tables; 2 added the approval tables; 3 added
-//! `truncations`. Opening for
+//! `truncations` and `stream_peers`. Opening for
 //! writing migrates: every table is `CREATE TABLE IF NOT EXISTS`, so an older file gains
 //! the new tables in the same transaction that raises `user_version`.
 //!
@@ -20,8 +21,8 @@
 //! commits are `synchronous=FULL`: an acknowledged event survives a power cut.
 
 use super::{
-    conflict, finish, json_column, links_to_check, verifier, EventFilter, EventRow, InsertOutcome,
-    RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
+    conflict, finish, json_column, links_to_check, peer_claims, verifier, EventFilter, EventRow,
+    InsertOutcome, RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
 };
 use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
 use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
@@ -113,6 +114,16 @@ CREATE TABLE IF NOT EXISTS truncations (
     last_hash           TEXT NOT NULL,
     truncated_unix_nano INTEGER NOT NULL,
     PRIMARY KEY (workload, stream)
+);
+
+CREATE TABLE IF NOT EXISTS stream_peers (
+    workload             TEXT NOT NULL,
+    stream               TEXT NOT NULL,
+    peer                 TEXT NOT NULL,
+    namespace            TEXT NOT NULL,
+    first_seen_unix_nano INTEGER NOT NULL,
+    last_seen_unix_nano  INTEGER NOT NULL,
+    PRIMARY KEY (workload, stream, peer, namespace)
 );
 ";
 
@@ -396,6 +407,23 @@ impl SqliteStore {
                     out.pending.push(notice);
                 }
             }
+            if let Some(peer) = &batch.peer {
+                let mut seen = tx.prepare_cached(
+                    "INSERT INTO stream_peers (workload, stream, peer, namespace, \
+                     first_seen_unix_nano, last_seen_unix_nano) VALUES (?1,?2,?3,?4,?5,?5) \
+                     ON CONFLICT (workload, stream, peer, namespace) DO UPDATE SET \
+                     last_seen_unix_nano = excluded.last_seen_unix_nano",
+                )?;
+                for (workload, stream, namespace) in peer_claims(batch) {
+                    seen.execute(params![
+                        workload,
+                        stream,
+                        peer,
+                        namespace,
+                        received_unix_nano
+                    ])?;
+                }
+            }
             let mut findings = conflicts;
             findings.extend(online_checks(&tx, batch, &out.inserted, &new_gaps)?);
             let mut record = tx.prepare_cached(
@@ -594,6 +622,14 @@ impl SqliteStore {
         } else {
             None
         };
+        let mut peers_stmt = if truncated {
+            Some(tx.prepare(
+                "SELECT peer, namespace FROM stream_peers WHERE workload=?1 AND stream=?2 \
+                 ORDER BY 1, 2",
+            )?)
+        } else {
+            None
+        };
         for (workload, stream) in &streams {
             let gaps: Vec<DeclaredLoss> = gaps_stmt
                 .query_map(params![workload, stream], |r| {
@@ -638,7 +674,13 @@ impl SqliteStore {
                 .query_map(params![workload, stream], |r| r.get::<_, String>(0))?
                 .filter_map(|d| d.ok().and_then(|d| serde_json::from_str(&d).ok()))
                 .collect();
-            reports.push(finish(verifier, recorded, truncation.as_ref()));
+            let peers: Vec<(String, String)> = match peers_stmt.as_mut() {
+                Some(stmt) => stmt
+                    .query_map(params![workload, stream], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
+            reports.push(finish(verifier, recorded, truncation.as_ref(), &peers));
         }
         let mut unchained = tx.prepare(
             "SELECT workload, count(*) FROM events WHERE seq IS NULL GROUP BY workload ORDER BY 1",

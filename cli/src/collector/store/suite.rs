@@ -56,6 +56,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         retention_truncates_whole_prefixes_and_verify_says_so,
     ),
     ("approvals_round_trip", approvals_round_trip),
+    (
+        "peers_are_recorded_and_impostors_flagged",
+        peers_are_recorded_and_impostors_flagged,
+    ),
 ];
 
 /// Scenarios needing a second handle on the same store (replicas).
@@ -118,7 +122,7 @@ fn postgresql_migrations_are_versioned_and_readers_never_write() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     let mut r = Store::open_for_reading(&at).unwrap();
     assert_eq!(r.count_events().unwrap(), 0);
     let mut c2 = Chain::new("s1");
@@ -495,5 +499,50 @@ fn replicas_interleaving_one_stream_stay_exact(at: &Location) {
         (Verdict::Intact, 200),
         "{:?}",
         r.findings
+    );
+}
+
+fn peers_are_recorded_and_impostors_flagged(s: &mut Store) {
+    let peer = "spiffe://cluster.local/ns/shop/sa/cart";
+    let claimed = |stream: &str, namespace: &str, c: &mut Chain| {
+        let mut b = decode(&request(
+            "n",
+            (0..2).map(|_| c.event("a", "x", "allow")).collect(),
+        ));
+        for e in &mut b.events {
+            e.resource
+                .insert("k8s.namespace.name".into(), json!(namespace));
+        }
+        b.peer = Some(peer.into());
+        assert_eq!(b.events[0].chain.as_ref().unwrap().stream, stream);
+        b
+    };
+    let mut honest = Chain::new("honest");
+    let mut liar = Chain::new("liar");
+    s.insert_batch(&claimed("honest", "shop", &mut honest), 1)
+        .unwrap();
+    // Retried through another replica: the same peer, nothing new.
+    s.insert_batch(&claimed("honest", "shop", &mut honest), 2)
+        .unwrap();
+    s.insert_batch(&claimed("liar", "bank", &mut liar), 1)
+        .unwrap();
+    let reports = s.verify_all().unwrap();
+    let honest = reports
+        .iter()
+        .find(|r| r.stream.as_deref() == Some("honest"))
+        .unwrap();
+    assert_eq!(honest.verdict, Verdict::Intact, "{:?}", honest.findings);
+    assert_eq!(honest.peers, [peer]);
+    let liar = reports
+        .iter()
+        .find(|r| r.stream.as_deref() == Some("liar"))
+        .unwrap();
+    assert_eq!(liar.verdict, Verdict::Broken);
+    let kinds: Vec<_> = liar.findings.iter().map(|f| (f.kind(), f.seq())).collect();
+    assert_eq!(kinds, [("peer", 1)]);
+    assert!(
+        liar.findings[0].describe().contains("\"bank\""),
+        "{:?}",
+        liar.findings
     );
 }
