@@ -219,7 +219,7 @@ impl PgStore {
                     "SELECT coalesce(max(version), 0) FROM meshguard_migrations",
                     &[],
                 )?
-                .get(0);
+                .try_get(0)?;
             if current > known {
                 return Err(newer(current));
             }
@@ -241,7 +241,7 @@ impl PgStore {
                     "SELECT to_regclass('meshguard_migrations') IS NOT NULL",
                     &[],
                 )?
-                .get(0);
+                .try_get(0)?;
             if !present {
                 return Err(StoreError::PgMissing { url: redact(url) });
             }
@@ -250,7 +250,7 @@ impl PgStore {
                     "SELECT coalesce(max(version), 0) FROM meshguard_migrations",
                     &[],
                 )?
-                .get(0);
+                .try_get(0)?;
             if current > known {
                 return Err(newer(current));
             }
@@ -298,8 +298,8 @@ impl PgStore {
             if let Some(c) = &e.chain {
                 let stored = tx.query_opt(&existing, &[&e.workload, &c.stream, &c.seq])?;
                 if let Some(row) = stored {
-                    let content_hash: String = row.get(0);
-                    let hash: Option<String> = row.get(1);
+                    let content_hash: String = row.try_get(0)?;
+                    let hash: Option<String> = row.try_get(1)?;
                     if content_hash != e.content_hash || hash.as_deref() != Some(&c.hash) {
                         conflicts.push((
                             e.workload.clone(),
@@ -402,7 +402,10 @@ impl PgStore {
             .client
             .borrow_mut()
             .query(&sql, &[&now_unix_nano, &status, &limit])?;
-        Ok(rows.iter().map(approval_from_row).collect())
+        Ok(rows
+            .iter()
+            .map(approval_from_row)
+            .collect::<Result<_, ::postgres::Error>>()?)
     }
 
     /// See [`super::Store::approval`].
@@ -455,18 +458,18 @@ impl PgStore {
         Ok(rows
             .iter()
             .map(|r| {
-                let resource: String = r.get(3);
-                Grant {
-                    id: r.get(0),
-                    agent: r.get(1),
-                    action: r.get(2),
+                let resource: String = r.try_get(3)?;
+                Ok(Grant {
+                    id: r.try_get(0)?,
+                    agent: r.try_get(1)?,
+                    action: r.try_get(2)?,
                     resource: (!resource.is_empty()).then_some(resource),
-                    expires_at: approvals::expires_text(r.get(4)),
-                    reason: r.get(5),
-                    approved_by: r.get(6),
-                }
+                    expires_at: approvals::expires_text(r.try_get(4)?),
+                    reason: r.try_get(5)?,
+                    approved_by: r.try_get(6)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, ::postgres::Error>>()?)
     }
 
     /// See [`super::Store::grants_state`].
@@ -475,11 +478,12 @@ impl PgStore {
             "SELECT version, grants_sha256, signer, document FROM grants_state WHERE id = 1",
             &[],
         )?;
-        Ok(row.map(|r| GrantsState {
-            version: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
-            grants_sha256: r.get(1),
-            signer: r.get(2),
-            document: r.get(3),
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(GrantsState {
+            version: u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0),
+            grants_sha256: r.try_get(1)?,
+            signer: r.try_get(2)?,
+            document: r.try_get(3)?,
         }))
     }
 
@@ -543,7 +547,7 @@ impl PgStore {
                 break;
             }
             for row in &rows {
-                let ev = event_row(row);
+                let ev = event_row(row)?;
                 if filter
                     .action
                     .as_ref()
@@ -571,7 +575,10 @@ impl PgStore {
                 &i64::try_from(max).unwrap_or(i64::MAX),
             ],
         )?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, ::postgres::Error>>()?)
     }
 
     /// See [`super::Store::trace`].
@@ -582,7 +589,10 @@ impl PgStore {
             ),
             &[&trace_id],
         )?;
-        Ok(rows.iter().map(event_row).collect())
+        Ok(rows
+            .iter()
+            .map(event_row)
+            .collect::<Result<_, ::postgres::Error>>()?)
     }
 
     /// See [`super::Store::count_events`].
@@ -591,7 +601,7 @@ impl PgStore {
             .client
             .borrow_mut()
             .query_one("SELECT count(*) FROM events", &[])?
-            .get(0))
+            .try_get(0)?)
     }
 
     /// See [`super::Store::verify_all`]: one REPEATABLE READ snapshot, so replicas writing
@@ -612,8 +622,8 @@ impl PgStore {
                 &[],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, ::postgres::Error>>()?;
         let gaps_stmt = tx.prepare(
             "SELECT from_seq, to_seq, count, last_hash FROM gaps WHERE workload=$1 AND stream=$2",
         )?;
@@ -635,19 +645,22 @@ impl PgStore {
             let gaps: Vec<DeclaredLoss> = tx
                 .query(&gaps_stmt, &[workload, stream])?
                 .iter()
-                .map(|r| DeclaredLoss {
-                    from_seq: r.get(0),
-                    to_seq: r.get(1),
-                    count: r.get(2),
-                    last_hash: r.get(3),
+                .map(|r| {
+                    Ok(DeclaredLoss {
+                        from_seq: r.try_get(0)?,
+                        to_seq: r.try_get(1)?,
+                        count: r.try_get(2)?,
+                        last_hash: r.try_get(3)?,
+                    })
                 })
-                .collect();
-            let truncation = tx
-                .query_opt(&truncation_stmt, &[workload, stream])?
-                .map(|r| Truncation {
-                    before_seq: r.get(0),
-                    last_hash: r.get(1),
-                });
+                .collect::<Result<_, ::postgres::Error>>()?;
+            let truncation = match tx.query_opt(&truncation_stmt, &[workload, stream])? {
+                Some(r) => Some(Truncation {
+                    before_seq: r.try_get(0)?,
+                    last_hash: r.try_get(1)?,
+                }),
+                None => None,
+            };
             let mut verifier = verifier(workload, stream, gaps, truncation.as_ref());
             let from = truncation.as_ref().map_or(i64::MIN, |t| t.before_seq);
             // A portal keeps memory flat on long streams.
@@ -658,14 +671,14 @@ impl PgStore {
                     break;
                 }
                 for r in &rows {
-                    let attributes: String = r.get(5);
-                    let time: i64 = r.get(1);
+                    let attributes: String = r.try_get(5)?;
+                    let time: i64 = r.try_get(1)?;
                     verifier.push(&ChainEvent {
-                        seq: r.get(0),
+                        seq: r.try_get(0)?,
                         time_unix_nano: u64::try_from(time).unwrap_or(0),
-                        trace_id: r.get(2),
-                        prev_hash: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                        hash: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                        trace_id: r.try_get(2)?,
+                        prev_hash: r.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        hash: r.try_get::<_, Option<String>>(4)?.unwrap_or_default(),
                         attributes: serde_json::from_str::<Map<String, Value>>(&attributes)
                             .unwrap_or_default(),
                     });
@@ -674,13 +687,17 @@ impl PgStore {
             let recorded: Vec<Finding> = tx
                 .query(&conflicts_stmt, &[workload, stream])?
                 .iter()
-                .filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok())
+                .filter_map(|r| {
+                    r.try_get::<_, &str>(0)
+                        .ok()
+                        .and_then(|d| serde_json::from_str(d).ok())
+                })
                 .collect();
             let peers: Vec<(String, String)> = tx
                 .query(&peers_stmt, &[workload, stream])?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, ::postgres::Error>>()?;
             reports.push(finish(verifier, recorded, truncation.as_ref(), &peers));
         }
         let unchained = tx.query(
@@ -688,8 +705,8 @@ impl PgStore {
             &[],
         )?;
         for r in &unchained {
-            let workload: String = r.get(0);
-            let n: i64 = r.get(1);
+            let workload: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
             reports.push(integrity::unchained_report(
                 &workload,
                 u64::try_from(n).unwrap_or(0),
@@ -713,7 +730,7 @@ impl PgStore {
             .client
             .get_mut()
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
-            .get(0);
+            .try_get(0)?;
         if !locked {
             return Ok(out);
         }
@@ -739,10 +756,10 @@ impl PgStore {
             &[&cutoff_unix_nano],
         )?;
         for r in &cuts {
-            let workload: String = r.get(0);
-            let stream: String = r.get(1);
-            let seq: i64 = r.get(2);
-            let hash: Option<String> = r.get(3);
+            let workload: String = r.try_get(0)?;
+            let stream: String = r.try_get(1)?;
+            let seq: i64 = r.try_get(2)?;
+            let hash: Option<String> = r.try_get(3)?;
             // The stream's writers must not interleave with moving its start.
             tx.execute(
                 "SELECT pg_advisory_xact_lock($1)",
@@ -908,16 +925,18 @@ fn online_checks(
         let Some(row) = tx.query_opt(&prev_of, &[&workload, &stream, &seq])? else {
             continue;
         };
-        let prev_hash: Option<String> = row.get(0);
+        let prev_hash: Option<String> = row.try_get(0)?;
         let before = seq - 1;
-        let predecessor: Option<String> = tx
-            .query_opt(&hash_of, &[&workload, &stream, &before])?
-            .and_then(|r| r.get::<_, Option<String>>(0));
+        let predecessor: Option<String> =
+            match tx.query_opt(&hash_of, &[&workload, &stream, &before])? {
+                Some(r) => r.try_get(0)?,
+                None => None,
+            };
         let gap_hashes: Vec<String> = tx
             .query(&gap_before, &[&workload, &stream, &before])?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, ::postgres::Error>>()?;
         let expected = integrity::expected_prev(seq, predecessor.as_deref(), &gap_hashes);
         if let Some(f) = integrity::check_link(seq, prev_hash.as_deref().unwrap_or(""), expected) {
             findings.push((workload, stream, f));
@@ -965,9 +984,9 @@ fn record_approval(
             Ok(Some(approvals::pending_notice(e, &id, time)))
         }
         Some(row) => {
-            let status: String = row.get(0);
-            let expires: Option<i64> = row.get(1);
-            let traces: String = row.get(2);
+            let status: String = row.try_get(0)?;
+            let expires: Option<i64> = row.try_get(1)?;
+            let traces: String = row.try_get(2)?;
             let reopen = status == ApprovalStatus::Approved.as_str()
                 && expires.is_some_and(|x| x <= received_unix_nano);
             tx.execute(
@@ -1007,72 +1026,73 @@ fn get_approval(
         "SELECT {} FROM approvals WHERE id = ?2",
         approvals::columns()
     ));
-    Ok(client
-        .query_opt(&sql, &[&now_unix_nano, &id])?
-        .map(|r| approval_from_row(&r)))
+    match client.query_opt(&sql, &[&now_unix_nano, &id])? {
+        Some(r) => Ok(Some(approval_from_row(&r)?)),
+        None => Ok(None),
+    }
 }
 
-fn approval_from_row(r: &Row) -> Approval {
-    let status: String = r.get(1);
-    let traces: String = r.get(12);
-    let decided: Option<i64> = r.get(13);
-    let expires: Option<i64> = r.get(16);
-    Approval {
-        id: r.get(0),
+fn approval_from_row(r: &Row) -> Result<Approval, ::postgres::Error> {
+    let status: String = r.try_get(1)?;
+    let traces: String = r.try_get(12)?;
+    let decided: Option<i64> = r.try_get(13)?;
+    let expires: Option<i64> = r.try_get(16)?;
+    Ok(Approval {
+        id: r.try_get(0)?,
         status: status.parse().unwrap_or(ApprovalStatus::Pending),
-        agent: r.get(2),
-        action: r.get(3),
-        resource: r.get(4),
-        reason: r.get(5),
-        policy: r.get(6),
-        rule: r.get(7),
-        workload: r.get(8),
-        first_seen: format_rfc3339_millis(r.get(9)),
-        last_seen: format_rfc3339_millis(r.get(10)),
-        count: r.get(11),
+        agent: r.try_get(2)?,
+        action: r.try_get(3)?,
+        resource: r.try_get(4)?,
+        reason: r.try_get(5)?,
+        policy: r.try_get(6)?,
+        rule: r.try_get(7)?,
+        workload: r.try_get(8)?,
+        first_seen: format_rfc3339_millis(r.try_get(9)?),
+        last_seen: format_rfc3339_millis(r.try_get(10)?),
+        count: r.try_get(11)?,
         trace_ids: serde_json::from_str(&traces).unwrap_or_default(),
         decided_at: decided.map(format_rfc3339_millis),
-        decided_by: r.get(14),
-        decision_reason: r.get(15),
+        decided_by: r.try_get(14)?,
+        decision_reason: r.try_get(15)?,
         expires_at: expires.map(approvals::expires_text),
-    }
+    })
 }
 
-fn event_row(r: &Row) -> EventRow {
-    let time_unix_nano: i64 = r.get(0);
-    let chain: String = r.get(8);
-    EventRow {
+fn event_row(r: &Row) -> Result<EventRow, ::postgres::Error> {
+    let time_unix_nano: i64 = r.try_get(0)?;
+    let chain: String = r.try_get(8)?;
+    Ok(EventRow {
         time: format_rfc3339_millis(time_unix_nano),
         time_unix_nano,
-        workload: r.get(1),
-        stream: r.get(2),
-        seq: r.get(3),
-        trace_id: r.get(4),
-        span_id: r.get(5),
-        agent: r.get(6),
-        trust_tier: r.get(7),
+        workload: r.try_get(1)?,
+        stream: r.try_get(2)?,
+        seq: r.try_get(3)?,
+        trace_id: r.try_get(4)?,
+        span_id: r.try_get(5)?,
+        agent: r.try_get(6)?,
+        trust_tier: r.try_get(7)?,
         delegation_chain: serde_json::from_str(&chain).unwrap_or_default(),
-        action: r.get(9),
-        resource: r.get(10),
-        decision: r.get(11),
-        effect: r.get(12),
-        enforced: r.get(13),
-        policy: r.get(14),
-        rule: r.get(15),
-        reason: r.get(16),
-        mode: r.get(17),
-        bundle_version: r.get(18),
-        method: r.get(19),
-        path: r.get(20),
-        server_address: r.get(21),
-        status: r.get(22),
-        request_id: r.get(23),
-        latency_us: r.get(24),
-        prev_hash: r.get(25),
-        hash: r.get(26),
-        attributes: json_column(r.get(27)),
-        resource_attributes: json_column(r.get(28)),
-    }
+        action: r.try_get(9)?,
+        resource: r.try_get(10)?,
+        decision: r.try_get(11)?,
+        effect: r.try_get(12)?,
+        enforced: r.try_get(13)?,
+        policy: r.try_get(14)?,
+        rule: r.try_get(15)?,
+        reason: r.try_get(16)?,
+        mode: r.try_get(17)?,
+        bundle_version: r.try_get(18)?,
+        method: r.try_get(19)?,
+        path: r.try_get(20)?,
+        server_address: r.try_get(21)?,
+        status: r.try_get(22)?,
+        request_id: r.try_get(23)?,
+        latency_us: r.try_get(24)?,
+        prev_hash: r.try_get(25)?,
+        hash: r.try_get(26)?,
+        attributes: json_column(r.try_get(27)?),
+        resource_attributes: json_column(r.try_get(28)?),
+    })
 }
 
 #[cfg(test)]

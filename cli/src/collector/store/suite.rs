@@ -63,7 +63,9 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 ];
 
 /// Scenarios needing a second handle on the same store (replicas).
-const SHARED: &[(&str, fn(&Location))] = &[(
+type SharedScenario = fn(&Location);
+
+const SHARED: &[(&str, SharedScenario)] = &[(
     "replicas_interleaving_one_stream_stay_exact",
     replicas_interleaving_one_stream_stay_exact,
 )];
@@ -96,7 +98,7 @@ fn suite_on_postgresql() {
     let mut pg = PgCluster::start();
     for (name, scenario) in SCENARIOS {
         eprintln!("postgresql: {name}");
-        let mut s = Store::open_for_writing(&Location::Postgres(pg.database())).unwrap();
+        let mut s = Store::open_for_writing(Location::Postgres(pg.database())).unwrap();
         scenario(&mut s);
     }
     for (name, scenario) in SHARED {
@@ -135,7 +137,7 @@ fn postgresql_migrations_are_versioned_and_readers_never_write() {
         .unwrap();
     let e = Store::open_for_writing(&at).err().unwrap();
     assert!(matches!(e, StoreError::PgNewer { version: 99, .. }), "{e}");
-    let e = Store::open_for_writing(&Location::Postgres(
+    let e = Store::open_for_writing(Location::Postgres(
         "postgres://meshguard:secret@127.0.0.1:1/none".into(),
     ))
     .err()
