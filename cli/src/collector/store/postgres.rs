@@ -27,7 +27,7 @@ use ::postgres::types::ToSql;
 use ::postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The migrations, in order; the schema version is how many have been applied.
 pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
@@ -915,31 +915,46 @@ fn online_checks(
             findings.push((e.workload.clone(), c.stream.clone(), f));
         }
     }
-    let prev_of =
-        tx.prepare("SELECT prev_hash FROM events WHERE workload=$1 AND stream=$2 AND seq=$3")?;
-    let hash_of =
-        tx.prepare("SELECT hash FROM events WHERE workload=$1 AND stream=$2 AND seq=$3")?;
-    let gap_before =
-        tx.prepare("SELECT last_hash FROM gaps WHERE workload=$1 AND stream=$2 AND to_seq=$3")?;
+    // One round trip per stream for all of this Export's links, not three per link.
+    let mut by_stream: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
     for (workload, stream, seq) in links_to_check(batch, inserted, new_gaps) {
-        let Some(row) = tx.query_opt(&prev_of, &[&workload, &stream, &seq])? else {
-            continue;
-        };
-        let prev_hash: Option<String> = row.try_get(0)?;
-        let before = seq - 1;
-        let predecessor: Option<String> =
-            match tx.query_opt(&hash_of, &[&workload, &stream, &before])? {
-                Some(r) => r.try_get(0)?,
-                None => None,
+        by_stream.entry((workload, stream)).or_default().push(seq);
+    }
+    let events_q = tx.prepare(
+        "SELECT seq, prev_hash, hash FROM events WHERE workload=$1 AND stream=$2 AND seq = ANY($3)",
+    )?;
+    let gaps_q = tx.prepare(
+        "SELECT to_seq, last_hash FROM gaps WHERE workload=$1 AND stream=$2 AND to_seq = ANY($3)",
+    )?;
+    for ((workload, stream), seqs) in by_stream {
+        let mut wanted: Vec<i64> = seqs.iter().flat_map(|&q| [q, q - 1]).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut stored: BTreeMap<i64, (Option<String>, Option<String>)> = BTreeMap::new();
+        for r in tx.query(&events_q, &[&workload, &stream, &wanted])? {
+            stored.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+        }
+        let mut gaps: Vec<(i64, String)> = Vec::new();
+        for r in tx.query(&gaps_q, &[&workload, &stream, &wanted])? {
+            gaps.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        for seq in seqs {
+            let Some((prev_hash, _)) = stored.get(&seq) else {
+                continue;
             };
-        let gap_hashes: Vec<String> = tx
-            .query(&gap_before, &[&workload, &stream, &before])?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, ::postgres::Error>>()?;
-        let expected = integrity::expected_prev(seq, predecessor.as_deref(), &gap_hashes);
-        if let Some(f) = integrity::check_link(seq, prev_hash.as_deref().unwrap_or(""), expected) {
-            findings.push((workload, stream, f));
+            let before = seq - 1;
+            let predecessor = stored.get(&before).and_then(|(_, h)| h.as_deref());
+            let gap_hashes: Vec<String> = gaps
+                .iter()
+                .filter(|(to, _)| *to == before)
+                .map(|(_, h)| h.clone())
+                .collect();
+            let expected = integrity::expected_prev(seq, predecessor, &gap_hashes);
+            if let Some(f) =
+                integrity::check_link(seq, prev_hash.as_deref().unwrap_or(""), expected)
+            {
+                findings.push((workload.clone(), stream.clone(), f));
+            }
         }
     }
     Ok(findings)
