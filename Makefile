@@ -115,7 +115,7 @@ clean:
 
 ## Istio ----------------------------------------------------------------------------------
 
-.PHONY: istio-check image
+.PHONY: istio-check image bench-collector
 
 # Renders every kustomization under istio/, validates it (Istio CRD schemas with CEL rules
 # from ../shared/istio or ISTIO_SHARED_DIR, core kinds, EnvoyFilter patches as Envoy
@@ -145,6 +145,11 @@ bench-tools:
 bench: wasm venv bench-tools
 	cargo bench --bench meshguard -- --noplot
 	$(PY) bench/run.py
+
+# Collector ingest: events/s into one replica (SQLite, PostgreSQL) and two replicas sharing
+# a throwaway PostgreSQL, zero loss checked (bench/README.md, "Collector").
+bench-collector: cli venv
+	$(PY) bench/collector_load.py
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.

@@ -4,7 +4,7 @@
 
 use crate::collector::api::parse_ttl;
 use crate::collector::approvals::{ApprovalStatus, Decision};
-use crate::collector::store::{Store, StoreError};
+use crate::collector::store::{Location, Store, StoreError};
 use crate::timestamp::now_nanos;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,9 +45,23 @@ struct Target {
     /// The collector's HTTP API (its --http address), e.g. http://127.0.0.1:4318.
     #[arg(long)]
     url: Option<String>,
-    /// The collector's database, used directly (on the collector's host).
+    /// The collector's SQLite database, used directly (on the collector's host).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// The collector's PostgreSQL store, used directly (postgres://...).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl Target {
+    /// The store given by --db or --store, if any.
+    fn location(&self) -> Result<Option<Location>> {
+        match (&self.db, &self.store) {
+            (_, Some(url)) => Ok(Some(Location::from_flags(Path::new(""), Some(url))?)),
+            (Some(db), None) => Ok(Some(Location::Sqlite(db.clone()))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -185,7 +199,7 @@ pub fn run(args: ApprovalsArgs) -> Result<ExitCode> {
 }
 
 fn list(a: ListArgs) -> Result<()> {
-    let approvals: Vec<Value> = match (&a.target.url, &a.target.db) {
+    let approvals: Vec<Value> = match (&a.target.url, a.target.location()?) {
         (Some(url), _) => {
             let mut path = format!("/api/approvals?limit={}", a.limit);
             if let Some(s) = &a.status {
@@ -210,7 +224,11 @@ fn list(a: ListArgs) -> Result<()> {
             let rows = store.approvals(status, a.limit, now_nanos())?;
             rows.iter().map(|r| json!(r)).collect()
         }
-        (None, None) => return Err(ApprovalsCmdError::Invalid("give --url or --db".into())),
+        (None, None) => {
+            return Err(ApprovalsCmdError::Invalid(
+                "give --url, --db or --store".into(),
+            ))
+        }
     };
     match a.format {
         Format::Json => println!("{}", Value::Array(approvals)),
@@ -276,7 +294,7 @@ fn decide(
     decision: &Decision,
     format: Format,
 ) -> Result<std::result::Result<(), NotFound>> {
-    let approval: Value = match (&target.url, &target.db) {
+    let approval: Value = match (&target.url, target.location()?) {
         (Some(url), _) => {
             let path = format!("/api/approvals/{}/{verb}", encode_segment(id));
             match call(url, Method::POST, &path, Some(body)) {
@@ -294,7 +312,11 @@ fn decide(
                 None => return Ok(Err(NotFound(id.to_string()))),
             }
         }
-        (None, None) => return Err(ApprovalsCmdError::Invalid("give --url or --db".into())),
+        (None, None) => {
+            return Err(ApprovalsCmdError::Invalid(
+                "give --url, --db or --store".into(),
+            ))
+        }
     };
     match format {
         Format::Json => println!("{approval}"),

@@ -4,7 +4,7 @@
 //! line and `GET /v1/events` accept exactly the same values.
 
 use crate::collector::integrity::{StreamReport, Verdict};
-use crate::collector::store::{EventFilter, EventRow, Store, StoreError};
+use crate::collector::store::{EventFilter, EventRow, Location, Store, StoreError};
 use crate::timestamp::{self, TimeError};
 use clap::{Subcommand, ValueEnum};
 use meshguard::glob::{GlobError, Pattern};
@@ -88,9 +88,19 @@ impl Decision {
 
 #[derive(clap::Args)]
 struct DbArg {
-    /// The collector's database.
+    /// The collector's SQLite database.
     #[arg(long, default_value = "meshguard-audit.db")]
     db: PathBuf,
+    /// The collector's PostgreSQL store (postgres://user:password@host:port/db); replaces
+    /// --db.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl DbArg {
+    fn open(&self) -> Result<Store, StoreError> {
+        Store::open_for_reading(Location::from_flags(&self.db, self.store.as_deref())?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -328,7 +338,7 @@ fn query(a: QueryArgs) -> Result<ExitCode, QueryError> {
         limit: Some(a.limit.to_string()),
     };
     let filter = text.parse(timestamp::now_nanos())?;
-    let store = Store::open_for_reading(&a.db.db)?;
+    let store = a.db.open()?;
     let events = store.events(&filter)?;
     let mut out = std::io::stdout().lock();
     match a.format {
@@ -344,7 +354,7 @@ fn query(a: QueryArgs) -> Result<ExitCode, QueryError> {
 }
 
 fn trace(a: TraceArgs) -> Result<ExitCode, QueryError> {
-    let store = Store::open_for_reading(&a.db.db)?;
+    let store = a.db.open()?;
     let id = match resolve_trace(&store, &a.trace_id) {
         Err(QueryError::NoSuchTrace(t)) => {
             eprintln!("meshguard: no events with trace id {t}");
@@ -371,7 +381,7 @@ fn trace(a: TraceArgs) -> Result<ExitCode, QueryError> {
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode, QueryError> {
-    let mut store = Store::open_for_reading(&a.db.db)?;
+    let mut store = a.db.open()?;
     let reports = store.verify_all()?;
     let intact = all_intact(&reports);
     let mut out = std::io::stdout().lock();
@@ -581,6 +591,12 @@ pub fn verify_table(reports: &[StreamReport]) -> String {
             dash(&r.workload),
             r.stream.as_deref().unwrap_or("(unchained)")
         );
+        if let Some(n) = r.truncated_before {
+            out.push_str(&format!(
+                "{name}: truncated on purpose before seq {n} (retention deleted seqs 1..{})\n",
+                n - 1
+            ));
+        }
         for l in &r.declared_losses {
             out.push_str(&format!(
                 "{name}: declared loss of seqs {}..{} ({} events dropped by the filter)\n",

@@ -22,12 +22,16 @@ from .ports import free_port
 
 class MeshguardCollector:
     def __init__(self, workdir: Path, port: int | None = None, *, http: bool = False,
-                 grants_key: Path | None = None):
+                 grants_key: Path | None = None, store: str | None = None, extra: tuple[str, ...] = ()):
+        """``store``: a postgres:// URL used instead of the SQLite file (``--store``);
+        ``extra``: more collector flags (e.g. ``--retain``)."""
         self.cli = require()
         self.port = port or free_port()
         self.http_port = free_port() if http or grants_key else None
         self.grants_key = grants_key
         self.db = workdir / "audit.db"
+        self.store = store
+        self.extra = list(extra)
         self.log = workdir / "collector.log"
         self.proc: subprocess.Popen | None = None
 
@@ -40,7 +44,7 @@ class MeshguardCollector:
 
     def start(self, timeout: float = 20.0) -> "MeshguardCollector":
         self._log = open(self.log, "ab")
-        argv = [self.cli, "collector", "--listen", f"127.0.0.1:{self.port}", "--db", self.db]
+        argv = [self.cli, "collector", "--listen", f"127.0.0.1:{self.port}", *self.location, *self.extra]
         if self.http_port is not None:
             argv += ["--http", f"127.0.0.1:{self.http_port}"]
         if self.grants_key is not None:
@@ -71,8 +75,20 @@ class MeshguardCollector:
                 self.proc.wait()
         self.proc = None
 
+    @property
+    def location(self) -> list:
+        """``--db FILE`` or ``--store URL``."""
+        return ["--store", self.store] if self.store else ["--db", self.db]
+
+    def kill(self) -> None:
+        """Abrupt stop (SIGKILL by PID): a replica lost mid-Export."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
     def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-        return subprocess.run([self.cli, "audit", *args, "--db", self.db],
+        return subprocess.run([self.cli, "audit", *args, *self.location],
                               capture_output=True, text=True, timeout=60, check=check)
 
     def events(self, **filters: str) -> list[dict]:

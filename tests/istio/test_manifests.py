@@ -18,7 +18,7 @@ KUSTOMIZATIONS = [str(d.relative_to(REPO)) for d in paths.kustomizations()]
 
 def test_every_variant_is_found():
     assert set(KUSTOMIZATIONS) == {"istio", "istio/collector", "istio/wasmplugin", "istio/gateway",
-                                   "istio/envoyfilter", "istio/live"}
+                                   "istio/envoyfilter", "istio/live", "istio/collector-replicated"}
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
@@ -213,3 +213,30 @@ def test_envoyfilter_variant_normalises_paths(rendered):
     patch = ef["spec"]["configPatches"][2]
     assert patch["match"]["context"] == "SIDECAR_INBOUND"
     assert _normalisation_patch(patch) == NORMALISATION
+
+
+def test_replicated_collector_runs_replicas_on_postgres_with_authenticated_ingest(rendered):
+    objects = rendered["istio/collector-replicated"]
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"], "replicas share no volume"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert "--db" not in args and "--store" not in args, "the URL stays out of the pod spec"
+    assert "--peer-from-xfcc" in args and args[args.index("--retain") + 1] == "90d"
+    (env,) = [e for e in container["env"] if e["name"] == "MESHGUARD_STORE"]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "meshguard-collector-postgres", "key": "url"}
+    # The same Service as the single-replica collector: the WasmPlugin's audit cluster holds.
+    base = only(rendered["istio/collector"], "Service")
+    assert only(objects, "Service")["spec"] == base["spec"]
+    peer = only(objects, "PeerAuthentication")
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
+    authz = only(objects, "AuthorizationPolicy")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert authz["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert peer["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ingest = [r for r in authz["spec"]["rules"] if "4317" in r["to"][0]["operation"]["ports"]]
+    assert ingest and ingest[0]["from"][0]["source"]["principals"] == ["*"], "only authenticated workloads"
+    pdb = only(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]

@@ -15,7 +15,7 @@
 
 use super::approvals::{ApprovalStatus, Decision};
 use super::publish::{self, PublishError};
-use super::store::{Store, StoreError};
+use super::store::{Location, Store, StoreError};
 use crate::audit_query::{self, FilterText, QueryError};
 use crate::grants::SigningKey;
 use crate::timestamp::now_nanos;
@@ -27,7 +27,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -64,7 +63,7 @@ impl From<PublishError> for ApiError {
     }
 }
 
-type Db = Arc<PathBuf>;
+type Db = Arc<Location>;
 
 /// What the approval routes need: the collector's writer and the grants signing key.
 #[derive(Clone)]
@@ -81,7 +80,7 @@ pub const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
 const MAX_LIST: usize = 10_000;
 
 /// The API's routes over the database at `db`, with approvals written through `approvals`.
-pub fn router(db: PathBuf, approvals: Approvals) -> Router {
+pub fn router(db: Location, approvals: Approvals) -> Router {
     let queries = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/events", get(events))
@@ -313,7 +312,7 @@ where
     F: FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
-        let mut store = Store::open_for_reading(&db)?;
+        let mut store = Store::open_for_reading(&*db)?;
         f(&mut store)
     })
     .await

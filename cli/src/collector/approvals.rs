@@ -49,9 +49,9 @@ CREATE TABLE IF NOT EXISTS grants_state (
 /// Trace ids remembered per approval (the newest ones).
 const TRACE_IDS: usize = 10;
 /// Longest approval id accepted from an event (the filter's are 36 characters).
-const MAX_ID: usize = 128;
+pub(crate) const MAX_ID: usize = 128;
 
-const NANOS: i64 = 1_000_000_000;
+pub(crate) const NANOS: i64 = 1_000_000_000;
 
 /// Where an approval stands. `expired` is derived: approved, and the TTL has run out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -214,11 +214,11 @@ pub struct GrantsState {
 }
 
 /// The stored status, with `expired` derived at `?1` (now, ns).
-const STATUS: &str =
+pub(crate) const STATUS: &str =
     "CASE WHEN status = 'approved' AND expires_unix_nano <= ?1 THEN 'expired' ELSE status END";
 
 /// The columns [`from_row`] reads, in its order (with [`STATUS`] second).
-fn columns() -> String {
+pub(crate) fn columns() -> String {
     format!(
         "id, {STATUS}, agent, action, resource, reason, policy, rule, workload, \
          first_seen_unix_nano, last_seen_unix_nano, count, trace_ids, decided_unix_nano, \
@@ -253,11 +253,11 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
 }
 
 /// Grant expiry as RFC 3339 whole seconds, rounded down so a grant never outlives its TTL.
-fn expires_text(nanos: i64) -> String {
+pub(crate) fn expires_text(nanos: i64) -> String {
     meshguard::time::format(u64::try_from(nanos.div_euclid(NANOS)).unwrap_or(0))
 }
 
-fn push_trace(json: &str, trace: &str) -> String {
+pub(crate) fn push_trace(json: &str, trace: &str) -> String {
     let mut ids: Vec<String> = serde_json::from_str(json).unwrap_or_default();
     if !trace.is_empty() {
         ids.retain(|t| t != trace);
@@ -272,18 +272,69 @@ fn push_trace(json: &str, trace: &str) -> String {
 /// notice when it opened a pending approval: a new id, or one whose grant had expired
 /// (the agent asks again, so the operator is asked again). Requests for an approval that
 /// is pending, denied or still approved (the filter has not polled yet) only count.
+/// The `approval.pending` notice for a require_approval event.
+pub(crate) fn pending_notice(e: &DecisionEvent, id: &str, time: i64) -> PendingNotice {
+    PendingNotice {
+        kind: "approval.pending",
+        approval_id: id.to_string(),
+        agent: e.text("meshguard.agent.id"),
+        action: e.text("meshguard.action"),
+        resource: e.text("meshguard.resource"),
+        reason: e.text("meshguard.reason"),
+        policy: e.text("meshguard.policy"),
+        trace_id: e.trace_id.clone(),
+        workload: e.workload.clone(),
+        time: format_rfc3339_millis(time),
+    }
+}
+
+/// The approval id a require_approval event asks for, if it is one and the id is usable.
+pub(crate) fn requested_id(e: &DecisionEvent) -> Option<String> {
+    if e.text("meshguard.decision") != "require_approval" {
+        return None;
+    }
+    let id = e.text("meshguard.approval_id");
+    (!id.is_empty() && id.len() <= MAX_ID).then_some(id)
+}
+
+/// Status, decider, reason and expiry (whole seconds) a decision stores.
+pub(crate) fn decision_fields(
+    decision: &Decision,
+    now_unix_nano: i64,
+) -> (ApprovalStatus, &str, &str, Option<i64>) {
+    match decision {
+        Decision::Approve {
+            ttl_seconds,
+            by,
+            reason,
+        } => {
+            let ttl = i64::try_from(*ttl_seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(NANOS);
+            // Whole seconds: the grants document carries `expires_at` in RFC 3339
+            // seconds, and the stored expiry must be the one the filters enforce, or a
+            // request refused just after the published expiry would not reopen the
+            // approval (the stored expiry would still lie ahead).
+            let expires = now_unix_nano.saturating_add(ttl);
+            (
+                ApprovalStatus::Approved,
+                by,
+                reason,
+                Some(expires - expires.rem_euclid(NANOS)),
+            )
+        }
+        Decision::Deny { by, reason } => (ApprovalStatus::Denied, by, reason, None),
+    }
+}
+
 pub fn record(
     conn: &Connection,
     e: &DecisionEvent,
     received_unix_nano: i64,
 ) -> rusqlite::Result<Option<PendingNotice>> {
-    if e.text("meshguard.decision") != "require_approval" {
+    let Some(id) = requested_id(e) else {
         return Ok(None);
-    }
-    let id = e.text("meshguard.approval_id");
-    if id.is_empty() || id.len() > MAX_ID {
-        return Ok(None);
-    }
+    };
     let time = i64::try_from(e.time_unix_nano).unwrap_or(i64::MAX);
     let reason = e.text("meshguard.reason");
     let policy = e.text("meshguard.policy");
@@ -292,18 +343,7 @@ pub fn record(
         .prepare_cached("SELECT status, expires_unix_nano, trace_ids FROM approvals WHERE id = ?1")?
         .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let notice = || PendingNotice {
-        kind: "approval.pending",
-        approval_id: id.clone(),
-        agent: e.text("meshguard.agent.id"),
-        action: e.text("meshguard.action"),
-        resource: e.text("meshguard.resource"),
-        reason: reason.clone(),
-        policy: policy.clone(),
-        trace_id: e.trace_id.clone(),
-        workload: e.workload.clone(),
-        time: format_rfc3339_millis(time),
-    };
+    let notice = || pending_notice(e, &id, time);
     match existing {
         None => {
             conn.prepare_cached(
@@ -394,29 +434,7 @@ pub fn decide(
     decision: &Decision,
     now_unix_nano: i64,
 ) -> rusqlite::Result<Option<Approval>> {
-    let (status, by, reason, expires) = match decision {
-        Decision::Approve {
-            ttl_seconds,
-            by,
-            reason,
-        } => {
-            let ttl = i64::try_from(*ttl_seconds)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(NANOS);
-            // Whole seconds: the grants document carries `expires_at` in RFC 3339
-            // seconds, and the stored expiry must be the one the filters enforce, or a
-            // request refused just after the published expiry would not reopen the
-            // approval (the stored expiry would still lie ahead).
-            let expires = now_unix_nano.saturating_add(ttl);
-            (
-                ApprovalStatus::Approved,
-                by,
-                reason,
-                Some(expires - expires.rem_euclid(NANOS)),
-            )
-        }
-        Decision::Deny { by, reason } => (ApprovalStatus::Denied, by, reason, None),
-    };
+    let (status, by, reason, expires) = decision_fields(decision, now_unix_nano);
     let n = conn
         .prepare_cached(
             "UPDATE approvals SET status = ?2, decided_unix_nano = ?3, decided_by = ?4, \

@@ -116,6 +116,9 @@ pub struct Batch {
     pub rejected: Vec<String>,
     /// How many decision events had no usable chain fields (stored, but unverifiable).
     pub unchained: usize,
+    /// The authenticated ingest peer that sent it (see `peer.rs`), when ingest is
+    /// authenticated.
+    pub peer: Option<String>,
 }
 
 impl Batch {

@@ -3,6 +3,7 @@
 
 use super::alerts::{AlertQueue, Denial, DenialWindows};
 use super::event::{self, Batch};
+use super::peer;
 use super::store::{InsertOutcome, Store};
 use crate::timestamp::now_nanos;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
@@ -21,16 +22,67 @@ pub struct Alerting {
     pub queue: AlertQueue,
 }
 
+/// How the Export handler learns who is sending (see `peer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IngestAuth {
+    /// Nobody is authenticated; no peer is recorded.
+    #[default]
+    None,
+    /// TLS with a required client certificate: its SAN is the peer.
+    ClientCertificate,
+    /// The `x-forwarded-client-cert` header of the Istio sidecar in front.
+    Xfcc,
+}
+
 /// The Export handler.
 pub struct AuditLogsService {
     store: Arc<Mutex<Store>>,
     alerting: Option<Arc<Alerting>>,
+    auth: IngestAuth,
 }
 
 impl AuditLogsService {
     /// A handler writing to `store`, alerting through `alerting` when configured.
     pub fn new(store: Arc<Mutex<Store>>, alerting: Option<Arc<Alerting>>) -> AuditLogsService {
-        AuditLogsService { store, alerting }
+        AuditLogsService {
+            store,
+            alerting,
+            auth: IngestAuth::None,
+        }
+    }
+
+    /// Records the peer identity `auth` yields with each stream; Exports without one are
+    /// refused (UNAUTHENTICATED).
+    pub fn with_auth(mut self, auth: IngestAuth) -> AuditLogsService {
+        self.auth = auth;
+        self
+    }
+
+    fn peer<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        let peer = match self.auth {
+            IngestAuth::None => return Ok(None),
+            IngestAuth::ClientCertificate => request
+                .peer_certs()
+                .and_then(|certs| certs.first().and_then(|c| peer::from_certificate(c))),
+            IngestAuth::Xfcc => request
+                .metadata()
+                .get("x-forwarded-client-cert")
+                .and_then(|v| v.to_str().ok())
+                .and_then(peer::from_xfcc),
+        };
+        match peer {
+            Some(p) => Ok(Some(p)),
+            None => Err(Status::unauthenticated(match self.auth {
+                IngestAuth::Xfcc => {
+                    "no client identity in x-forwarded-client-cert: send through the mesh \
+                     (mTLS) so the collector's sidecar can name the sender"
+                }
+                _ => {
+                    "the client certificate has no URI or DNS subject alternative name to \
+                     record as the sender"
+                }
+            })),
+        }
     }
 }
 
@@ -40,11 +92,13 @@ impl LogsService for AuditLogsService {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let peer = self.peer(&request)?;
         let request = request.into_inner();
         let store = Arc::clone(&self.store);
         // SQLite and hashing are blocking work: keep them off the async workers.
         let stored = tokio::task::spawn_blocking(move || {
-            let batch = event::decode(&request);
+            let mut batch = event::decode(&request);
+            batch.peer = peer;
             let received = now_nanos();
             // A panic while holding the lock can only happen mid-transaction, which SQLite
             // rolled back; the store is still consistent, so keep using it.

@@ -77,16 +77,27 @@ pub enum Finding {
         /// What differed.
         detail: String,
     },
+    /// The stream arrived from an authenticated ingest peer whose identity does not match
+    /// the workload its events claim (or from more than one peer).
+    Peer {
+        /// The stream's first stored seq (0 when none is left).
+        seq: i64,
+        /// The authenticated peer (SPIFFE id or certificate name).
+        peer: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl Finding {
-    /// The kind as stored and printed: `altered`, `break`, `gap`, `conflict`.
+    /// The kind as stored and printed: `altered`, `break`, `gap`, `conflict`, `peer`.
     pub fn kind(&self) -> &'static str {
         match self {
             Finding::Altered { .. } => "altered",
             Finding::Break { .. } => "break",
             Finding::Gap { .. } => "gap",
             Finding::Conflict { .. } => "conflict",
+            Finding::Peer { .. } => "peer",
         }
     }
 
@@ -95,7 +106,8 @@ impl Finding {
         match self {
             Finding::Altered { seq, .. }
             | Finding::Break { seq, .. }
-            | Finding::Conflict { seq, .. } => *seq,
+            | Finding::Conflict { seq, .. }
+            | Finding::Peer { seq, .. } => *seq,
             Finding::Gap { from_seq, .. } => *from_seq,
         }
     }
@@ -132,6 +144,7 @@ impl Finding {
                 format!("seqs {from_seq}..{to_seq} missing (no gap declared)")
             }
             Finding::Conflict { seq, detail } => format!("seq {seq} conflict: {detail}"),
+            Finding::Peer { peer, detail, .. } => format!("sent by peer {peer}: {detail}"),
         }
     }
 }
@@ -240,6 +253,12 @@ pub struct StreamReport {
     pub findings: Vec<Finding>,
     /// intact, broken or unchained.
     pub verdict: Verdict,
+    /// Authenticated ingest peers that sent this stream (empty without ingest auth).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Retention deleted every seq below this one on purpose (`--retain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_before: Option<i64>,
 }
 
 /// One stored event, as the full pass needs it.
@@ -284,6 +303,8 @@ impl StreamVerifier {
                 declared_lost_events,
                 findings: Vec::new(),
                 verdict: Verdict::Intact,
+                peers: Vec::new(),
+                truncated_before: None,
             },
             prev: None,
         }
@@ -367,6 +388,8 @@ pub fn unchained_report(workload: &str, events: u64) -> StreamReport {
         declared_lost_events: 0,
         findings: Vec::new(),
         verdict: Verdict::Unchained,
+        peers: Vec::new(),
+        truncated_before: None,
     }
 }
 

@@ -12,19 +12,20 @@ pub mod approvals;
 pub mod event;
 pub mod grpc;
 pub mod integrity;
+pub mod peer;
 pub mod publish;
 pub mod store;
 
 use crate::grants::{GrantsError, SigningKey};
 use crate::timestamp::{self, TimeError};
 use alerts::{DenialWindows, WebhookError};
-use grpc::{Alerting, AuditLogsService};
+use grpc::{Alerting, AuditLogsService, IngestAuth};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use store::{Store, StoreError};
+use store::{Location, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -44,6 +45,22 @@ pub struct CollectorArgs {
     /// SQLite database file (created if missing; WAL mode).
     #[arg(long, default_value = "meshguard-audit.db")]
     db: PathBuf,
+    /// PostgreSQL store shared by collector replicas, instead of --db
+    /// (postgres://user:password@host:port/db; the schema is created or migrated).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MESHGUARD_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
+    /// Delete events older than this (e.g. 90d, 12h), in bounded batches; each stream's
+    /// truncation point is recorded so `audit verify` still proves what remains.
+    #[arg(long, value_name = "AGE")]
+    retain: Option<String>,
+    /// How often the retention pass runs.
+    #[arg(long, default_value = "1h", requires = "retain")]
+    retain_every: String,
     /// Serve the JSON API (audit queries, approvals, grants document) on this address
     /// (off when omitted).
     #[arg(long, value_name = "HOST:PORT")]
@@ -61,6 +78,25 @@ pub struct CollectorArgs {
     /// The alert window (e.g. 60s, 5m).
     #[arg(long, default_value = "60s")]
     alert_window: String,
+    /// Serve OTLP/gRPC over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM) on the OTLP/gRPC ingest, and
+    /// record each stream's sender (the certificate's URI or DNS SAN).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        conflicts_with = "peer_from_xfcc"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// Behind an Istio sidecar: record each stream's sender from the sidecar's
+    /// x-forwarded-client-cert header (pair it with the AuthorizationPolicy in istio/).
+    #[arg(long)]
+    peer_from_xfcc: bool,
     /// Largest Export accepted, in bytes (larger ones get RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = 4_194_304,
           value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
@@ -85,8 +121,19 @@ pub enum CollectorError {
     Webhook(WebhookError),
     /// A bad `--alert-window`.
     Window(TimeError),
+    /// A bad `--retain` or `--retain-every`.
+    Retain(&'static str, TimeError),
     /// A `--grants-key` that cannot be used.
     GrantsKey(GrantsError),
+    /// A TLS file that cannot be read.
+    Tls {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The async runtime or signal handlers could not be set up.
     Runtime(std::io::Error),
     /// The gRPC server failed.
@@ -104,7 +151,13 @@ impl fmt::Display for CollectorError {
             CollectorError::Store(e) => e.fmt(f),
             CollectorError::Webhook(e) => e.fmt(f),
             CollectorError::Window(e) => write!(f, "--alert-window: {e}"),
+            CollectorError::Retain(flag, e) => write!(f, "{flag}: {e}"),
             CollectorError::GrantsKey(e) => write!(f, "--grants-key: {e}"),
+            CollectorError::Tls { flag, path, source } => write!(
+                f,
+                "{flag} {}: cannot read it: {source} (give a PEM file)",
+                path.display()
+            ),
             CollectorError::Runtime(e) => write!(f, "cannot start the collector: {e}"),
             CollectorError::Serve(e) => write!(f, "the gRPC server failed: {e}"),
         }
@@ -123,6 +176,16 @@ impl From<StoreError> for CollectorError {
 pub fn run(args: CollectorArgs) -> Result<(), CollectorError> {
     // Check every flag before touching the network or the disk.
     let window = timestamp::parse_duration(&args.alert_window).map_err(CollectorError::Window)?;
+    let location = Location::from_flags(&args.db, args.store.as_deref())?;
+    let retention = match &args.retain {
+        Some(age) => Some(Retention {
+            age: timestamp::parse_duration(age)
+                .map_err(|e| CollectorError::Retain("--retain", e))?,
+            every: timestamp::parse_duration(&args.retain_every)
+                .map_err(|e| CollectorError::Retain("--retain-every", e))?,
+        }),
+        None => None,
+    };
     let webhooks = args
         .alert_webhooks
         .iter()
@@ -139,7 +202,9 @@ pub fn run(args: CollectorArgs) -> Result<(), CollectorError> {
         .enable_all()
         .build()
         .map_err(CollectorError::Runtime)?;
-    runtime.block_on(serve(args, window, webhooks, grants_key))
+    runtime.block_on(serve(
+        args, location, retention, window, webhooks, grants_key,
+    ))
 }
 
 async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, CollectorError> {
@@ -152,8 +217,20 @@ async fn bind(flag: &'static str, addr: &str) -> Result<TcpListener, CollectorEr
         })
 }
 
+/// `--retain` and `--retain-every`.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    age: Duration,
+    every: Duration,
+}
+
+/// Rows deleted per retention transaction: short enough not to stall Exports.
+const RETAIN_BATCH: usize = 5_000;
+
 async fn serve(
     args: CollectorArgs,
+    location: Location,
+    retention: Option<Retention>,
     window: Duration,
     webhooks: Vec<hyper::Uri>,
     grants_key: Option<SigningKey>,
@@ -163,7 +240,13 @@ async fn serve(
         Some(a) => Some(bind("--http", a).await?),
         None => None,
     };
-    let store = Store::open_for_writing(&args.db)?;
+    // The PostgreSQL client blocks: open (and later drop) it on the blocking pool.
+    let store = {
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || Store::open_for_writing(&location))
+            .await
+            .map_err(|e| CollectorError::Runtime(std::io::Error::other(e)))??
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(Signals::install()?.wait(stop_tx));
 
@@ -187,7 +270,15 @@ async fn serve(
         "meshguard collector: OTLP/gRPC listening on {}",
         local(&grpc_listener)
     );
-    eprintln!("meshguard collector: database {}", args.db.display());
+    eprintln!("meshguard collector: database {location}");
+    let retention_task = retention.map(|r| {
+        eprintln!(
+            "meshguard collector: retention: deleting events older than {}s every {}s",
+            r.age.as_secs(),
+            r.every.as_secs()
+        );
+        tokio::spawn(retain_loop(Arc::clone(&store), r, stop_rx.clone()))
+    });
     let http_task = http_listener.map(|l| {
         eprintln!(
             "meshguard collector: HTTP API listening on http://{}",
@@ -201,7 +292,7 @@ async fn serve(
             );
         }
         let router = api::router(
-            args.db.clone(),
+            location.clone(),
             api::Approvals {
                 store: Arc::clone(&store),
                 key: grants_key.clone(),
@@ -226,15 +317,21 @@ async fn serve(
         );
     }
 
+    let (tls, auth) = ingest_tls(&args)?;
     let max = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
-    let service = LogsServiceServer::new(AuditLogsService::new(Arc::clone(&store), alerting))
-        .max_decoding_message_size(max)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let service =
+        LogsServiceServer::new(AuditLogsService::new(Arc::clone(&store), alerting).with_auth(auth))
+            .max_decoding_message_size(max)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut stop = stop_rx.clone();
     let stopping = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(CollectorError::Serve)?;
+    }
+    let server = builder
         .layer(tower::util::MapResponseLayer::new(grpc::size_limit_status))
         .add_service(service)
         .serve_with_incoming_shutdown(
@@ -259,6 +356,9 @@ async fn serve(
         let _ = tokio::time::timeout(DRAIN, t).await;
     }
     signals.abort();
+    if let Some(t) = retention_task {
+        t.abort();
+    }
     if let Some(task) = alert_task {
         // The service (and with it the last queue handle) is gone once the server stopped.
         if tokio::time::timeout(ALERT_DRAIN, task).await.is_err() {
@@ -275,6 +375,8 @@ async fn serve(
         })
         .await
     };
+    // Dropped on the blocking pool: the PostgreSQL client owns a runtime of its own.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     match checkpoint {
         Ok(Ok(())) => eprintln!("meshguard collector: stopped; database checkpointed"),
         // The WAL still holds everything: SQLite replays it on next open.
@@ -282,6 +384,69 @@ async fn serve(
         Err(e) => eprintln!("meshguard collector: stopped; WAL checkpoint failed: {e}"),
     }
     served
+}
+
+/// The ingest's TLS settings and how senders are identified.
+fn ingest_tls(
+    args: &CollectorArgs,
+) -> Result<(Option<tonic::transport::ServerTlsConfig>, IngestAuth), CollectorError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |flag: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| CollectorError::Tls {
+            flag,
+            path: path.clone(),
+            source,
+        })
+    };
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        let auth = if args.peer_from_xfcc {
+            IngestAuth::Xfcc
+        } else {
+            IngestAuth::None
+        };
+        return Ok((None, auth));
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("--tls-cert", cert)?,
+        read("--tls-key", key)?,
+    ));
+    let mut auth = IngestAuth::None;
+    if let Some(ca) = &args.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+        auth = IngestAuth::ClientCertificate;
+    } else if args.peer_from_xfcc {
+        auth = IngestAuth::Xfcc;
+    }
+    Ok((Some(tls), auth))
+}
+
+/// Runs the retention pass now and every `r.every` until the stop flag.
+async fn retain_loop(store: Arc<Mutex<Store>>, r: Retention, mut stop: watch::Receiver<bool>) {
+    loop {
+        let store = Arc::clone(&store);
+        let cutoff = timestamp::now_nanos()
+            .saturating_sub(i64::try_from(r.age.as_nanos()).unwrap_or(i64::MAX));
+        let pass = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(cutoff, RETAIN_BATCH)
+        })
+        .await;
+        match pass {
+            Ok(Ok(o)) if o.events > 0 || o.streams > 0 => eprintln!(
+                "meshguard collector: retention: deleted {} events, {} streams truncated",
+                o.events, o.streams
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("meshguard collector: retention pass failed: {e}"),
+            Err(e) => eprintln!("meshguard collector: retention pass failed: {e}"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(r.every) => {}
+        }
+    }
 }
 
 /// SIGINT and SIGTERM handlers, installed up front so a failure stops startup.

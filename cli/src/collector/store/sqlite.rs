@@ -9,30 +9,34 @@
 //! - `approvals`, `grants_state`: pending and decided approvals and the last published
 //!   grants document (see `approvals.rs`).
 //!
-//! Schema versions: 1 had the audit tables; 2 added the approval tables. Opening for
+//! - `truncations`: where retention (`--retain`) cut each stream on purpose.
+//! - `stream_peers`: the authenticated ingest peers of each stream (see `peer.rs`).
+//!
+//! Schema versions: 1 had the audit tables; 2 added the approval tables; 3 added
+//! `truncations` and `stream_peers`. Opening for
 //! writing migrates: every table is `CREATE TABLE IF NOT EXISTS`, so an older file gains
 //! the new tables in the same transaction that raises `user_version`.
 //!
 //! Each Export is stored in one transaction, so a failure never leaves half a batch, and
 //! commits are `synchronous=FULL`: an acknowledged event survives a power cut.
 
-use super::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
-use super::event::{Batch, DecisionEvent, GapDeclaration};
-use super::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport, StreamVerifier};
+use super::{
+    conflict, finish, json_column, links_to_check, peer_claims, verifier, EventFilter, EventRow,
+    InsertOutcome, RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
+};
+use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
+use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
+use crate::collector::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport};
 use crate::grants::Grant;
-use meshguard::glob::Pattern;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `PRAGMA application_id` of a MeshGuard audit database ("MGAD").
 const APPLICATION_ID: i64 = 0x4d47_4144;
 /// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -102,100 +106,26 @@ CREATE TABLE IF NOT EXISTS findings (
     detail              TEXT NOT NULL,
     UNIQUE (workload, stream, seq, kind)
 );
+
+CREATE TABLE IF NOT EXISTS truncations (
+    workload            TEXT NOT NULL,
+    stream              TEXT NOT NULL,
+    before_seq          INTEGER NOT NULL,
+    last_hash           TEXT NOT NULL,
+    truncated_unix_nano INTEGER NOT NULL,
+    PRIMARY KEY (workload, stream)
+);
+
+CREATE TABLE IF NOT EXISTS stream_peers (
+    workload             TEXT NOT NULL,
+    stream               TEXT NOT NULL,
+    peer                 TEXT NOT NULL,
+    namespace            TEXT NOT NULL,
+    first_seen_unix_nano INTEGER NOT NULL,
+    last_seen_unix_nano  INTEGER NOT NULL,
+    PRIMARY KEY (workload, stream, peer, namespace)
+);
 ";
-
-/// Why the audit database could not be used.
-#[derive(Debug)]
-pub enum StoreError {
-    /// The file could not be opened or created.
-    Open {
-        /// The database path.
-        path: PathBuf,
-        /// SQLite's explanation.
-        source: rusqlite::Error,
-    },
-    /// A query tool was pointed at a file that does not exist.
-    Missing {
-        /// The database path.
-        path: PathBuf,
-    },
-    /// The file is an SQLite database of something else, or not SQLite at all.
-    Foreign {
-        /// The database path.
-        path: PathBuf,
-        /// What gave it away.
-        reason: String,
-    },
-    /// The file is damaged.
-    Corrupt {
-        /// The database path.
-        path: PathBuf,
-        /// SQLite's diagnosis.
-        detail: String,
-    },
-    /// Written by a newer meshguard.
-    Newer {
-        /// The database path.
-        path: PathBuf,
-        /// Its schema version.
-        version: i64,
-    },
-    /// A statement failed while the database was in use (disk full, I/O error, ...).
-    Sql(rusqlite::Error),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Open { path, source } => write!(
-                f,
-                "cannot open audit database {}: {source} (check that its directory exists and is \
-                 writable, or choose another path with --db)",
-                path.display()
-            ),
-            StoreError::Missing { path } => write!(
-                f,
-                "no audit database at {} (start `meshguard collector --db {}` to create one, or \
-                 pass the collector's --db path)",
-                path.display(),
-                path.display()
-            ),
-            StoreError::Foreign { path, reason } => write!(
-                f,
-                "{} is not a MeshGuard audit database ({reason}); pass another --db path",
-                path.display()
-            ),
-            StoreError::Corrupt { path, detail } => write!(
-                f,
-                "audit database {} is damaged ({detail}); keep it for investigation and start \
-                 the collector with a new --db path",
-                path.display()
-            ),
-            StoreError::Newer { path, version } => write!(
-                f,
-                "audit database {} has schema version {version}, newer than this meshguard \
-                 understands ({SCHEMA_VERSION}); use a newer meshguard",
-                path.display()
-            ),
-            StoreError::Sql(e) => write!(f, "audit database error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StoreError::Open { source, .. } | StoreError::Sql(source) => Some(source),
-            _ => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sql(e)
-    }
-}
 
 /// Whether SQLite says the file is damaged or not a database.
 fn damage(e: &rusqlite::Error) -> Option<&'static str> {
@@ -206,116 +136,8 @@ fn damage(e: &rusqlite::Error) -> Option<&'static str> {
     }
 }
 
-/// What one Export did to the store.
-#[derive(Debug, Default)]
-pub struct InsertOutcome {
-    /// Indices (into `Batch::events`) of events stored for the first time.
-    pub inserted: Vec<usize>,
-    /// Events already stored (retried batches).
-    pub duplicates: usize,
-    /// Gap declarations stored for the first time.
-    pub gaps: usize,
-    /// Integrity findings detected by this Export, with their workload and stream.
-    pub findings: Vec<(String, String, Finding)>,
-    /// Approvals this Export opened (new ids, or expired grants asked for again).
-    pub pending: Vec<PendingNotice>,
-}
-
-/// Which events a query wants.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    /// Exact agent id.
-    pub agent: Option<String>,
-    /// Action glob (MeshGuard glob semantics).
-    pub action: Option<Pattern>,
-    /// Exact decision.
-    pub decision: Option<String>,
-    /// Earliest event time (inclusive), ns since the epoch.
-    pub since: Option<i64>,
-    /// Latest event time (exclusive), ns since the epoch.
-    pub until: Option<i64>,
-    /// Trace id or a prefix of one (lowercase hex).
-    pub trace: Option<String>,
-    /// Most events returned (the newest ones).
-    pub limit: usize,
-}
-
-/// One stored event, for output.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRow {
-    /// RFC 3339 UTC with milliseconds.
-    pub time: String,
-    /// ns since the epoch.
-    pub time_unix_nano: i64,
-    /// `envoy.node.id`.
-    pub workload: String,
-    /// Chain stream, if any.
-    pub stream: Option<String>,
-    /// Chain seq, if any.
-    pub seq: Option<i64>,
-    /// Trace id hex.
-    pub trace_id: String,
-    /// Span id hex.
-    pub span_id: String,
-    /// Calling agent.
-    pub agent: String,
-    /// Trust tier.
-    pub trust_tier: String,
-    /// Agents from the original delegator to the caller.
-    pub delegation_chain: Vec<String>,
-    /// Action.
-    pub action: String,
-    /// Resource.
-    pub resource: String,
-    /// allow, deny, require_approval, would_deny.
-    pub decision: String,
-    /// Policy effect before the mode applied.
-    pub effect: String,
-    /// Whether the decision was enforced.
-    pub enforced: Option<bool>,
-    /// Deciding policy.
-    pub policy: String,
-    /// Deciding rule.
-    pub rule: String,
-    /// Why.
-    pub reason: String,
-    /// enforce or audit.
-    pub mode: String,
-    /// Policy version in force.
-    pub bundle_version: String,
-    /// HTTP method.
-    pub method: String,
-    /// URL path.
-    pub path: String,
-    /// `:authority`.
-    pub server_address: String,
-    /// Status MeshGuard answered with (0 when forwarded).
-    pub status: Option<i64>,
-    /// `x-request-id`.
-    pub request_id: String,
-    /// Time spent in the filter.
-    pub latency_us: Option<i64>,
-    /// Chain link.
-    pub prev_hash: Option<String>,
-    /// Chain hash.
-    pub hash: Option<String>,
-    /// Every attribute as received.
-    pub attributes: Value,
-    /// Resource attributes as received.
-    pub resource_attributes: Value,
-}
-
-const ROW_COLUMNS: &str = "time_unix_nano, workload, stream, seq, trace_id, span_id, agent, tier, \
-    delegation_chain, action, resource, decision, effect, enforced, policy, rule, reason, mode, \
-    bundle_version, method, path, server_address, status, request_id, latency_us, prev_hash, \
-    hash, attributes, resource_attributes";
-
-fn json_column(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-}
-
 impl EventRow {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         let time_unix_nano: i64 = r.get(0)?;
         let chain: String = r.get(8)?;
         let enforced: Option<i64> = r.get(13)?;
@@ -354,22 +176,22 @@ impl EventRow {
     }
 }
 
-/// An open audit database.
-pub struct Store {
+/// An open SQLite audit database.
+pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database the collector writes, after checking that it
     /// is a MeshGuard audit database in good health.
-    pub fn open_for_writing(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_for_writing(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        let store = Store {
+        let store = SqliteStore {
             conn,
             path: path.to_path_buf(),
         };
@@ -406,7 +228,7 @@ impl Store {
     }
 
     /// Opens an existing database for the query tools and the JSON API; it is never written.
-    pub fn open_for_reading(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_for_reading(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing {
                 path: path.to_path_buf(),
@@ -422,7 +244,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let store = Store {
+        let store = SqliteStore {
             conn,
             path: path.to_path_buf(),
         };
@@ -552,15 +374,7 @@ impl Store {
                             conflicts.push((
                                 e.workload.clone(),
                                 c.stream.clone(),
-                                Finding::Conflict {
-                                    seq: c.seq,
-                                    detail: format!(
-                                        "a different event arrived for this seq (content hash \
-                                         {}, stored {}); the first copy was kept",
-                                        short(&e.content_hash),
-                                        short(&content_hash)
-                                    ),
-                                },
+                                conflict(c.seq, &e.content_hash, &content_hash),
                             ));
                         }
                     }
@@ -591,6 +405,23 @@ impl Store {
             for e in out.inserted.iter().filter_map(|&i| batch.events.get(i)) {
                 if let Some(notice) = approvals::record(&tx, e, received_unix_nano)? {
                     out.pending.push(notice);
+                }
+            }
+            if let Some(peer) = &batch.peer {
+                let mut seen = tx.prepare_cached(
+                    "INSERT INTO stream_peers (workload, stream, peer, namespace, \
+                     first_seen_unix_nano, last_seen_unix_nano) VALUES (?1,?2,?3,?4,?5,?5) \
+                     ON CONFLICT (workload, stream, peer, namespace) DO UPDATE SET \
+                     last_seen_unix_nano = excluded.last_seen_unix_nano",
+                )?;
+                for (workload, stream, namespace) in peer_claims(batch) {
+                    seen.execute(params![
+                        workload,
+                        stream,
+                        peer,
+                        namespace,
+                        received_unix_nano
+                    ])?;
                 }
             }
             let mut findings = conflicts;
@@ -711,7 +542,7 @@ impl Store {
         let mut out = Vec::new();
         while out.len() < filter.limit {
             let Some(row) = rows.next()? else { break };
-            let ev = EventRow::from_row(row)?;
+            let ev = EventRow::from_sqlite(row)?;
             if filter
                 .action
                 .as_ref()
@@ -742,7 +573,7 @@ impl Store {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {ROW_COLUMNS} FROM events WHERE trace_id = ?1 ORDER BY time_unix_nano, id"
         ))?;
-        let rows = stmt.query_map([trace_id], EventRow::from_row)?;
+        let rows = stmt.query_map([trace_id], EventRow::from_sqlite)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -755,12 +586,19 @@ impl Store {
 
     /// The full integrity pass over every stream, from one consistent snapshot.
     pub fn verify_all(&mut self) -> Result<Vec<StreamReport>, StoreError> {
+        // A version 2 file read by the query tools has no truncations table: nothing was
+        // truncated.
+        let truncated = self.schema_version()? >= 3;
         let tx = self.conn.transaction()?;
         let streams: Vec<(String, String)> = {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare(if truncated {
                 "SELECT workload, stream FROM events WHERE stream IS NOT NULL AND seq IS NOT NULL
-                 UNION SELECT workload, stream FROM gaps ORDER BY 1, 2",
-            )?;
+                 UNION SELECT workload, stream FROM gaps
+                 UNION SELECT workload, stream FROM truncations ORDER BY 1, 2"
+            } else {
+                "SELECT workload, stream FROM events WHERE stream IS NOT NULL AND seq IS NOT NULL
+                 UNION SELECT workload, stream FROM gaps ORDER BY 1, 2"
+            })?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -768,13 +606,30 @@ impl Store {
         let mut gaps_stmt = tx.prepare(
             "SELECT from_seq, to_seq, count, last_hash FROM gaps WHERE workload=?1 AND stream=?2",
         )?;
+        // Rows below a truncation point may still exist while retention deletes them in
+        // batches: they are no longer part of the stream.
         let mut events_stmt = tx.prepare(
             "SELECT seq, time_unix_nano, trace_id, prev_hash, hash, attributes FROM events
-             WHERE workload=?1 AND stream=?2 AND seq IS NOT NULL ORDER BY seq",
+             WHERE workload=?1 AND stream=?2 AND seq IS NOT NULL AND seq >= ?3 ORDER BY seq",
         )?;
         let mut conflicts_stmt = tx.prepare(
             "SELECT detail FROM findings WHERE workload=?1 AND stream=?2 AND kind='conflict'",
         )?;
+        let mut truncation_stmt = if truncated {
+            Some(tx.prepare(
+                "SELECT before_seq, last_hash FROM truncations WHERE workload=?1 AND stream=?2",
+            )?)
+        } else {
+            None
+        };
+        let mut peers_stmt = if truncated {
+            Some(tx.prepare(
+                "SELECT peer, namespace FROM stream_peers WHERE workload=?1 AND stream=?2 \
+                 ORDER BY 1, 2",
+            )?)
+        } else {
+            None
+        };
         for (workload, stream) in &streams {
             let gaps: Vec<DeclaredLoss> = gaps_stmt
                 .query_map(params![workload, stream], |r| {
@@ -786,8 +641,20 @@ impl Store {
                     })
                 })?
                 .collect::<Result<_, _>>()?;
-            let mut verifier = StreamVerifier::new(workload, stream, gaps);
-            let mut rows = events_stmt.query(params![workload, stream])?;
+            let truncation = match truncation_stmt.as_mut() {
+                Some(stmt) => stmt
+                    .query_row(params![workload, stream], |r| {
+                        Ok(Truncation {
+                            before_seq: r.get(0)?,
+                            last_hash: r.get(1)?,
+                        })
+                    })
+                    .optional()?,
+                None => None,
+            };
+            let mut verifier = verifier(workload, stream, gaps, truncation.as_ref());
+            let from = truncation.as_ref().map_or(i64::MIN, |t| t.before_seq);
+            let mut rows = events_stmt.query(params![workload, stream, from])?;
             while let Some(r) = rows.next()? {
                 let attributes: String = r.get(5)?;
                 let time: i64 = r.get(1)?;
@@ -807,7 +674,13 @@ impl Store {
                 .query_map(params![workload, stream], |r| r.get::<_, String>(0))?
                 .filter_map(|d| d.ok().and_then(|d| serde_json::from_str(&d).ok()))
                 .collect();
-            reports.push(verifier.finish(recorded));
+            let peers: Vec<(String, String)> = match peers_stmt.as_mut() {
+                Some(stmt) => stmt
+                    .query_map(params![workload, stream], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
+            reports.push(finish(verifier, recorded, truncation.as_ref(), &peers));
         }
         let mut unchained = tx.prepare(
             "SELECT workload, count(*) FROM events WHERE seq IS NULL GROUP BY workload ORDER BY 1",
@@ -824,6 +697,72 @@ impl Store {
         Ok(reports)
     }
 
+    /// See [`super::Store::retain`].
+    pub fn retain(
+        &mut self,
+        cutoff_unix_nano: i64,
+        batch: usize,
+    ) -> Result<RetainOutcome, StoreError> {
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut out = RetainOutcome::default();
+        // Each stream loses a whole prefix: up to its newest seq older than the cutoff.
+        // The truncation point is recorded (with the hash the first kept event links to)
+        // before anything is deleted, so the verifier never sees an unexplained hole.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut cuts = tx.prepare(
+                "SELECT e.workload, e.stream, e.seq, e.hash FROM events e
+                 JOIN (SELECT workload, stream, max(seq) AS seq FROM events
+                       WHERE seq IS NOT NULL AND time_unix_nano < ?1 GROUP BY 1, 2) m
+                 ON e.workload = m.workload AND e.stream = m.stream AND e.seq = m.seq",
+            )?;
+            let rows: Vec<(String, String, i64, Option<String>)> = cuts
+                .query_map(params![cutoff_unix_nano], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut record = tx.prepare(
+                "INSERT INTO truncations (workload, stream, before_seq, last_hash, \
+                 truncated_unix_nano) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (workload, stream) DO UPDATE SET before_seq = excluded.before_seq, \
+                 last_hash = excluded.last_hash, truncated_unix_nano = excluded.truncated_unix_nano \
+                 WHERE excluded.before_seq > truncations.before_seq",
+            )?;
+            for (workload, stream, seq, hash) in rows {
+                out.streams += u64::try_from(record.execute(params![
+                    workload,
+                    stream,
+                    seq.saturating_add(1),
+                    hash.unwrap_or_default(),
+                    crate::timestamp::now_nanos()
+                ])?)
+                .unwrap_or(0);
+            }
+            tx.execute(
+                "DELETE FROM gaps WHERE EXISTS (SELECT 1 FROM truncations t WHERE \
+                 t.workload = gaps.workload AND t.stream = gaps.stream AND gaps.to_seq < t.before_seq)",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE \
+                 (e.seq IS NULL AND e.time_unix_nano < ?1) OR EXISTS (SELECT 1 FROM \
+                 truncations t WHERE t.workload = e.workload AND t.stream = e.stream AND \
+                 e.seq < t.before_seq) LIMIT ?2)",
+                params![cutoff_unix_nano, batch],
+            )?;
+            out.events += u64::try_from(n).unwrap_or(0);
+            if i64::try_from(n).unwrap_or(0) < batch {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves the WAL into the main file and truncates it, so the database is one
     /// self-contained file after shutdown.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
@@ -831,10 +770,6 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
-}
-
-fn short(hash: &str) -> String {
-    hash.chars().take(12).collect()
 }
 
 const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
@@ -906,26 +841,13 @@ fn online_checks(
     new_gaps: &[&GapDeclaration],
 ) -> Result<Vec<(String, String, Finding)>, StoreError> {
     let mut findings = Vec::new();
-    let mut links: BTreeSet<(String, String, i64)> = BTreeSet::new();
     for e in inserted.iter().filter_map(|&i| batch.events.get(i)) {
         let Some(c) = &e.chain else { continue };
         if let Some(f) = integrity::check_content(c.seq, &c.hash, &e.content_hash) {
             findings.push((e.workload.clone(), c.stream.clone(), f));
         }
-        links.insert((e.workload.clone(), c.stream.clone(), c.seq));
-        links.insert((
-            e.workload.clone(),
-            c.stream.clone(),
-            c.seq.saturating_add(1),
-        ));
     }
-    for g in new_gaps {
-        links.insert((
-            g.workload.clone(),
-            g.stream.clone(),
-            g.to_seq.saturating_add(1),
-        ));
-    }
+    let links = links_to_check(batch, inserted, new_gaps);
     let mut prev_of = tx.prepare_cached(
         "SELECT prev_hash FROM events WHERE workload=?1 AND stream=?2 AND seq=?3",
     )?;
@@ -963,9 +885,6 @@ fn online_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::event::{decode, testing::*};
-    use crate::collector::integrity::Verdict;
-    use serde_json::json;
 
     /// A temporary directory removed on drop, even when a test fails.
     pub struct TempDir(PathBuf);
@@ -991,234 +910,8 @@ mod tests {
         }
     }
 
-    fn store(dir: &TempDir) -> Store {
-        Store::open_for_writing(&dir.join("audit.db")).unwrap()
-    }
-
-    fn all(s: &Store) -> Vec<EventRow> {
-        s.events(&EventFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn retried_batches_do_not_duplicate_and_columns_are_filled() {
-        let dir = TempDir::new("dup");
-        let mut s = store(&dir);
-        let mut c = Chain::new("s1");
-        let req = request(
-            "node-1",
-            (0..3)
-                .map(|_| c.event("agent-a", "read:orders", "deny"))
-                .collect(),
-        );
-        let batch = decode(&req);
-        let first = s.insert_batch(&batch, 1).unwrap();
-        assert_eq!(first.inserted.len(), 3);
-        let again = s.insert_batch(&decode(&req), 2).unwrap();
-        assert_eq!((again.inserted.len(), again.duplicates), (0, 3));
-        assert!(again.findings.is_empty(), "{:?}", again.findings);
-        let rows = all(&s);
-        assert_eq!(rows.len(), 3);
-        let r = &rows[0];
-        assert_eq!(r.agent, "agent-a");
-        assert_eq!(r.decision, "deny");
-        assert_eq!(r.workload, "node-1");
-        assert_eq!(r.seq, Some(1));
-        assert_eq!(r.latency_us, Some(17));
-        assert_eq!(r.delegation_chain, ["root", "agent-a"]);
-        assert_eq!(r.attributes["meshguard.stream"], json!("s1"));
-    }
-
-    #[test]
-    fn out_of_order_arrival_gives_no_false_findings() {
-        let dir = TempDir::new("ooo");
-        let mut s = store(&dir);
-        let mut c = Chain::new("s1");
-        let evs: Vec<_> = (0..6).map(|_| c.event("a", "x", "allow")).collect();
-        let late = request("n", evs[3..].to_vec());
-        let early = request("n", evs[..3].to_vec());
-        assert!(s
-            .insert_batch(&decode(&late), 1)
-            .unwrap()
-            .findings
-            .is_empty());
-        assert!(s
-            .insert_batch(&decode(&early), 2)
-            .unwrap()
-            .findings
-            .is_empty());
-        let reports = s.verify_all().unwrap();
-        assert_eq!(reports.len(), 1);
-        assert_eq!(
-            reports[0].verdict,
-            Verdict::Intact,
-            "{:?}",
-            reports[0].findings
-        );
-        assert_eq!(reports[0].events, 6);
-    }
-
-    #[test]
-    fn tampering_and_conflicts_are_found_on_arrival() {
-        let dir = TempDir::new("tamper");
-        let mut s = store(&dir);
-        let mut c = Chain::new("s1");
-        let evs: Vec<_> = (0..3).map(|_| c.event("a", "delete:db", "deny")).collect();
-        let mut forged = evs[1].clone();
-        set_attr(&mut forged, "meshguard.decision", json!("allow"));
-        let out = s
-            .insert_batch(
-                &decode(&request("n", vec![evs[0].clone(), forged, evs[2].clone()])),
-                1,
-            )
-            .unwrap();
-        let kinds: Vec<_> = out
-            .findings
-            .iter()
-            .map(|(_, _, f)| (f.kind(), f.seq()))
-            .collect();
-        assert_eq!(kinds, [("altered", 2)]);
-        // The genuine copy arriving later conflicts with the stored forgery.
-        let out = s
-            .insert_batch(&decode(&request("n", vec![evs[1].clone()])), 2)
-            .unwrap();
-        let kinds: Vec<_> = out
-            .findings
-            .iter()
-            .map(|(_, _, f)| (f.kind(), f.seq()))
-            .collect();
-        assert_eq!(kinds, [("conflict", 2)]);
-        let r = &s.verify_all().unwrap()[0];
-        let kinds: Vec<_> = r.findings.iter().map(|f| (f.kind(), f.seq())).collect();
-        assert_eq!(kinds, [("altered", 2), ("conflict", 2)]);
-        assert_eq!(r.verdict, Verdict::Broken);
-    }
-
-    #[test]
-    fn gaps_declared_or_not() {
-        let dir = TempDir::new("gaps");
-        let mut s = store(&dir);
-        let mut c = Chain::new("s1");
-        let e1 = c.event("a", "x", "allow");
-        let gap = c.drop_events(2);
-        let e4 = c.event("a", "x", "allow");
-        let out = s
-            .insert_batch(&decode(&request("n", vec![e1, e4])), 1)
-            .unwrap();
-        assert!(out.findings.is_empty());
-        let r = &s.verify_all().unwrap()[0];
-        assert_eq!(
-            r.findings,
-            [Finding::Gap {
-                from_seq: 2,
-                to_seq: 3
-            }]
-        );
-        let out = s
-            .insert_batch(&decode(&request("n", vec![gap])), 2)
-            .unwrap();
-        assert_eq!((out.gaps, out.findings.len()), (1, 0));
-        let r = &s.verify_all().unwrap()[0];
-        assert_eq!(r.verdict, Verdict::Intact, "{:?}", r.findings);
-        assert_eq!(r.declared_lost_events, 2);
-    }
-
-    #[test]
-    fn unchained_events_are_kept_once_and_reported() {
-        let dir = TempDir::new("unchained");
-        let mut s = store(&dir);
-        let mut c = Chain::new("s1");
-        let mut e = c.event("a", "x", "allow");
-        e.attributes.retain(|kv| kv.key != "meshguard.stream");
-        let req = request("n", vec![e]);
-        s.insert_batch(&decode(&req), 1).unwrap();
-        s.insert_batch(&decode(&req), 2).unwrap();
-        assert_eq!(all(&s).len(), 1);
-        let reports = s.verify_all().unwrap();
-        assert_eq!(reports.len(), 1);
-        assert_eq!(reports[0].verdict, Verdict::Unchained);
-    }
-
-    #[test]
-    fn filters_and_limits() {
-        let dir = TempDir::new("filter");
-        let mut s = store(&dir);
-        let mut c = Chain::new("s1");
-        let evs = vec![
-            c.event("agent-a", "read:orders", "allow"),
-            c.event("agent-b", "write:email", "deny"),
-            c.event("agent-a", "read:users", "deny"),
-            c.event("agent-a", "delete:users", "deny"),
-        ];
-        s.insert_batch(&decode(&request("n", evs)), 1).unwrap();
-        let q = |f: EventFilter| {
-            s.events(&EventFilter { limit: 100, ..f })
-                .unwrap()
-                .into_iter()
-                .map(|r| r.seq.unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            q(EventFilter {
-                agent: Some("agent-a".into()),
-                ..Default::default()
-            }),
-            [1, 3, 4]
-        );
-        assert_eq!(
-            q(EventFilter {
-                action: Some(Pattern::new("read:*").unwrap()),
-                ..Default::default()
-            }),
-            [1, 3]
-        );
-        assert_eq!(
-            q(EventFilter {
-                decision: Some("deny".into()),
-                action: Some(Pattern::new("write:email").unwrap()),
-                ..Default::default()
-            }),
-            [2]
-        );
-        let t2 = 1_700_000_000_000_000_000 + 2_000_000;
-        assert_eq!(
-            q(EventFilter {
-                since: Some(t2),
-                ..Default::default()
-            }),
-            [2, 3, 4]
-        );
-        assert_eq!(
-            q(EventFilter {
-                until: Some(t2),
-                ..Default::default()
-            }),
-            [1]
-        );
-        assert_eq!(
-            q(EventFilter {
-                trace: Some("0303".into()),
-                ..Default::default()
-            }),
-            [3]
-        );
-        let newest = s
-            .events(&EventFilter {
-                limit: 2,
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(
-            newest.iter().map(|r| r.seq.unwrap()).collect::<Vec<_>>(),
-            [3, 4]
-        );
-        assert_eq!(
-            s.traces_matching("03", 5).unwrap(),
-            ["03030303030303030303030303030303"]
-        );
+    fn store(dir: &TempDir) -> SqliteStore {
+        SqliteStore::open_for_writing(&dir.join("audit.db")).unwrap()
     }
 
     #[test]
@@ -1226,7 +919,7 @@ mod tests {
         let dir = TempDir::new("foreign");
         let junk = dir.join("junk.db");
         std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
-        let e = Store::open_for_writing(&junk).err().unwrap();
+        let e = SqliteStore::open_for_writing(&junk).err().unwrap();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("damaged"), "{e}");
 
@@ -1235,14 +928,14 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        let e = Store::open_for_writing(&other).err().unwrap();
+        let e = SqliteStore::open_for_writing(&other).err().unwrap();
         assert!(matches!(e, StoreError::Foreign { .. }), "{e}");
 
-        let e = Store::open_for_writing(&dir.join("no/such/dir/a.db"))
+        let e = SqliteStore::open_for_writing(&dir.join("no/such/dir/a.db"))
             .err()
             .unwrap();
         assert!(e.to_string().contains("cannot open audit database"), "{e}");
-        let e = Store::open_for_reading(&dir.join("absent.db"))
+        let e = SqliteStore::open_for_reading(&dir.join("absent.db"))
             .err()
             .unwrap();
         assert!(matches!(e, StoreError::Missing { .. }), "{e}");
@@ -1252,7 +945,7 @@ mod tests {
     fn readers_never_write() {
         let dir = TempDir::new("ro");
         drop(store(&dir));
-        let r = Store::open_for_reading(&dir.join("audit.db")).unwrap();
+        let r = SqliteStore::open_for_reading(&dir.join("audit.db")).unwrap();
         assert_eq!(r.count_events().unwrap(), 0);
         assert!(r.conn.execute_batch("DELETE FROM events").is_err());
     }
@@ -1267,14 +960,14 @@ mod tests {
             )
             .unwrap();
         drop(s);
-        let r = Store::open_for_reading(&dir.join("audit.db")).unwrap();
+        let r = SqliteStore::open_for_reading(&dir.join("audit.db")).unwrap();
         assert!(
             r.approvals(None, 10, 0).unwrap().is_empty(),
             "read as empty"
         );
         drop(r);
         let s = store(&dir);
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(s.approvals(None, 10, 0).unwrap().is_empty());
         assert!(s.grants_state().unwrap().is_none());
         assert_eq!(s.count_events().unwrap(), 0);

@@ -1,0 +1,634 @@
+//! The audit store: where the collector keeps events, gaps, findings and approvals, and
+//! where the query tools read them.
+//!
+//! Two backends with the same schema and the same operations: one SQLite file
+//! ([`sqlite`], the default, for one collector) and PostgreSQL ([`postgres`], for several
+//! collector replicas sharing one database). [`Store`] is the one door; callers never see
+//! which backend is behind it.
+
+pub mod postgres;
+pub mod sqlite;
+#[cfg(test)]
+mod suite;
+#[cfg(test)]
+mod testpg;
+
+use super::approvals::{Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
+use super::event::{Batch, GapDeclaration};
+use super::integrity::{DeclaredLoss, Finding, StreamReport, StreamVerifier, Verdict};
+use crate::grants::Grant;
+use meshguard::glob::Pattern;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the audit store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://user:password@host:port/db`).
+    Postgres(String),
+}
+
+impl Location {
+    /// `--store` when given (a postgres:// URL), else the `--db` file.
+    pub fn from_flags(db: &Path, store: Option<&str>) -> Result<Location, StoreError> {
+        match store {
+            None => Ok(Location::Sqlite(db.to_path_buf())),
+            Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+                Ok(Location::Postgres(s.to_string()))
+            }
+            Some(s) => Err(StoreError::Location(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&postgres::redact(url)),
+        }
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(p: &Path) -> Self {
+        Location::Sqlite(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Location {
+    fn from(p: &PathBuf) -> Self {
+        Location::Sqlite(p.clone())
+    }
+}
+
+impl From<&Location> for Location {
+    fn from(l: &Location) -> Self {
+        l.clone()
+    }
+}
+
+/// Why the audit database could not be used.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The file could not be opened or created.
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// SQLite's explanation.
+        source: rusqlite::Error,
+    },
+    /// A query tool was pointed at a file that does not exist.
+    Missing {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// The file is an SQLite database of something else, or not SQLite at all.
+    Foreign {
+        /// The database path.
+        path: PathBuf,
+        /// What gave it away.
+        reason: String,
+    },
+    /// The file is damaged.
+    Corrupt {
+        /// The database path.
+        path: PathBuf,
+        /// SQLite's diagnosis.
+        detail: String,
+    },
+    /// Written by a newer meshguard.
+    Newer {
+        /// The database path.
+        path: PathBuf,
+        /// Its schema version.
+        version: i64,
+    },
+    /// A statement failed while the database was in use (disk full, I/O error, ...).
+    Sql(rusqlite::Error),
+    /// The PostgreSQL server could not be reached or refused the connection.
+    PgConnect {
+        /// The connection URL with any password removed.
+        url: String,
+        /// The driver's explanation.
+        source: ::postgres::Error,
+    },
+    /// The PostgreSQL database has no MeshGuard schema yet (query tools never create it).
+    PgMissing {
+        /// The connection URL with any password removed.
+        url: String,
+    },
+    /// The PostgreSQL schema was migrated by a newer meshguard.
+    PgNewer {
+        /// The connection URL with any password removed.
+        url: String,
+        /// Its newest migration.
+        version: i64,
+    },
+    /// A PostgreSQL statement failed while the database was in use.
+    Pg(::postgres::Error),
+    /// `--store` is neither a postgres:// URL nor an SQLite path.
+    Location(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open { path, source } => write!(
+                f,
+                "cannot open audit database {}: {source} (check that its directory exists and is \
+                 writable, or choose another path with --db)",
+                path.display()
+            ),
+            StoreError::Missing { path } => write!(
+                f,
+                "no audit database at {} (start `meshguard collector --db {}` to create one, or \
+                 pass the collector's --db path)",
+                path.display(),
+                path.display()
+            ),
+            StoreError::Foreign { path, reason } => write!(
+                f,
+                "{} is not a MeshGuard audit database ({reason}); pass another --db path",
+                path.display()
+            ),
+            StoreError::Corrupt { path, detail } => write!(
+                f,
+                "audit database {} is damaged ({detail}); keep it for investigation and start \
+                 the collector with a new --db path",
+                path.display()
+            ),
+            StoreError::Newer { path, version } => write!(
+                f,
+                "audit database {} has schema version {version}, newer than this meshguard \
+                 understands ({}); use a newer meshguard",
+                path.display(),
+                sqlite::SCHEMA_VERSION
+            ),
+            StoreError::Sql(e) => write!(f, "audit database error: {e}"),
+            StoreError::PgConnect { url, source } => write!(
+                f,
+                "cannot connect to the PostgreSQL audit store {url}: {source} (check the host, \
+                 port, user, password and database in --store, and that the server accepts \
+                 connections from this host)"
+            ),
+            StoreError::PgMissing { url } => write!(
+                f,
+                "the PostgreSQL database {url} holds no MeshGuard audit schema yet (start \
+                 `meshguard collector --store {url}` once to create it)"
+            ),
+            StoreError::PgNewer { url, version } => write!(
+                f,
+                "the PostgreSQL audit store {url} was migrated to version {version}, newer \
+                 than this meshguard understands ({}); use a newer meshguard",
+                postgres::MIGRATIONS.len()
+            ),
+            StoreError::Pg(e) => write!(f, "PostgreSQL audit store error: {e}"),
+            StoreError::Location(s) => write!(
+                f,
+                "--store {s:?}: not a postgres:// or postgresql:// URL (give the SQLite file \
+                 with --db instead)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Open { source, .. } | StoreError::Sql(source) => Some(source),
+            StoreError::PgConnect { source, .. } | StoreError::Pg(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        StoreError::Pg(e)
+    }
+}
+
+/// What one Export did to the store.
+#[derive(Debug, Default)]
+pub struct InsertOutcome {
+    /// Indices (into `Batch::events`) of events stored for the first time.
+    pub inserted: Vec<usize>,
+    /// Events already stored (retried batches).
+    pub duplicates: usize,
+    /// Gap declarations stored for the first time.
+    pub gaps: usize,
+    /// Integrity findings detected by this Export, with their workload and stream.
+    pub findings: Vec<(String, String, Finding)>,
+    /// Approvals this Export opened (new ids, or expired grants asked for again).
+    pub pending: Vec<PendingNotice>,
+}
+
+/// Which events a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Exact agent id.
+    pub agent: Option<String>,
+    /// Action glob (MeshGuard glob semantics).
+    pub action: Option<Pattern>,
+    /// Exact decision.
+    pub decision: Option<String>,
+    /// Earliest event time (inclusive), ns since the epoch.
+    pub since: Option<i64>,
+    /// Latest event time (exclusive), ns since the epoch.
+    pub until: Option<i64>,
+    /// Trace id or a prefix of one (lowercase hex).
+    pub trace: Option<String>,
+    /// Most events returned (the newest ones).
+    pub limit: usize,
+}
+
+/// One stored event, for output.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// ns since the epoch.
+    pub time_unix_nano: i64,
+    /// `envoy.node.id`.
+    pub workload: String,
+    /// Chain stream, if any.
+    pub stream: Option<String>,
+    /// Chain seq, if any.
+    pub seq: Option<i64>,
+    /// Trace id hex.
+    pub trace_id: String,
+    /// Span id hex.
+    pub span_id: String,
+    /// Calling agent.
+    pub agent: String,
+    /// Trust tier.
+    pub trust_tier: String,
+    /// Agents from the original delegator to the caller.
+    pub delegation_chain: Vec<String>,
+    /// Action.
+    pub action: String,
+    /// Resource.
+    pub resource: String,
+    /// allow, deny, require_approval, would_deny.
+    pub decision: String,
+    /// Policy effect before the mode applied.
+    pub effect: String,
+    /// Whether the decision was enforced.
+    pub enforced: Option<bool>,
+    /// Deciding policy.
+    pub policy: String,
+    /// Deciding rule.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// enforce or audit.
+    pub mode: String,
+    /// Policy version in force.
+    pub bundle_version: String,
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// `:authority`.
+    pub server_address: String,
+    /// Status MeshGuard answered with (0 when forwarded).
+    pub status: Option<i64>,
+    /// `x-request-id`.
+    pub request_id: String,
+    /// Time spent in the filter.
+    pub latency_us: Option<i64>,
+    /// Chain link.
+    pub prev_hash: Option<String>,
+    /// Chain hash.
+    pub hash: Option<String>,
+    /// Every attribute as received.
+    pub attributes: Value,
+    /// Resource attributes as received.
+    pub resource_attributes: Value,
+}
+
+/// What one retention pass deleted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetainOutcome {
+    /// Events deleted.
+    pub events: u64,
+    /// Streams whose truncation point moved.
+    pub streams: u64,
+}
+
+/// Where retention cut a stream: every seq below `before_seq` was deleted on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// First seq kept.
+    pub before_seq: i64,
+    /// Hash of the event at `before_seq - 1`, which the first kept event links to.
+    pub last_hash: String,
+}
+
+/// An open audit store.
+pub enum Store {
+    /// One SQLite file.
+    Sqlite(sqlite::SqliteStore),
+    /// A PostgreSQL database shared by collector replicas.
+    Postgres(postgres::PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating or migrating if needed) the store the collector writes.
+    pub fn open_for_writing(at: impl Into<Location>) -> Result<Store, StoreError> {
+        match at.into() {
+            Location::Sqlite(p) => Ok(Store::Sqlite(sqlite::SqliteStore::open_for_writing(&p)?)),
+            Location::Postgres(url) => Ok(Store::Postgres(postgres::PgStore::open(&url, true)?)),
+        }
+    }
+
+    /// Opens an existing store for the query tools and the JSON API; it is never written.
+    pub fn open_for_reading(at: impl Into<Location>) -> Result<Store, StoreError> {
+        match at.into() {
+            Location::Sqlite(p) => Ok(Store::Sqlite(sqlite::SqliteStore::open_for_reading(&p)?)),
+            Location::Postgres(url) => Ok(Store::Postgres(postgres::PgStore::open(&url, false)?)),
+        }
+    }
+
+    /// Stores one decoded Export in one transaction and checks the hash-chain links it
+    /// makes judgeable.
+    pub fn insert_batch(
+        &mut self,
+        batch: &Batch,
+        received_unix_nano: i64,
+    ) -> Result<InsertOutcome, StoreError> {
+        dispatch!(self, s => s.insert_batch(batch, received_unix_nano))
+    }
+
+    /// Approvals, newest request first, optionally of one status (`expired` as of `now`).
+    pub fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: usize,
+        now_unix_nano: i64,
+    ) -> Result<Vec<Approval>, StoreError> {
+        dispatch!(self, s => s.approvals(status, limit, now_unix_nano))
+    }
+
+    /// One approval by id.
+    pub fn approval(&self, id: &str, now_unix_nano: i64) -> Result<Option<Approval>, StoreError> {
+        dispatch!(self, s => s.approval(id, now_unix_nano))
+    }
+
+    /// Approves or denies; `None` when the id is unknown.
+    pub fn decide_approval(
+        &mut self,
+        id: &str,
+        decision: &Decision,
+        now_unix_nano: i64,
+    ) -> Result<Option<Approval>, StoreError> {
+        dispatch!(self, s => s.decide_approval(id, decision, now_unix_nano))
+    }
+
+    /// The grants in force at `now`.
+    pub fn active_grants(&self, now_unix_nano: i64) -> Result<Vec<Grant>, StoreError> {
+        dispatch!(self, s => s.active_grants(now_unix_nano))
+    }
+
+    /// The last published grants document, if any.
+    pub fn grants_state(&self) -> Result<Option<GrantsState>, StoreError> {
+        dispatch!(self, s => s.grants_state())
+    }
+
+    /// Stores a newly published grants document; false (nothing written) when its version
+    /// is not above the stored one.
+    pub fn save_grants_state(&mut self, state: &GrantsState) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.save_grants_state(state))
+    }
+
+    /// The newest `filter.limit` events that match, oldest first.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
+        dispatch!(self, s => s.events(filter))
+    }
+
+    /// The distinct trace ids starting with `prefix` (at most `max`).
+    pub fn traces_matching(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.traces_matching(prefix, max))
+    }
+
+    /// Every event of one trace, in time order.
+    pub fn trace(&self, trace_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        dispatch!(self, s => s.trace(trace_id))
+    }
+
+    /// Number of events stored.
+    pub fn count_events(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.count_events())
+    }
+
+    /// The full integrity pass over every stream, from one consistent snapshot.
+    pub fn verify_all(&mut self) -> Result<Vec<StreamReport>, StoreError> {
+        dispatch!(self, s => s.verify_all())
+    }
+
+    /// Deletes chained events older than `cutoff_unix_nano` (a whole prefix of each stream,
+    /// so what remains still verifies) and unchained ones by time, at most `batch` rows per
+    /// transaction; records each stream's truncation point first.
+    pub fn retain(
+        &mut self,
+        cutoff_unix_nano: i64,
+        batch: usize,
+    ) -> Result<RetainOutcome, StoreError> {
+        dispatch!(self, s => s.retain(cutoff_unix_nano, batch))
+    }
+
+    /// Makes the store self-contained after shutdown (SQLite: WAL checkpoint).
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.checkpoint(),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// Column order shared by both backends' event queries.
+pub(crate) const ROW_COLUMNS: &str = "time_unix_nano, workload, stream, seq, trace_id, span_id, \
+    agent, tier, delegation_chain, action, resource, decision, effect, enforced, policy, rule, \
+    reason, mode, bundle_version, method, path, server_address, status, request_id, latency_us, \
+    prev_hash, hash, attributes, resource_attributes";
+
+pub(crate) fn json_column(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+pub(crate) fn short(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+/// The conflict finding for a different event arriving at a stored seq.
+pub(crate) fn conflict(seq: i64, new_content: &str, stored_content: &str) -> Finding {
+    Finding::Conflict {
+        seq,
+        detail: format!(
+            "a different event arrived for this seq (content hash {}, stored {}); the first \
+             copy was kept",
+            short(new_content),
+            short(stored_content)
+        ),
+    }
+}
+
+/// The (workload, stream, seq) links an Export makes judgeable: its own events and their
+/// successors, and the event right after each new gap declaration. Gaps (missing seqs) are
+/// left to the full pass: on arrival they are indistinguishable from events still on
+/// their way.
+pub(crate) fn links_to_check(
+    batch: &Batch,
+    inserted: &[usize],
+    new_gaps: &[&GapDeclaration],
+) -> BTreeSet<(String, String, i64)> {
+    let mut links = BTreeSet::new();
+    for e in inserted.iter().filter_map(|&i| batch.events.get(i)) {
+        let Some(c) = &e.chain else { continue };
+        links.insert((e.workload.clone(), c.stream.clone(), c.seq));
+        links.insert((
+            e.workload.clone(),
+            c.stream.clone(),
+            c.seq.saturating_add(1),
+        ));
+    }
+    for g in new_gaps {
+        links.insert((
+            g.workload.clone(),
+            g.stream.clone(),
+            g.to_seq.saturating_add(1),
+        ));
+    }
+    links
+}
+
+/// A stream verifier that treats seqs below a truncation point as deleted on purpose.
+pub(crate) fn verifier(
+    workload: &str,
+    stream: &str,
+    mut gaps: Vec<DeclaredLoss>,
+    truncation: Option<&Truncation>,
+) -> StreamVerifier {
+    if let Some(t) = truncation {
+        gaps.retain(|g| g.to_seq >= t.before_seq);
+        if t.before_seq > 1 {
+            gaps.push(truncation_loss(t));
+        }
+    }
+    StreamVerifier::new(workload, stream, gaps)
+}
+
+fn truncation_loss(t: &Truncation) -> DeclaredLoss {
+    DeclaredLoss {
+        from_seq: 1,
+        to_seq: t.before_seq - 1,
+        count: t.before_seq - 1,
+        last_hash: t.last_hash.clone(),
+    }
+}
+
+/// Finishes a [`verifier`]: the truncation is reported as such, not as a declared loss,
+/// and the stream's ingest peers (peer, claimed namespace) are checked.
+pub(crate) fn finish(
+    v: StreamVerifier,
+    recorded: Vec<Finding>,
+    truncation: Option<&Truncation>,
+    peers: &[(String, String)],
+) -> StreamReport {
+    let recorded = match truncation {
+        Some(t) => recorded
+            .into_iter()
+            .filter(|f| f.seq() >= t.before_seq)
+            .collect(),
+        None => recorded,
+    };
+    let mut r = v.finish(recorded);
+    if let Some(t) = truncation.filter(|t| t.before_seq > 1) {
+        let loss = truncation_loss(t);
+        r.declared_losses.retain(|g| *g != loss);
+        r.declared_lost_events = r
+            .declared_lost_events
+            .saturating_sub(u64::try_from(t.before_seq - 1).unwrap_or(0));
+        r.truncated_before = Some(t.before_seq);
+    }
+    let seq = r.first_seq.unwrap_or(0);
+    let distinct: BTreeSet<&str> = peers.iter().map(|(p, _)| p.as_str()).collect();
+    for (peer, namespace) in peers {
+        if let Some(detail) = super::peer::mismatch(peer, namespace) {
+            r.findings.push(Finding::Peer {
+                seq,
+                peer: peer.clone(),
+                detail,
+            });
+        }
+    }
+    if distinct.len() > 1 {
+        let names: Vec<&str> = distinct.iter().copied().collect();
+        r.findings.push(Finding::Peer {
+            seq,
+            peer: names.join(", "),
+            detail: "one stream was sent by more than one authenticated peer".into(),
+        });
+    }
+    r.peers = distinct.into_iter().map(str::to_string).collect();
+    if !r.findings.is_empty() {
+        r.verdict = Verdict::Broken;
+    }
+    r
+}
+
+/// The (workload, stream, claimed namespace) triples an Export speaks for, recorded
+/// with its ingest peer.
+pub(crate) fn peer_claims(batch: &Batch) -> BTreeSet<(String, String, String)> {
+    let namespace = |r: &serde_json::Map<String, Value>| {
+        r.get("k8s.namespace.name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out = BTreeSet::new();
+    for e in &batch.events {
+        if let Some(c) = &e.chain {
+            out.insert((e.workload.clone(), c.stream.clone(), namespace(&e.resource)));
+        }
+    }
+    out
+}
+
+/// A stable 64-bit key for `pg_advisory_xact_lock`, the same on every replica.
+pub(crate) fn lock_key(kind: &str, parts: &[&str]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    for p in parts {
+        h.update([0u8]);
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    for (dst, src) in b.iter_mut().zip(d.iter()) {
+        *dst = *src;
+    }
+    i64::from_be_bytes(b)
+}
