@@ -26,7 +26,7 @@ use crate::actions::jsonrpc::{self, Kind, Message};
 use crate::actions::{a2a, sse, ActionMatch};
 use crate::audit::{trace_ids, AuditEvent};
 use crate::config::{Effect, Mode};
-use crate::identity::{Identity, TokenCache};
+use crate::identity::{Identity, IdentityError, TokenCache};
 use crate::policy::Decision;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -190,27 +190,66 @@ impl Engine {
                 return Step::Decided(Box::new(self.protected_resource(req, now_unix_nanos, doc)));
             }
             if m.is_mcp_path(path) {
+                let identity = self.authenticate(req, now_unix_nanos / 1_000_000_000, cache);
                 return self.start_rpc(
                     BodyKind::Mcp,
                     m.max_body_bytes(),
                     req,
                     now_unix_nanos,
-                    cache,
+                    identity,
                 );
             }
         }
         if let Some(a) = &self.a2a {
             if a.is_a2a_path(path) {
+                let identity = self.authenticate(req, now_unix_nanos / 1_000_000_000, cache);
                 return self.start_rpc(
                     BodyKind::A2a,
                     a.max_body_bytes(),
                     req,
                     now_unix_nanos,
-                    cache,
+                    identity,
                 );
             }
         }
         Step::Decided(Box::new(self.handle(req, now_unix_nanos, cache)))
+    }
+
+    /// [`Engine::start`] with an identity the caller established (`meshguard test` and
+    /// `explain` with unsigned claims): MCP and A2A requests go to the body phase as in
+    /// the filter, anything else through [`Engine::handle_authenticated`]. The decision
+    /// API answers only verified tokens, so it is not reachable this way.
+    pub fn start_authenticated(
+        &self,
+        req: &Request,
+        now_unix_nanos: u64,
+        identity: Result<Rc<Identity>, IdentityError>,
+        counters: crate::controls::Counters<'_>,
+    ) -> Step {
+        let normal = crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
+        let path = req.path_only();
+        let rpc = match (&self.mcp, &self.a2a) {
+            _ if !normal => None,
+            (Some(m), _) if m.is_mcp_path(path) => Some((BodyKind::Mcp, m.max_body_bytes())),
+            (_, Some(a)) if a.is_a2a_path(path) => Some((BodyKind::A2a, a.max_body_bytes())),
+            _ => None,
+        };
+        match rpc {
+            Some((kind, max)) => {
+                let identity = identity.and_then(|id| {
+                    self.controls
+                        .check_identity(&id, &req.peer_uri_sans)
+                        .map(|()| id)
+                });
+                self.start_rpc(kind, max, req, now_unix_nanos, identity)
+            }
+            None => Step::Decided(Box::new(self.handle_authenticated(
+                req,
+                now_unix_nanos,
+                identity,
+                counters,
+            ))),
+        }
     }
 
     /// The body phase: decides on the JSON-RPC body (or answers a decision-API call).
@@ -258,7 +297,7 @@ impl Engine {
         max_bytes: usize,
         req: &Request,
         now_unix_nanos: u64,
-        cache: &mut TokenCache,
+        identity: Result<Rc<Identity>, IdentityError>,
     ) -> Step {
         let mut event = self.base_event(req, now_unix_nanos);
         if kind == BodyKind::Mcp {
@@ -269,7 +308,7 @@ impl Engine {
                 .into();
         }
         let trace_hex = event.trace_id_hex();
-        let identity = match self.authenticate(req, now_unix_nanos / 1_000_000_000, cache) {
+        let identity = match identity {
             Ok(id) => id,
             Err(e) => {
                 let mut o = self.identity_failure(&e, event, &trace_hex);
@@ -297,6 +336,7 @@ impl Engine {
                 decision,
                 shadow: None,
                 used_context: false,
+                inputs: String::new(),
             };
             self.record(&eval, &mut event);
             let verdict = Verdict::Forward {
@@ -426,6 +466,7 @@ impl Engine {
             decision: Decision::allow(reason),
             shadow: None,
             used_context: false,
+            inputs: String::new(),
         };
         let (method, params) = match &msg.kind {
             Kind::Invalid(r) => {

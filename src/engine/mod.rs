@@ -21,6 +21,7 @@ use crate::controls::grants::GrantsDoc;
 use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refusal};
 use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::names::Fact;
+use crate::policy::trace::{NoTrace, Trace};
 use crate::policy::{Decision, PolicySet, Subject};
 use crate::shared::SharedData;
 use crate::sources::bundle::{BundleKeys, VerifiedBundle};
@@ -222,6 +223,8 @@ pub struct Evaluation {
     /// Whether a condition looked at `context.*` (the arguments): a `tools/list` entry
     /// whose denial depends on them is kept and decided at call time.
     pub used_context: bool,
+    /// `meshguard.inputs` (see `Engine::inputs`); empty when no condition exists.
+    pub inputs: String,
 }
 
 /// The values conditions can refer to (README, "Policy language"), by the names of
@@ -298,6 +301,31 @@ impl Lookup for Facts<'_> {
                     .map(|h| Value::Str(h.agent_id.clone()))
                     .collect(),
             )),
+        }
+    }
+}
+
+/// Most names `meshguard.inputs` records; the rest are left out (replay marks decisions
+/// that needed them approximate).
+pub const MAX_INPUTS: usize = 32;
+
+/// Longest JSON text of one recorded input value.
+pub const MAX_INPUT_BYTES: usize = 256;
+
+fn value_to_json(v: Value) -> serde_json::Value {
+    match v {
+        Value::Str(s) => serde_json::Value::String(s),
+        Value::Num(n) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, |n| {
+            // whole numbers as integers, so `10` reads back as `10`, not `10.0`
+            if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                serde_json::Value::from(n.as_f64().map_or(0, |f| f as i64))
+            } else {
+                serde_json::Value::Number(n)
+            }
+        }),
+        Value::Bool(b) => serde_json::Value::Bool(b),
+        Value::List(items) => {
+            serde_json::Value::Array(items.into_iter().map(value_to_json).collect())
         }
     }
 }
@@ -499,6 +527,11 @@ impl Engine {
         self.policies.len()
     }
 
+    /// The compiled policies in force.
+    pub fn policy_set(&self) -> &PolicySet {
+        &self.policies
+    }
+
     /// The identity verifier.
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
@@ -533,11 +566,28 @@ impl Engine {
         now_secs: u64,
         body: BodyFacts<'_>,
     ) -> Evaluation {
+        self.decide_traced(identity, action, req, now_secs, body, &mut NoTrace)
+    }
+
+    /// [`Engine::decide_full`] reporting every policy, rule, condition and grant check to
+    /// `trace` (`meshguard explain`); with [`NoTrace`] it is the same code with the
+    /// recording compiled out.
+    pub fn decide_traced<T: Trace>(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+        trace: &mut T,
+    ) -> Evaluation {
         let used_context = Cell::new(false);
+        let inputs = self.inputs(identity, action, req, now_secs, body);
         let done = |decision: Decision, shadow: Option<Decision>, used: &Cell<bool>| Evaluation {
             decision,
             shadow,
             used_context: used.get(),
+            inputs: inputs.clone(),
         };
         let depth = identity.depth();
         let max = self.verifier.max_delegation_depth();
@@ -580,18 +630,22 @@ impl Engine {
         };
         // A temporal grant lifts require_approval and default deny (no rule matched),
         // never a deny rule; it is checked per agent of the chain, so the ceiling holds.
-        let granted = |d: Decision, agent: &str| -> Decision {
+        let granted = |d: Decision, agent: &str, trace: &mut T| -> Decision {
             let liftable = d.effect == Effect::RequireApproval
                 || (d.effect == Effect::Deny && d.policy.is_none());
             if !liftable {
                 return d;
             }
-            match self.controls.grant_for(
+            let grant = self.controls.grant_for(
                 agent,
                 &action.action,
                 action.resource.as_deref(),
                 now_secs,
-            ) {
+            );
+            if T::ON {
+                trace.grant(agent, grant.map(|g| g.spec.id.as_str()));
+            }
+            match grant {
                 Some(g) => Decision {
                     effect: Effect::Allow,
                     reason: g.describe(),
@@ -605,12 +659,13 @@ impl Engine {
         let f = facts(caller);
         let mut decision = granted(
             self.policies
-                .evaluate(&caller, &action.action, res, depth, &f),
+                .evaluate_traced(&caller, &action.action, res, depth, &f, trace),
             caller.agent_id,
+            trace,
         );
-        let mut shadow = self
-            .policies
-            .shadow(&decision, &caller, &action.action, res, depth, &f);
+        let mut shadow =
+            self.policies
+                .shadow_traced(&decision, &caller, &action.action, res, depth, &f, trace);
         for hop in identity.chain.iter().rev().skip(1) {
             let s = Subject {
                 agent_id: &hop.agent_id,
@@ -618,11 +673,15 @@ impl Engine {
             };
             let f = facts(s);
             let d = granted(
-                self.policies.evaluate(&s, &action.action, res, depth, &f),
+                self.policies
+                    .evaluate_traced(&s, &action.action, res, depth, &f, trace),
                 s.agent_id,
+                trace,
             );
             if shadow.is_none() {
-                shadow = self.policies.shadow(&d, &s, &action.action, res, depth, &f);
+                shadow = self
+                    .policies
+                    .shadow_traced(&d, &s, &action.action, res, depth, &f, trace);
             }
             if d.effect > decision.effect {
                 decision = Decision {
@@ -637,6 +696,54 @@ impl Engine {
         // a shadow denial matters only where the enforced decision is an allow
         let shadow = shadow.filter(|_| decision.effect == Effect::Allow);
         done(decision, shadow, &used_context)
+    }
+
+    /// `meshguard.inputs`: the values the configuration's conditions can refer to, as a
+    /// JSON object by name (README, "Audit events"), so `meshguard replay` can re-decide
+    /// exactly. At most [`MAX_INPUTS`] names; a value longer than [`MAX_INPUT_BYTES`] is
+    /// recorded as `{"$truncated":true}`, a name `audit.redact` covers as
+    /// `{"$redacted":true}`; a missing value is `null`. Empty when no condition exists.
+    fn inputs(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+    ) -> String {
+        let names = self.policies.referenced_names();
+        if names.is_empty() {
+            return String::new();
+        }
+        let used_context = Cell::new(false);
+        let facts = Facts {
+            identity,
+            subject: Subject {
+                agent_id: &identity.agent_id,
+                tier: identity.tier,
+            },
+            action: &action.action,
+            resource: action.resource.as_deref(),
+            req,
+            now_secs,
+            body,
+            used_context: &used_context,
+        };
+        let mut out = serde_json::Map::new();
+        for name in names.iter().take(MAX_INPUTS) {
+            let value = if self.audit.redacts(name) {
+                serde_json::json!({ "$redacted": true })
+            } else {
+                let v = facts.lookup(name).map_or(serde_json::Value::Null, value_to_json);
+                if v.to_string().len() > MAX_INPUT_BYTES {
+                    serde_json::json!({ "$truncated": true })
+                } else {
+                    v
+                }
+            };
+            out.insert(name.clone(), value);
+        }
+        serde_json::Value::Object(out).to_string()
     }
 
     /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
@@ -887,6 +994,7 @@ impl Engine {
                 decision: Decision::deny(reason),
                 shadow: None,
                 used_context: false,
+                inputs: String::new(),
             },
             None => {
                 let mut eval = match &action {
@@ -895,6 +1003,7 @@ impl Engine {
                         decision: self.decide_request(&identity, None, req, now_secs),
                         shadow: None,
                         used_context: false,
+                        inputs: String::new(),
                     },
                 };
                 // Loop detection tells calls apart by their arguments: for REST, the method
@@ -985,6 +1094,7 @@ impl Engine {
             event.rule = d.rule.clone().unwrap_or_default();
             event.reason.clone_from(&d.reason);
         };
+        event.inputs.clone_from(&eval.inputs);
         let d = &eval.decision;
         if d.effect == Effect::Allow {
             if let Some(sh) = &eval.shadow {
