@@ -167,7 +167,7 @@ struct KeygenArgs {
 }
 
 /// An error for the user: printed to stderr, exit code 2.
-struct Fail(String);
+pub(crate) struct Fail(pub(crate) String);
 
 impl<E: std::fmt::Display> From<E> for Fail {
     fn from(e: E) -> Self {
