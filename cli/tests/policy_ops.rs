@@ -179,3 +179,53 @@ fn explain_a_rate_limited_request() {
         1,
     );
 }
+
+/// `meshguard.inputs` (what replay re-decides from): the names the conditions read, with
+/// the values seen; `audit.redact` hides values; a long value is not recorded.
+#[test]
+fn audit_events_carry_the_condition_inputs_redacted_as_configured() {
+    let dir = std::env::temp_dir().join(format!("mg-inputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let base = std::fs::read_to_string(root().join("tests/fixtures/policy-ops/explain.yaml"))
+        .expect("fixture");
+    let plain = dir.join("plain.yaml");
+    std::fs::write(&plain, &base).expect("write");
+    let redacted = dir.join("redacted.yaml");
+    std::fs::write(
+        &redacted,
+        format!("{base}\naudit:\n  redact: [\"request.headers.*\"]\n"),
+    )
+    .expect("write");
+    let long = "x".repeat(300);
+    let inputs = |config: &Path, domain: &str| -> Value {
+        let o = meshguard(&[
+            "check",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--claims",
+            AGENT,
+            "--action",
+            "write:email",
+            "--header",
+            &format!("x-recipient-domain={domain}"),
+            "--at",
+            "2026-11-30T10:00:00Z",
+        ]);
+        let v: Value = serde_json::from_slice(&o.stdout).expect("check prints JSON");
+        serde_json::from_str(v["meshguard.inputs"].as_str().expect("inputs recorded"))
+            .expect("inputs are JSON")
+    };
+    assert_eq!(
+        inputs(&plain, "customer.example"),
+        serde_json::json!({"request.headers.x-recipient-domain": "customer.example", "time.hour": 10})
+    );
+    assert_eq!(
+        inputs(&redacted, "customer.example"),
+        serde_json::json!({"request.headers.x-recipient-domain": {"$redacted": true}, "time.hour": 10})
+    );
+    assert_eq!(
+        inputs(&plain, &long)["request.headers.x-recipient-domain"],
+        serde_json::json!({"$truncated": true})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

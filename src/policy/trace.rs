@@ -95,3 +95,83 @@ impl Lookup for Recording<'_> {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_policy_yaml;
+    use crate::policy::{PolicySet, Subject};
+    use std::collections::HashMap;
+
+    struct Ctx(HashMap<&'static str, Value>);
+    impl Lookup for Ctx {
+        fn lookup(&self, name: &str) -> Option<Value> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    #[derive(Default)]
+    struct Steps(Vec<RuleStep>, Vec<(String, bool)>);
+    impl Trace for Steps {
+        const ON: bool = true;
+        fn policy(&mut self, name: &str, applies: bool, _shadow: bool, _depth: bool) {
+            self.1.push((name.to_string(), applies));
+        }
+        fn rule(&mut self, step: RuleStep) {
+            self.0.push(step);
+        }
+    }
+
+    /// The traced evaluation decides exactly as the plain one and says why for each rule.
+    #[test]
+    fn traced_evaluation_decides_the_same_and_reports_every_rule() {
+        let set = PolicySet::compile(
+            &parse_policy_yaml(
+                r#"
+name: p
+applies_to: { trust_tiers: [verified] }
+rules:
+  - { name: hours, action: "write:*", effect: allow, conditions: ["time.hour >= 9"] }
+  - { name: other, action: "read:*", effect: allow }
+  - { name: floor, action: "write:email", effect: allow, min_trust_tier: trusted }
+---
+name: q
+applies_to: { agents: [bot] }
+rules:
+  - { action: "write:*", effect: deny, reason: r }
+"#,
+            )
+            .unwrap(),
+            "policies",
+        )
+        .unwrap();
+        let s = Subject {
+            agent_id: "a",
+            tier: TrustTier::Verified,
+        };
+        let ctx = Ctx(HashMap::from([("time.hour", Value::Num(7.0))]));
+        let mut steps = Steps::default();
+        let plain = set.evaluate(&s, "write:email", None, 0, &ctx);
+        let traced = set.evaluate_traced(&s, "write:email", None, 0, &ctx, &mut steps);
+        assert_eq!(plain, traced);
+        assert_eq!(
+            steps.1,
+            vec![("p".to_string(), true), ("q".to_string(), false)]
+        );
+        let verdicts: HashMap<String, RuleVerdict> = steps
+            .0
+            .iter()
+            .map(|r| (format!("{}/{}", r.policy, r.rule), r.verdict.clone()))
+            .collect();
+        assert_eq!(verdicts["p/hours"], RuleVerdict::ConditionFalse(0));
+        assert_eq!(verdicts["p/other"], RuleVerdict::ActionMismatch);
+        assert_eq!(verdicts["p/floor"], RuleVerdict::TierBelow);
+        assert_eq!(verdicts["q/rules[0]"], RuleVerdict::PolicyNotApplicable);
+        let hours = steps.0.iter().find(|r| r.rule == "hours").unwrap();
+        assert_eq!(
+            hours.conditions[0].seen,
+            vec![("time.hour".to_string(), Some(Value::Num(7.0)))]
+        );
+        assert_eq!(set.referenced_names(), ["time.hour"]);
+    }
+}
