@@ -38,7 +38,11 @@ impl Trace for Recorder {
         } else {
             "evaluation"
         };
-        let _ = writeln!(self.out, "\n{what} for agent {agent} (tier {})", tier.as_str());
+        let _ = writeln!(
+            self.out,
+            "\n{what} for agent {agent} (tier {})",
+            tier.as_str()
+        );
     }
 
     fn policy(&mut self, name: &str, applies: bool, shadow: bool, depth_exceeded: bool) {
@@ -147,8 +151,12 @@ pub fn run(a: ExplainArgs) -> Result<ExitCode, String> {
     let spec = a.request.spec().map_err(|f| f.0)?;
     let text = offline::load_config(&a.request.config)?;
     let cfg = config::parse(&text).map_err(|e| format!("configuration rejected: {e}"))?;
-    let engine = Engine::from_text(&text)
-        .map_err(|e| format!("{}: configuration rejected: {e}", a.request.config.display()))?;
+    let engine = Engine::from_text(&text).map_err(|e| {
+        format!(
+            "{}: configuration rejected: {e}",
+            a.request.config.display()
+        )
+    })?;
     let outcome = offline::run(&engine, &spec)?;
     let (req, _) = offline::request(&engine, &spec)?;
     let mut out = String::new();
@@ -161,7 +169,11 @@ pub fn run(a: ExplainArgs) -> Result<ExitCode, String> {
             let mut cache = engine.verifier().new_cache();
             engine
                 .verifier()
-                .authenticate(req.header(engine.verifier().token_header()), spec.at, &mut cache)
+                .authenticate(
+                    req.header(engine.verifier().token_header()),
+                    spec.at,
+                    &mut cache,
+                )
                 .map_err(|e| e.to_string())
         }
     };
@@ -238,14 +250,7 @@ pub fn run(a: ExplainArgs) -> Result<ExitCode, String> {
     }
 
     let mut rec = Recorder::default();
-    let eval = engine.decide_traced(
-        &id,
-        &action,
-        &nreq,
-        spec.at,
-        BodyFacts::default(),
-        &mut rec,
-    );
+    let eval = engine.decide_traced(&id, &action, &nreq, spec.at, BodyFacts::default(), &mut rec);
     out.push_str(&rec.out);
     let d = &eval.decision;
     let _ = writeln!(

@@ -122,7 +122,10 @@ fn lint_policies(cx: &mut Ctx<'_>, policies: &[Policy], field: &str) {
             cx.add(
                 "policy-decides-nothing",
                 format!("{pf}.rules"),
-                format!("policy {:?} has no rules: it applies to nobody's requests", p.name),
+                format!(
+                    "policy {:?} has no rules: it applies to nobody's requests",
+                    p.name
+                ),
                 "add rules or delete the policy",
             );
         }
@@ -134,7 +137,10 @@ fn lint_policies(cx: &mut Ctx<'_>, policies: &[Policy], field: &str) {
                 cx.add(
                     "policy-applies-to-nobody",
                     format!("{pf}.applies_to.agents"),
-                    format!("policy {:?} lists only empty agent names: it applies to nobody", p.name),
+                    format!(
+                        "policy {:?} lists only empty agent names: it applies to nobody",
+                        p.name
+                    ),
                     "name the agents (globs allowed) or the trust tiers it is for",
                 );
             }
@@ -184,11 +190,15 @@ fn lint_policies(cx: &mut Ctx<'_>, policies: &[Policy], field: &str) {
                     );
                 }
             }
-            if r.effect != Effect::Allow && r.reason.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            if r.effect != Effect::Allow && r.reason.as_deref().is_none_or(|s| s.trim().is_empty())
+            {
                 cx.add(
                     "missing-reason",
                     format!("{rf}.reason"),
-                    format!("a {} rule without a reason: the agent is refused without being told why", r.effect.as_str()),
+                    format!(
+                        "a {} rule without a reason: the agent is refused without being told why",
+                        r.effect.as_str()
+                    ),
                     "add reason: \"...\" (it is returned to the agent and recorded)",
                 );
             }
@@ -228,7 +238,8 @@ fn lint_policies(cx: &mut Ctx<'_>, policies: &[Policy], field: &str) {
                 q.rules.iter().enumerate().find_map(|(di, d)| {
                     let hit = d.effect == Effect::Deny
                         && d.conditions.is_empty()
-                        && d.min_trust_tier.is_none_or(|m| r.min_trust_tier.is_some_and(|rm| rm >= m))
+                        && d.min_trust_tier
+                            .is_none_or(|m| r.min_trust_tier.is_some_and(|rm| rm >= m))
                         && covers(&d.action, &r.action)
                         && match (&d.resource, &r.resource) {
                             (None, _) => true,
@@ -339,7 +350,11 @@ pub fn run(a: LintArgs) -> Result<ExitCode, String> {
                 println!("warning[{}] {}: {}: {}", f.code, f.file, f.path, f.message);
                 println!("    fix: {}", f.hint);
             }
-            println!("{} finding(s) in {} configuration(s)", all.len(), a.configs.len());
+            println!(
+                "{} finding(s) in {} configuration(s)",
+                all.len(),
+                a.configs.len()
+            );
         }
     }
     Ok(if a.strict && !all.is_empty() {

@@ -45,8 +45,7 @@ pub struct Spec {
 /// Loads a plugin configuration: a plugin configuration file (JSON or YAML), or an Envoy
 /// bootstrap whose Wasm filter carries it (`configuration.value`), as in `envoy/*.yaml`.
 pub fn load_config(path: &Path) -> Result<Vec<u8>, String> {
-    let text =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let Ok(doc) = serde_yaml::from_slice::<Value>(&text) else {
         return Ok(text);
     };
@@ -85,8 +84,7 @@ fn find_wasm_configuration(v: &Value) -> Option<&str> {
 /// Compiles a configuration file for offline use.
 pub fn engine(path: &Path) -> Result<Engine, String> {
     let text = load_config(path)?;
-    Engine::from_text(&text)
-        .map_err(|e| format!("{}: configuration rejected: {e}", path.display()))
+    Engine::from_text(&text).map_err(|e| format!("{}: configuration rejected: {e}", path.display()))
 }
 
 /// Now, in seconds since the epoch.
@@ -166,7 +164,11 @@ pub fn request(engine: &Engine, spec: &Spec) -> Result<(Request, Option<Vec<u8>>
         set_header(&mut req, header, action.clone());
     }
     if let Some(resource) = &spec.resource {
-        let header = flag_header(mapper.resource_header(), "resource", "actions.resource_header")?;
+        let header = flag_header(
+            mapper.resource_header(),
+            "resource",
+            "actions.resource_header",
+        )?;
         set_header(&mut req, header, resource.clone());
     }
     if let Some(t) = &spec.token {
@@ -184,7 +186,11 @@ pub fn request(engine: &Engine, spec: &Spec) -> Result<(Request, Option<Vec<u8>>
     });
     if body.is_some() {
         set_header(&mut req, "content-type", "application/json".into());
-        set_header(&mut req, "accept", "application/json, text/event-stream".into());
+        set_header(
+            &mut req,
+            "accept",
+            "application/json, text/event-stream".into(),
+        );
     }
     Ok((req, body))
 }
@@ -205,7 +211,10 @@ pub fn run(engine: &Engine, spec: &Spec) -> Result<Outcome, String> {
     let now_nanos = spec.at.saturating_mul(1_000_000_000);
     let counters = MemoryStore::new();
     let mut cache = engine.verifier().new_cache();
-    let identity = spec.claims.as_ref().map(|c| identity_from_claims(engine, c));
+    let identity = spec
+        .claims
+        .as_ref()
+        .map(|c| identity_from_claims(engine, c));
     let mut last = None;
     for _ in 0..spec.repeat.max(1) {
         let counters = Counters {

@@ -137,7 +137,11 @@ impl Result1 {
         let mut out = Vec::new();
         let mut cmp = |field: &str, want: &Option<String>, got: &str, substring: bool| {
             if let Some(w) = want {
-                let ok = if substring { got.contains(w.as_str()) } else { got == w };
+                let ok = if substring {
+                    got.contains(w.as_str())
+                } else {
+                    got == w
+                };
                 if !ok {
                     out.push(format!("{field}: expected {w:?}, got {got:?}"));
                 }
@@ -301,12 +305,14 @@ fn spec(case: &Case) -> Result<Spec, String> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        method: case.method.clone().unwrap_or_else(|| {
-            if tool_call.is_some() { "POST" } else { "GET" }.into()
-        }),
-        path: case.path.clone().unwrap_or_else(|| {
-            if tool_call.is_some() { "/mcp" } else { "/" }.into()
-        }),
+        method: case
+            .method
+            .clone()
+            .unwrap_or_else(|| if tool_call.is_some() { "POST" } else { "GET" }.into()),
+        path: case
+            .path
+            .clone()
+            .unwrap_or_else(|| if tool_call.is_some() { "/mcp" } else { "/" }.into()),
         authority: case
             .authority
             .clone()
@@ -335,8 +341,8 @@ fn run_file(
     results: &mut Vec<Result1>,
     rules: &mut BTreeMap<(String, String), usize>,
 ) -> Result<(), String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let file: TestFile =
         serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = path.parent().unwrap_or(Path::new(".")).join(&file.config);
@@ -471,13 +477,18 @@ pub fn run(a: TestArgs) -> Result<ExitCode, String> {
                 "passed": results.len() - failed,
                 "failed": failed,
             });
-            if a.coverage {
-                out["uncovered_rules"] = json!(uncovered);
+            if let (true, Some(m)) = (a.coverage, out.as_object_mut()) {
+                m.insert("uncovered_rules".into(), json!(uncovered));
             }
             println!("{out}");
         }
         Format::Table => {
-            let width = results.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+            let width = results
+                .iter()
+                .map(|r| r.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             println!("{:<6}  {:<width$}  RESULT", "STATUS", "CASE");
             for r in &results {
                 let status = if r.passed() { "PASS" } else { "FAIL" };

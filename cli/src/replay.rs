@@ -128,7 +128,10 @@ struct Skipped {
 }
 
 fn str_attr<'a>(row: &'a EventRow, name: &str) -> &'a str {
-    row.attributes.get(name).and_then(Value::as_str).unwrap_or("")
+    row.attributes
+        .get(name)
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// The recorded side of an event; `None` when it is not a replayable policy decision.
@@ -274,8 +277,7 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, String> {
             "meshguard replay: the candidate is in audit mode; flips are reported by effect, as enforce would decide"
         );
     }
-    let store = Store::open_for_reading(&a.db)
-        .map_err(|e| format!("{}: {e}", a.db.display()))?;
+    let store = Store::open_for_reading(&a.db).map_err(|e| format!("{}: {e}", a.db.display()))?;
     let filter = FilterText {
         agent: a.agent.clone(),
         action: a.action.clone(),

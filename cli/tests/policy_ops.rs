@@ -1,6 +1,15 @@
 //! `meshguard test`, `lint` and `explain` as an operator runs them: the built binary on
 //! the repository's example configurations and fixtures.
 
+// A test crate: its helpers fail the test by panicking (clippy.toml covers only #[test]
+// functions and #[cfg(test)] modules, not an integration test's helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,9 +39,17 @@ fn example_policy_tests_pass_with_full_coverage() {
         "istio/envoyfilter/plugin-config.test.yaml",
     ]);
     let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains(" 0 failed (4 files)"), "{out}");
-    assert!(out.contains("every rule decided at least one case"), "{out}");
+    assert!(
+        out.contains("every rule decided at least one case"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -41,12 +58,27 @@ fn a_failing_case_prints_expected_and_actual_and_exits_1() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("PASS    reads are allowed"), "{out}");
-    assert!(out.contains("FAIL    wrongly expects delete to be allowed"), "{out}");
-    assert!(out.contains("expected: decision=allow rule=rules[0]"), "{out}");
-    assert!(out.contains("actual:   decision=deny policy=verified-agent-policy rule=rules[2]"), "{out}");
+    assert!(
+        out.contains("FAIL    wrongly expects delete to be allowed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("expected: decision=allow rule=rules[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("actual:   decision=deny policy=verified-agent-policy rule=rules[2]"),
+        "{out}"
+    );
     assert!(out.contains("1 passed, 1 failed"), "{out}");
 
-    let o = meshguard(&["test", "--format", "json", "--coverage", "tests/fixtures/policy-ops/failing.test.yaml"]);
+    let o = meshguard(&[
+        "test",
+        "--format",
+        "json",
+        "--coverage",
+        "tests/fixtures/policy-ops/failing.test.yaml",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["failed"], 1);
@@ -54,7 +86,10 @@ fn a_failing_case_prints_expected_and_actual_and_exits_1() {
     assert_eq!(v["cases"][1]["actual"]["rule"], "rules[2]");
     assert_eq!(v["cases"][1]["passed"], false);
     // Two cases decided by rules[0] and rules[2]: allow-email decided none.
-    assert_eq!(v["uncovered_rules"], serde_json::json!(["verified-agent-policy/allow-email"]));
+    assert_eq!(
+        v["uncovered_rules"],
+        serde_json::json!(["verified-agent-policy/allow-email"])
+    );
 }
 
 /// Every finding `lint` must report in the fixture, by code and field path.
@@ -68,7 +103,11 @@ fn lint_reports_each_problem_with_its_path() {
         "2026-11-30T00:00:00Z",
         "tests/fixtures/lint/problems.yaml",
     ]);
-    assert_eq!(o.status.code(), Some(0), "warnings alone exit 0 without --strict");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "warnings alone exit 0 without --strict"
+    );
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     let mut got: Vec<(String, String)> = v["findings"]
         .as_array()
@@ -76,13 +115,19 @@ fn lint_reports_each_problem_with_its_path() {
         .iter()
         .map(|f| {
             assert!(!f["hint"].as_str().unwrap_or("").is_empty(), "{f}");
-            (f["code"].as_str().unwrap_or("").into(), f["path"].as_str().unwrap_or("").into())
+            (
+                f["code"].as_str().unwrap_or("").into(),
+                f["path"].as_str().unwrap_or("").into(),
+            )
         })
         .collect();
     got.sort();
     let mut want: Vec<(String, String)> = [
         ("allow-shadowed-by-deny", "policies[0].rules[0]"),
-        ("tier-floor-unreachable", "policies[0].rules[2].min_trust_tier"),
+        (
+            "tier-floor-unreachable",
+            "policies[0].rules[2].min_trust_tier",
+        ),
         ("duplicate-rule-name", "policies[0].rules[4].name"),
         ("duplicate-rule", "policies[0].rules[4]"),
         ("constant-condition", "policies[0].rules[5].conditions[0]"),
@@ -129,7 +174,12 @@ fn golden(name: &str, args: &[&str], code: i32) {
     ];
     all.extend_from_slice(args);
     let o = meshguard(&all);
-    assert_eq!(o.status.code(), Some(code), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let path = root().join("cli/tests/golden").join(format!("{name}.txt"));
     let out = stdout(&o);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -143,7 +193,11 @@ const AGENT: &str = r#"{"sub":"agent-s","trust_tier":"verified"}"#;
 
 #[test]
 fn explain_a_denied_request() {
-    golden("explain_denied", &["--claims", AGENT, "--action", "delete:tickets"], 1);
+    golden(
+        "explain_denied",
+        &["--claims", AGENT, "--action", "delete:tickets"],
+        1,
+    );
 }
 
 #[test]
@@ -166,7 +220,14 @@ fn explain_a_request_denied_by_a_false_condition() {
 fn explain_a_request_allowed_by_a_grant() {
     golden(
         "explain_grant",
-        &["--claims", AGENT, "--action", "payments:refund", "--resource", "order-42"],
+        &[
+            "--claims",
+            AGENT,
+            "--action",
+            "payments:refund",
+            "--resource",
+            "order-42",
+        ],
         0,
     );
 }
@@ -175,7 +236,14 @@ fn explain_a_request_allowed_by_a_grant() {
 fn explain_a_rate_limited_request() {
     golden(
         "explain_rate_limited",
-        &["--claims", AGENT, "--action", "read:search", "--repeat", "3"],
+        &[
+            "--claims",
+            AGENT,
+            "--action",
+            "read:search",
+            "--repeat",
+            "3",
+        ],
         1,
     );
 }
@@ -228,4 +296,21 @@ fn audit_events_carry_the_condition_inputs_redacted_as_configured() {
         serde_json::json!({"$truncated": true})
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Cases with `tool` and `context` go through the filter's body phase (JSON-RPC
+/// `tools/call`), so argument conditions decide as in the filter.
+#[test]
+fn mcp_cases_decide_on_their_arguments() {
+    let o = meshguard(&[
+        "test",
+        "--format",
+        "json",
+        "tests/fixtures/policy-ops/mcp.test.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["passed"], 3);
+    assert_eq!(v["cases"][0]["actual"]["rule"], "customers-only");
+    assert_eq!(v["cases"][1]["actual"]["decision"], "deny");
 }

@@ -226,7 +226,8 @@ impl Engine {
         identity: Result<Rc<Identity>, IdentityError>,
         counters: crate::controls::Counters<'_>,
     ) -> Step {
-        let normal = crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
+        let normal =
+            crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
         let path = req.path_only();
         let rpc = match (&self.mcp, &self.a2a) {
             _ if !normal => None,

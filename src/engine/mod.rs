@@ -317,7 +317,9 @@ fn value_to_json(v: Value) -> serde_json::Value {
         Value::Str(s) => serde_json::Value::String(s),
         Value::Num(n) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, |n| {
             // whole numbers as integers, so `10` reads back as `10`, not `10.0`
-            if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+            if n.as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            {
                 serde_json::Value::from(n.as_f64().map_or(0, |f| f as i64))
             } else {
                 serde_json::Value::Number(n)
@@ -734,7 +736,9 @@ impl Engine {
             let value = if self.audit.redacts(name) {
                 serde_json::json!({ "$redacted": true })
             } else {
-                let v = facts.lookup(name).map_or(serde_json::Value::Null, value_to_json);
+                let v = facts
+                    .lookup(name)
+                    .map_or(serde_json::Value::Null, value_to_json);
                 if v.to_string().len() > MAX_INPUT_BYTES {
                     serde_json::json!({ "$truncated": true })
                 } else {

@@ -283,7 +283,15 @@ impl PolicySet {
         depth: usize,
         ctx: &dyn Lookup,
     ) -> Option<Decision> {
-        self.shadow_traced(enforced, subject, action, resource, depth, ctx, &mut NoTrace)
+        self.shadow_traced(
+            enforced,
+            subject,
+            action,
+            resource,
+            depth,
+            ctx,
+            &mut NoTrace,
+        )
     }
 
     /// [`PolicySet::shadow`] reporting each step to `trace`.
@@ -442,7 +450,12 @@ impl PolicySet {
 }
 
 impl PolicySet {
-    fn step(&self, rule: &CompiledRule, verdict: RuleVerdict, conditions: Vec<ConditionStep>) -> RuleStep {
+    fn step(
+        &self,
+        rule: &CompiledRule,
+        verdict: RuleVerdict,
+        conditions: Vec<ConditionStep>,
+    ) -> RuleStep {
         RuleStep {
             policy: self
                 .policies
