@@ -961,7 +961,7 @@ impl Engine {
             mcp_tool: Some(name),
             a2a_method: None,
         };
-        let eval = self.decide_full(
+        let eval = self.decide_unrecorded(
             &lister.identity,
             &action,
             &lister.req,

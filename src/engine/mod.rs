@@ -312,22 +312,29 @@ pub const MAX_INPUTS: usize = 32;
 /// Longest JSON text of one recorded input value.
 pub const MAX_INPUT_BYTES: usize = 256;
 
-fn value_to_json(v: Value) -> serde_json::Value {
+/// Writes a condition value as JSON: whole numbers as integers (`10`, not `10.0`).
+fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Str(s) => serde_json::Value::String(s),
-        Value::Num(n) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, |n| {
-            // whole numbers as integers, so `10` reads back as `10`, not `10.0`
-            if n.as_f64()
-                .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-            {
-                serde_json::Value::from(n.as_f64().map_or(0, |f| f as i64))
-            } else {
-                serde_json::Value::Number(n)
-            }
-        }),
-        Value::Bool(b) => serde_json::Value::Bool(b),
+        Value::Str(s) => {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        Value::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            let _ = serde_json::to_writer(&mut *out, &(*n as i64));
+        }
+        Value::Num(n) if n.is_finite() => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::Num(_) => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::List(items) => {
-            serde_json::Value::Array(items.into_iter().map(value_to_json).collect())
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
         }
     }
 }
@@ -554,8 +561,29 @@ impl Engine {
         req: &Request,
         now_secs: u64,
     ) -> Decision {
-        self.decide_full(identity, action, req, now_secs, BodyFacts::default())
-            .decision
+        self.decide_with(
+            identity,
+            action,
+            req,
+            now_secs,
+            BodyFacts::default(),
+            false,
+            &mut NoTrace,
+        )
+        .decision
+    }
+
+    /// [`Engine::decide_full`] for a decision no audit event records (a `tools/list`
+    /// entry): the same decision, without collecting `meshguard.inputs`.
+    pub(crate) fn decide_unrecorded(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+    ) -> Evaluation {
+        self.decide_with(identity, action, req, now_secs, body, false, &mut NoTrace)
     }
 
     /// [`Engine::decide`] with the facts of a body (`context.*`, `mcp.*`, `a2a.*`) and
@@ -568,7 +596,7 @@ impl Engine {
         now_secs: u64,
         body: BodyFacts<'_>,
     ) -> Evaluation {
-        self.decide_traced(identity, action, req, now_secs, body, &mut NoTrace)
+        self.decide_with(identity, action, req, now_secs, body, true, &mut NoTrace)
     }
 
     /// [`Engine::decide_full`] reporting every policy, rule, condition and grant check to
@@ -583,13 +611,32 @@ impl Engine {
         body: BodyFacts<'_>,
         trace: &mut T,
     ) -> Evaluation {
+        self.decide_with(identity, action, req, now_secs, body, true, trace)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_with<T: Trace>(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+        with_inputs: bool,
+        trace: &mut T,
+    ) -> Evaluation {
         let used_context = Cell::new(false);
-        let inputs = self.inputs(identity, action, req, now_secs, body);
+        let inputs = Cell::new(if with_inputs {
+            self.inputs(identity, action, req, now_secs, body)
+        } else {
+            String::new()
+        });
         let done = |decision: Decision, shadow: Option<Decision>, used: &Cell<bool>| Evaluation {
             decision,
             shadow,
             used_context: used.get(),
-            inputs: inputs.clone(),
+            // one `done` per decision: the text moves instead of being copied
+            inputs: inputs.take(),
         };
         let depth = identity.depth();
         let max = self.verifier.max_delegation_depth();
@@ -746,10 +793,10 @@ impl Engine {
                 continue;
             }
             let start = out.len();
-            let v = facts
-                .lookup(name)
-                .map_or(serde_json::Value::Null, value_to_json);
-            let _ = serde_json::to_writer(&mut out, &v);
+            match facts.lookup(name) {
+                Some(v) => write_value(&mut out, &v),
+                None => out.extend_from_slice(b"null"),
+            }
             if out.len().saturating_sub(start) > MAX_INPUT_BYTES {
                 out.truncate(start);
                 out.extend_from_slice(br#"{"$truncated":true}"#);
