@@ -221,10 +221,18 @@ pub fn run(engine: &Engine, spec: &Spec) -> Result<Outcome, String> {
             store: &counters,
             writer: 1,
         };
-        let step = match &identity {
-            Some(id) => engine.start_authenticated(&req, now_nanos, id.clone(), counters),
-            None if body.is_some() => engine.start(&req, now_nanos, &mut cache),
-            None => Step::Decided(Box::new(engine.handle_with(
+        // Without a body the request takes the plain HTTP path, as `check` always has;
+        // with one (a `tools/call` case) the filter's headers phase decides where it goes.
+        let step = match (&identity, body.is_some()) {
+            (Some(id), true) => engine.start_authenticated(&req, now_nanos, id.clone(), counters),
+            (Some(id), false) => Step::Decided(Box::new(engine.handle_authenticated(
+                &req,
+                now_nanos,
+                id.clone(),
+                counters,
+            ))),
+            (None, true) => engine.start(&req, now_nanos, &mut cache),
+            (None, false) => Step::Decided(Box::new(engine.handle_with(
                 &req,
                 now_nanos,
                 meshguard::engine::State {

@@ -400,3 +400,49 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(effect: &str, policy: &str, rule: &str) -> Side {
+        Side {
+            effect: effect.into(),
+            policy: policy.into(),
+            rule: rule.into(),
+            grant: String::new(),
+        }
+    }
+
+    #[test]
+    fn flips_are_named_by_effect_or_rule_change() {
+        let allow = side("allow", "p", "read");
+        assert_eq!(kind(&allow, &allow), None);
+        assert_eq!(
+            kind(&allow, &side("deny", "p", "no")).as_deref(),
+            Some("allow->deny")
+        );
+        assert_eq!(
+            kind(&side("deny", "", ""), &allow).as_deref(),
+            Some("deny->allow")
+        );
+        assert_eq!(
+            kind(&side("require_approval", "p", "r"), &side("deny", "p", "d")).as_deref(),
+            Some("require_approval->deny")
+        );
+        assert_eq!(
+            kind(&allow, &side("allow", "q", "other")).as_deref(),
+            Some("rule-change")
+        );
+    }
+
+    #[test]
+    fn recorded_markers_and_event_facts() {
+        assert!(unusable(&json!({"$redacted": true})));
+        assert!(unusable(&json!({"$truncated": true})));
+        assert!(!unusable(&json!("x")) && !unusable(&Value::Null));
+        assert!(from_event("time.hour") && from_event("delegation.depth"));
+        assert!(!from_event("request.headers.x-a") && !from_event("context.to"));
+        assert!(!from_event("agent.claims.team"));
+    }
+}
