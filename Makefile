@@ -14,7 +14,7 @@ WASM          := target/meshguard.wasm
 CLI           := target/debug/meshguard
 ENVOY_CONFIGS := $(wildcard envoy/envoy*.yaml)
 
-.PHONY: all build wasm cli toolchain venv mcp-deps test unit lint validate e2e demo size fmt clean wasm-probe
+.PHONY: all build wasm cli toolchain venv mcp-deps test unit lint policy-test validate e2e demo size fmt clean wasm-probe
 
 all: build
 
@@ -79,7 +79,7 @@ size: wasm
 
 ## Tests ----------------------------------------------------------------------------------
 
-test: unit lint validate e2e istio-check bench-smoke
+test: unit lint policy-test validate e2e istio-check bench-smoke
 
 unit:
 	cargo test --workspace
@@ -88,6 +88,13 @@ lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -p meshguard-filter -- -D warnings
+
+# The policy tests shipped next to the example configurations (*.test.yaml), and lint
+# on those configurations (README, "Changing policy safely").
+POLICY_TESTS := envoy/policy-tests istio/envoyfilter/plugin-config.test.yaml
+policy-test: cli
+	$(CLI) test --coverage $(POLICY_TESTS)
+	$(CLI) lint --strict $(ENVOY_CONFIGS) istio/envoyfilter/plugin-config.json
 
 # `--mode validate` loads the module and runs on_configure: a bad plugin config fails here.
 validate: wasm venv

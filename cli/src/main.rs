@@ -6,21 +6,20 @@ mod approvals_cmd;
 mod audit_query;
 mod bundle;
 mod collector;
+mod explain;
 mod grants;
+mod lint;
+mod offline;
+mod policy_test;
+mod replay;
 mod timestamp;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use jwt_simple::prelude::*;
 use meshguard::config::Effect;
-use meshguard::controls::{Counters, MemoryStore};
-use meshguard::engine::request::Request;
-use meshguard::engine::{Engine, State};
-use meshguard::identity::Identity;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
 #[command(
@@ -56,10 +55,22 @@ enum Command {
     Audit(audit_query::AuditArgs),
     /// Sign, verify, inspect and serve signed policy bundles.
     Bundle(bundle::BundleArgs),
+    /// Run policy test files (README, "Changing policy safely"): each case is decided by
+    /// the filter's engine and compared with its expectation; exit 1 on any failure.
+    Test(policy_test::TestArgs),
+    /// Find policy problems beyond configuration errors (rules that can never decide,
+    /// constant conditions, unbounded grants, ...), each with its field path and a fix.
+    Lint(lint::LintArgs),
+    /// Decide one request (the same flags as `check`) and print the evaluation trace:
+    /// every policy, rule and condition with the values it saw, controls and the winner.
+    Explain(explain::ExplainArgs),
+    /// Re-decide the collector's recorded decisions under a candidate configuration and
+    /// report what would change.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(clap::Args)]
-struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Plugin configuration (JSON or YAML), as given to the filter.
     #[arg(long)]
     config: PathBuf,
@@ -156,7 +167,7 @@ struct KeygenArgs {
 }
 
 /// An error for the user: printed to stderr, exit code 2.
-struct Fail(String);
+pub(crate) struct Fail(pub(crate) String);
 
 impl<E: std::fmt::Display> From<E> for Fail {
     fn from(e: E) -> Self {
@@ -177,6 +188,10 @@ fn main() -> ExitCode {
         Command::Bundle(a) => bundle::run(a).map_err(|e| Fail(e.to_string())),
         Command::Approvals(a) => approvals_cmd::run(a).map_err(|e| Fail(e.to_string())),
         Command::Grants(a) => grants::run(a).map_err(|e| Fail(e.to_string())),
+        Command::Test(a) => policy_test::run(a).map_err(Fail),
+        Command::Lint(a) => lint::run(a).map_err(Fail),
+        Command::Explain(a) => explain::run(a).map_err(Fail),
+        Command::Replay(a) => replay::run(a).map_err(Fail),
     };
     match result {
         Ok(code) => code,
@@ -198,117 +213,13 @@ fn read(path: &Path) -> Result<Vec<u8>, Fail> {
     std::fs::read(path).map_err(|e| Fail(format!("cannot read {}: {e}", path.display())))
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Sets a header, replacing any value given with --header, so the flags made for it win.
-fn set_header(req: &mut Request, name: &str, value: String) {
-    req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-    req.headers.push((name.to_ascii_lowercase(), value));
-}
-
-/// The header a flag travels in, or an error when the configuration disables it.
-fn flag_header<'a>(header: Option<&'a str>, flag: &str, field: &str) -> Result<&'a str, Fail> {
-    header.ok_or_else(|| {
-        Fail(format!(
-            "{flag} travels in the {field} header, which this configuration disables; \
-             give --method and --path for the route table instead"
-        ))
-    })
-}
-
-/// Runs one request through [`Engine::handle`], the filter's request path, and prints
-/// the audit event's decision attributes (see README, "CLI").
+/// Runs one request through the filter's request path (`offline::run`) and prints the
+/// audit event's decision attributes (see README, "CLI").
 fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
-    let text = read(&a.config)?;
-    let engine = Engine::from_text(&text).map_err(|e| {
-        Fail(format!(
-            "{}: configuration rejected: {e}",
-            a.config.display()
-        ))
-    })?;
-    let now = match &a.at {
-        Some(t) => parse_at(t)?,
-        None => now_secs(),
-    };
-    let now_nanos = now.saturating_mul(1_000_000_000);
-    let mut req = Request {
-        method: a.method.to_ascii_uppercase(),
-        path: a.path.clone(),
-        authority: a.authority.clone(),
-        headers: Vec::new(),
-        peer_uri_sans: a.peer_uri_sans.clone(),
-    };
-    for h in &a.headers {
-        let (k, v) = split_pair(h, "--header")?;
-        req.headers.push((k.to_ascii_lowercase(), v));
-    }
-    let mapper = engine.action_mapper();
-    if let Some(action) = &a.action {
-        let header = flag_header(mapper.action_header(), "--action", "actions.header")?;
-        set_header(&mut req, header, action.clone());
-    }
-    if let Some(resource) = &a.resource {
-        let header = flag_header(
-            mapper.resource_header(),
-            "--resource",
-            "actions.resource_header",
-        )?;
-        set_header(&mut req, header, resource.clone());
-    }
-    if let Some(t) = &a.token {
-        let header = engine.verifier().token_header().to_string();
-        set_header(&mut req, &header, format!("Bearer {}", t.trim()));
-    }
-    // Rate limits and loop detection count in memory: `--repeat N` decides the Nth
-    // identical call in a row.
-    let counters = MemoryStore::new();
-    let mut cache = engine.verifier().new_cache();
-    let identity = match &a.claims {
-        None => None,
-        Some(c) => {
-            let claims: Value =
-                serde_json::from_str(c).map_err(|e| Fail(format!("--claims is not JSON: {e}")))?;
-            Some(Identity::from_claims(claims, engine.verifier().claim_names()).map(Rc::new))
-        }
-    };
-    let mut last = None;
-    for _ in 0..a.repeat.max(1) {
-        let counters = Counters {
-            store: &counters,
-            writer: 1,
-        };
-        last = Some(match &identity {
-            None => engine.handle_with(
-                &req,
-                now_nanos,
-                State {
-                    cache: &mut cache,
-                    counters,
-                },
-            ),
-            Some(id) => engine.handle_authenticated(&req, now_nanos, id.clone(), counters),
-        });
-    }
-    let Some(outcome) = last else {
-        return Err(Fail("--repeat must be at least 1".into()));
-    };
-    let mut out = Map::new();
-    for (name, value) in outcome.event.attributes() {
-        // Measured by the filter around the whole callback; not part of the decision.
-        if name != LATENCY_ATTRIBUTE {
-            out.insert(name.to_string(), value.to_json());
-        }
-    }
-    out.insert(
-        TRACE_ID_FIELD.into(),
-        Value::String(outcome.event.trace_id_hex()),
-    );
-    println!("{}", Value::Object(out));
+    let engine = offline::engine(&a.config).map_err(Fail)?;
+    let spec = a.spec()?;
+    let outcome = offline::run(&engine, &spec).map_err(Fail)?;
+    println!("{}", Value::Object(offline::event_json(&outcome)));
     Ok(ExitCode::from(
         if outcome.decision.effect == Effect::Allow {
             0
@@ -318,50 +229,38 @@ fn check(a: CheckArgs) -> Result<ExitCode, Fail> {
     ))
 }
 
-/// The audit attribute `check` leaves out: the filter measures it, `check` has nothing to
-/// measure.
-const LATENCY_ATTRIBUTE: &str = "meshguard.latency_us";
-
-/// `check`'s name for the log record's trace id (an OTLP field, not an attribute).
-const TRACE_ID_FIELD: &str = "trace_id";
-
-/// `--at`: RFC 3339, or whole seconds since the epoch.
-fn parse_at(s: &str) -> Result<u64, Fail> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse()
-            .map_err(|_| Fail(format!("--at {s:?}: too large")));
-    }
-    meshguard::time::parse(s).ok_or_else(|| {
-        Fail(format!(
-            "--at {s:?}: expected RFC 3339 (2026-11-29T18:00:00Z) or seconds since the epoch"
-        ))
-    })
-}
-
-/// `--act agent[:tier]` values to a nested RFC 8693 `act` claim: the last is outermost.
-fn act_claim(hops: &[String]) -> Result<Option<Value>, Fail> {
-    let mut act: Option<Value> = None;
-    for hop in hops {
-        let (sub, tier) = match hop.split_once(':') {
-            Some((s, t)) => (s.trim(), Some(t.trim())),
-            None => (hop.trim(), None),
+impl CheckArgs {
+    /// The request these flags describe (`explain` takes the same flags).
+    fn spec(&self) -> Result<offline::Spec, Fail> {
+        let claims = match &self.claims {
+            None => None,
+            Some(c) => Some(
+                serde_json::from_str(c).map_err(|e| Fail(format!("--claims is not JSON: {e}")))?,
+            ),
         };
-        if sub.is_empty() || tier.is_some_and(str::is_empty) {
-            return Err(Fail(format!("--act {hop:?}: expected agent or agent:tier")));
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            headers.push(split_pair(h, "--header")?);
         }
-        let mut m = Map::new();
-        m.insert("sub".into(), Value::String(sub.into()));
-        if let Some(t) = tier {
-            m.insert("trust_tier".into(), Value::String(t.into()));
-        }
-        if let Some(inner) = act.take() {
-            m.insert("act".into(), inner);
-        }
-        act = Some(Value::Object(m));
+        let at = match &self.at {
+            Some(t) => offline::parse_at(t).map_err(|e| Fail(format!("--{e}")))?,
+            None => offline::now_secs(),
+        };
+        Ok(offline::Spec {
+            token: self.token.clone(),
+            claims,
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            headers,
+            method: self.method.clone(),
+            path: self.path.clone(),
+            authority: self.authority.clone(),
+            at,
+            peer_uri_sans: self.peer_uri_sans.clone(),
+            repeat: self.repeat,
+            tool_call: None,
+        })
     }
-    Ok(act)
 }
 
 fn parse_ttl(s: &str) -> Result<u64, Fail> {
@@ -398,7 +297,7 @@ fn token(a: TokenArgs) -> Result<ExitCode, Fail> {
         let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
         custom.insert(k, value);
     }
-    if let Some(act) = act_claim(&a.act)? {
+    if let Some(act) = offline::act_claim(&a.act).map_err(|e| Fail(format!("--{e}")))? {
         custom.insert("act".into(), act);
     }
     let ttl = parse_ttl(&a.ttl)?;
@@ -488,7 +387,7 @@ mod tests {
 
     #[test]
     fn act_hops_nest_with_the_last_outermost() {
-        let act = act_claim(&["agent-a:verified".into(), "agent-b".into()])
+        let act = offline::act_claim(&["agent-a:verified".into(), "agent-b".into()])
             .ok()
             .flatten()
             .unwrap();
@@ -496,16 +395,19 @@ mod tests {
             act,
             json!({"sub": "agent-b", "act": {"sub": "agent-a", "trust_tier": "verified"}})
         );
-        assert!(act_claim(&[]).ok().flatten().is_none());
-        assert!(act_claim(&[":verified".into()]).is_err());
-        assert!(act_claim(&["agent-a:".into()]).is_err());
+        assert!(offline::act_claim(&[]).ok().flatten().is_none());
+        assert!(offline::act_claim(&[":verified".into()]).is_err());
+        assert!(offline::act_claim(&["agent-a:".into()]).is_err());
     }
 
     #[test]
     fn at_takes_rfc3339_or_epoch_seconds() {
-        assert_eq!(parse_at("1800000000").ok(), Some(1_800_000_000));
-        assert_eq!(parse_at("2027-01-15T08:00:00Z").ok(), Some(1_800_000_000));
-        assert!(parse_at("tomorrow").is_err());
+        assert_eq!(offline::parse_at("1800000000").ok(), Some(1_800_000_000));
+        assert_eq!(
+            offline::parse_at("2027-01-15T08:00:00Z").ok(),
+            Some(1_800_000_000)
+        );
+        assert!(offline::parse_at("tomorrow").is_err());
     }
 }
 

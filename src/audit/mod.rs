@@ -73,6 +73,9 @@ pub struct AuditEvent {
     pub rpc: RpcDetails,
     /// The shadow policy (`mode: audit`) whose denial was recorded but not enforced.
     pub shadow_policy: String,
+    /// `meshguard.inputs`: the values of the names the configuration's conditions refer
+    /// to, as a JSON object (for `meshguard replay`); empty when there are none.
+    pub inputs: String,
 }
 
 /// The JSON-RPC part of an audit event (OpenTelemetry MCP semantic-convention names in
@@ -159,6 +162,7 @@ impl AuditEvent {
             ("meshguard.shadow.policy", &self.shadow_policy),
             ("meshguard.approval_id", &self.approval_id),
             ("meshguard.grant", &self.grant),
+            ("meshguard.inputs", &self.inputs),
         ] {
             if !v.is_empty() {
                 attributes.push((k, AnyValue::Str(v)));

@@ -37,6 +37,11 @@ pub struct AuditConfig {
     /// doubles from `flush_interval_ms` up to this).
     #[serde(default = "default_backoff", deserialize_with = "de_lenient")]
     pub retry_max_backoff_ms: u64,
+    /// Condition names whose values `meshguard.inputs` records as `{"$redacted":true}`:
+    /// exact names (`request.headers.authorization`) or prefixes ending in `*`
+    /// (`context.*`, `agent.claims.*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
 }
 
 impl Default for AuditConfig {
@@ -51,6 +56,7 @@ impl Default for AuditConfig {
             timeout_ms: default_timeout(),
             max_in_flight: default_in_flight(),
             retry_max_backoff_ms: default_backoff(),
+            redact: Vec::new(),
         }
     }
 }
@@ -81,6 +87,14 @@ fn default_backoff() -> u64 {
 }
 
 impl AuditConfig {
+    /// Whether `audit.redact` covers this condition name.
+    pub fn redacts(&self, name: &str) -> bool {
+        self.redact.iter().any(|r| match r.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => r == name,
+        })
+    }
+
     /// Checks limits that would make the pipeline useless.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |v: u64, f: &str| {

@@ -26,7 +26,7 @@ use crate::actions::jsonrpc::{self, Kind, Message};
 use crate::actions::{a2a, sse, ActionMatch};
 use crate::audit::{trace_ids, AuditEvent};
 use crate::config::{Effect, Mode};
-use crate::identity::{Identity, TokenCache};
+use crate::identity::{Identity, IdentityError, TokenCache};
 use crate::policy::Decision;
 use crate::probe::{self, Stage};
 use serde_json::value::RawValue;
@@ -194,27 +194,67 @@ impl Engine {
                 return Step::Decided(Box::new(self.protected_resource(req, now_unix_nanos, doc)));
             }
             if m.is_mcp_path(path) {
+                let identity = self.authenticate(req, now_unix_nanos / 1_000_000_000, cache);
                 return self.start_rpc(
                     BodyKind::Mcp,
                     m.max_body_bytes(),
                     req,
                     now_unix_nanos,
-                    cache,
+                    identity,
                 );
             }
         }
         if let Some(a) = &self.a2a {
             if a.is_a2a_path(path) {
+                let identity = self.authenticate(req, now_unix_nanos / 1_000_000_000, cache);
                 return self.start_rpc(
                     BodyKind::A2a,
                     a.max_body_bytes(),
                     req,
                     now_unix_nanos,
-                    cache,
+                    identity,
                 );
             }
         }
         Step::Decided(Box::new(self.handle(req, now_unix_nanos, cache)))
+    }
+
+    /// [`Engine::start`] with an identity the caller established (`meshguard test` and
+    /// `explain` with unsigned claims): MCP and A2A requests go to the body phase as in
+    /// the filter, anything else through [`Engine::handle_authenticated`]. The decision
+    /// API answers only verified tokens, so it is not reachable this way.
+    pub fn start_authenticated(
+        &self,
+        req: &Request,
+        now_unix_nanos: u64,
+        identity: Result<Rc<Identity>, IdentityError>,
+        counters: crate::controls::Counters<'_>,
+    ) -> Step {
+        let normal =
+            crate::actions::path::normalise(&req.path).is_ok_and(|n| n.target() == req.path);
+        let path = req.path_only();
+        let rpc = match (&self.mcp, &self.a2a) {
+            _ if !normal => None,
+            (Some(m), _) if m.is_mcp_path(path) => Some((BodyKind::Mcp, m.max_body_bytes())),
+            (_, Some(a)) if a.is_a2a_path(path) => Some((BodyKind::A2a, a.max_body_bytes())),
+            _ => None,
+        };
+        match rpc {
+            Some((kind, max)) => {
+                let identity = identity.and_then(|id| {
+                    self.controls
+                        .check_identity(&id, &req.peer_uri_sans)
+                        .map(|()| id)
+                });
+                self.start_rpc(kind, max, req, now_unix_nanos, identity)
+            }
+            None => Step::Decided(Box::new(self.handle_authenticated(
+                req,
+                now_unix_nanos,
+                identity,
+                counters,
+            ))),
+        }
     }
 
     /// The body phase: decides on the JSON-RPC body (or answers a decision-API call).
@@ -262,7 +302,7 @@ impl Engine {
         max_bytes: usize,
         req: &Request,
         now_unix_nanos: u64,
-        cache: &mut TokenCache,
+        identity: Result<Rc<Identity>, IdentityError>,
     ) -> Step {
         let mut event = self.base_event(req, now_unix_nanos);
         if kind == BodyKind::Mcp {
@@ -274,8 +314,6 @@ impl Engine {
         }
         let trace_hex = event.trace_id_hex();
         probe::lap(Stage::Event);
-        let identity = self.authenticate(req, now_unix_nanos / 1_000_000_000, cache);
-        probe::lap(Stage::Identity);
         let identity = match identity {
             Ok(id) => id,
             Err(e) => {
@@ -304,6 +342,7 @@ impl Engine {
                 decision,
                 shadow: None,
                 used_context: false,
+                inputs: String::new(),
             };
             self.record(&eval, &mut event);
             let verdict = Verdict::Forward {
@@ -434,6 +473,7 @@ impl Engine {
             decision: Decision::allow(reason),
             shadow: None,
             used_context: false,
+            inputs: String::new(),
         };
         let (method, params) = match &msg.kind {
             Kind::Invalid(r) => {
@@ -939,7 +979,7 @@ impl Engine {
             mcp_tool: Some(name),
             a2a_method: None,
         };
-        let eval = self.decide_full(
+        let eval = self.decide_unrecorded(
             &lister.identity,
             &action,
             &lister.req,

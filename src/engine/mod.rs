@@ -21,6 +21,7 @@ use crate::controls::grants::GrantsDoc;
 use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refusal};
 use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::names::Fact;
+use crate::policy::trace::{NoTrace, Trace};
 use crate::policy::{Decision, PolicySet, Subject};
 use crate::probe::{self, Stage};
 use crate::shared::SharedData;
@@ -223,6 +224,8 @@ pub struct Evaluation {
     /// Whether a condition looked at `context.*` (the arguments): a `tools/list` entry
     /// whose denial depends on them is kept and decided at call time.
     pub used_context: bool,
+    /// `meshguard.inputs` (see `Engine::inputs`); empty when no condition exists.
+    pub inputs: String,
 }
 
 /// The values conditions can refer to (README, "Policy language"), by the names of
@@ -299,6 +302,40 @@ impl Lookup for Facts<'_> {
                     .map(|h| Value::Str(h.agent_id.clone()))
                     .collect(),
             )),
+        }
+    }
+}
+
+/// Most names `meshguard.inputs` records; the rest are left out (replay marks decisions
+/// that needed them approximate).
+pub const MAX_INPUTS: usize = 32;
+
+/// Longest JSON text of one recorded input value.
+pub const MAX_INPUT_BYTES: usize = 256;
+
+/// Writes a condition value as JSON: whole numbers as integers (`10`, not `10.0`).
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Str(s) => {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        Value::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            let _ = serde_json::to_writer(&mut *out, &(*n as i64));
+        }
+        Value::Num(n) if n.is_finite() => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::Num(_) => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
         }
     }
 }
@@ -500,6 +537,11 @@ impl Engine {
         self.policies.len()
     }
 
+    /// The compiled policies in force.
+    pub fn policy_set(&self) -> &PolicySet {
+        &self.policies
+    }
+
     /// The identity verifier.
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
@@ -520,8 +562,29 @@ impl Engine {
         req: &Request,
         now_secs: u64,
     ) -> Decision {
-        self.decide_full(identity, action, req, now_secs, BodyFacts::default())
-            .decision
+        self.decide_with(
+            identity,
+            action,
+            req,
+            now_secs,
+            BodyFacts::default(),
+            false,
+            &mut NoTrace,
+        )
+        .decision
+    }
+
+    /// [`Engine::decide_full`] for a decision no audit event records (a `tools/list`
+    /// entry): the same decision, without collecting `meshguard.inputs`.
+    pub(crate) fn decide_unrecorded(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+    ) -> Evaluation {
+        self.decide_with(identity, action, req, now_secs, body, false, &mut NoTrace)
     }
 
     /// [`Engine::decide`] with the facts of a body (`context.*`, `mcp.*`, `a2a.*`) and
@@ -534,11 +597,47 @@ impl Engine {
         now_secs: u64,
         body: BodyFacts<'_>,
     ) -> Evaluation {
+        self.decide_with(identity, action, req, now_secs, body, true, &mut NoTrace)
+    }
+
+    /// [`Engine::decide_full`] reporting every policy, rule, condition and grant check to
+    /// `trace` (`meshguard explain`); with [`NoTrace`] it is the same code with the
+    /// recording compiled out.
+    pub fn decide_traced<T: Trace>(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+        trace: &mut T,
+    ) -> Evaluation {
+        self.decide_with(identity, action, req, now_secs, body, true, trace)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_with<T: Trace>(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+        with_inputs: bool,
+        trace: &mut T,
+    ) -> Evaluation {
         let used_context = Cell::new(false);
+        let inputs = Cell::new(if with_inputs {
+            self.inputs(identity, action, req, now_secs, body)
+        } else {
+            String::new()
+        });
         let done = |decision: Decision, shadow: Option<Decision>, used: &Cell<bool>| Evaluation {
             decision,
             shadow,
             used_context: used.get(),
+            // one `done` per decision: the text moves instead of being copied
+            inputs: inputs.take(),
         };
         let depth = identity.depth();
         let max = self.verifier.max_delegation_depth();
@@ -583,18 +682,22 @@ impl Engine {
         };
         // A temporal grant lifts require_approval and default deny (no rule matched),
         // never a deny rule; it is checked per agent of the chain, so the ceiling holds.
-        let granted = |d: Decision, agent: &str| -> Decision {
+        let granted = |d: Decision, agent: &str, trace: &mut T| -> Decision {
             let liftable = d.effect == Effect::RequireApproval
                 || (d.effect == Effect::Deny && d.policy.is_none());
             if !liftable {
                 return d;
             }
-            match self.controls.grant_for(
+            let grant = self.controls.grant_for(
                 agent,
                 &action.action,
                 action.resource.as_deref(),
                 now_secs,
-            ) {
+            );
+            if T::ON {
+                trace.grant(agent, grant.map(|g| g.spec.id.as_str()));
+            }
+            match grant {
                 Some(g) => Decision {
                     effect: Effect::Allow,
                     reason: g.describe(),
@@ -608,12 +711,13 @@ impl Engine {
         let f = facts(caller);
         let mut decision = granted(
             self.policies
-                .evaluate(&caller, &action.action, res, depth, &f),
+                .evaluate_traced(&caller, &action.action, res, depth, &f, trace),
             caller.agent_id,
+            trace,
         );
-        let mut shadow = self
-            .policies
-            .shadow(&decision, &caller, &action.action, res, depth, &f);
+        let mut shadow =
+            self.policies
+                .shadow_traced(&decision, &caller, &action.action, res, depth, &f, trace);
         for hop in identity.chain.iter().rev().skip(1) {
             let s = Subject {
                 agent_id: &hop.agent_id,
@@ -621,11 +725,15 @@ impl Engine {
             };
             let f = facts(s);
             let d = granted(
-                self.policies.evaluate(&s, &action.action, res, depth, &f),
+                self.policies
+                    .evaluate_traced(&s, &action.action, res, depth, &f, trace),
                 s.agent_id,
+                trace,
             );
             if shadow.is_none() {
-                shadow = self.policies.shadow(&d, &s, &action.action, res, depth, &f);
+                shadow = self
+                    .policies
+                    .shadow_traced(&d, &s, &action.action, res, depth, &f, trace);
             }
             if d.effect > decision.effect {
                 decision = Decision {
@@ -640,6 +748,65 @@ impl Engine {
         // a shadow denial matters only where the enforced decision is an allow
         let shadow = shadow.filter(|_| decision.effect == Effect::Allow);
         done(decision, shadow, &used_context)
+    }
+
+    /// `meshguard.inputs`: the values the configuration's conditions can refer to, as a
+    /// JSON object by name (README, "Audit events"), so `meshguard replay` can re-decide
+    /// exactly. At most [`MAX_INPUTS`] names; a value longer than [`MAX_INPUT_BYTES`] is
+    /// recorded as `{"$truncated":true}`, a name `audit.redact` covers as
+    /// `{"$redacted":true}`; a missing value is `null`. Empty when no condition exists.
+    fn inputs(
+        &self,
+        identity: &Identity,
+        action: &ActionMatch,
+        req: &Request,
+        now_secs: u64,
+        body: BodyFacts<'_>,
+    ) -> String {
+        let names = self.policies.referenced_names();
+        if names.is_empty() {
+            return String::new();
+        }
+        let used_context = Cell::new(false);
+        let facts = Facts {
+            identity,
+            subject: Subject {
+                agent_id: &identity.agent_id,
+                tier: identity.tier,
+            },
+            action: &action.action,
+            resource: action.resource.as_deref(),
+            req,
+            now_secs,
+            body,
+            used_context: &used_context,
+        };
+        // Written straight into one buffer: this runs on every decision of a configuration
+        // with conditions. Names are sorted, so the object's keys are too.
+        let mut out = Vec::with_capacity(64 * names.len().min(MAX_INPUTS));
+        out.push(b'{');
+        for (i, name) in names.iter().take(MAX_INPUTS).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, name);
+            out.push(b':');
+            if self.audit.redacts(name) {
+                out.extend_from_slice(br#"{"$redacted":true}"#);
+                continue;
+            }
+            let start = out.len();
+            match facts.lookup(name) {
+                Some(v) => write_value(&mut out, &v),
+                None => out.extend_from_slice(b"null"),
+            }
+            if out.len().saturating_sub(start) > MAX_INPUT_BYTES {
+                out.truncate(start);
+                out.extend_from_slice(br#"{"$truncated":true}"#);
+            }
+        }
+        out.push(b'}');
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// [`Engine::decide`] for a request whose action mapping may have found nothing: no
@@ -899,6 +1066,7 @@ impl Engine {
                 decision: Decision::deny(reason),
                 shadow: None,
                 used_context: false,
+                inputs: String::new(),
             },
             None => {
                 let mut eval = match &action {
@@ -907,6 +1075,7 @@ impl Engine {
                         decision: self.decide_request(&identity, None, req, now_secs),
                         shadow: None,
                         used_context: false,
+                        inputs: String::new(),
                     },
                 };
                 probe::lap(Stage::Policy);
@@ -999,6 +1168,7 @@ impl Engine {
             event.rule = d.rule.clone().unwrap_or_default();
             event.reason.clone_from(&d.reason);
         };
+        event.inputs.clone_from(&eval.inputs);
         let d = &eval.decision;
         if d.effect == Effect::Allow {
             if let Some(sh) = &eval.shadow {

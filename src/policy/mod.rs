@@ -6,6 +6,7 @@
 //! resource pattern beats none, earlier beats later).
 
 pub mod names;
+pub mod trace;
 
 use crate::condition::{Condition, Lookup};
 use crate::config::{ConfigError, Effect, Policy};
@@ -13,6 +14,8 @@ use crate::glob::{normalize, Pattern, PatternSet};
 use crate::tier::TrustTier;
 use names::Fact;
 use serde::Serialize;
+use std::cell::RefCell;
+use trace::{ConditionStep, NoTrace, Recording, RuleStep, RuleVerdict, Trace};
 
 /// Who is asking: one agent of the chain.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +119,8 @@ pub struct PolicySet {
     rules: Vec<CompiledRule>,
     actions: PatternSet,
     has_shadow: bool,
+    /// Every name any condition refers to, sorted (`meshguard.inputs` records their values).
+    names: Vec<String>,
 }
 
 impl PolicySet {
@@ -123,6 +128,7 @@ impl PolicySet {
     pub fn compile(policies: &[Policy], field: &str) -> Result<PolicySet, ConfigError> {
         let mut compiled = Vec::with_capacity(policies.len());
         let mut rules = Vec::new();
+        let mut referenced: Vec<String> = Vec::new();
         for (pi, p) in policies.iter().enumerate() {
             let pf = format!("{field}[{pi}]");
             if p.name.trim().is_empty() {
@@ -165,8 +171,16 @@ impl PolicySet {
                         error: e,
                     };
                     let cond = Condition::parse(c).map_err(condition_error)?;
-                    cond.check_names(|n| Fact::parse(n).is_some(), names::valid_names)
-                        .map_err(condition_error)?;
+                    let seen = RefCell::new(Vec::new());
+                    cond.check_names(
+                        |n| {
+                            seen.borrow_mut().push(n.to_string());
+                            Fact::parse(n).is_some()
+                        },
+                        names::valid_names,
+                    )
+                    .map_err(condition_error)?;
+                    referenced.extend(seen.into_inner());
                     conditions.push(cond);
                 }
                 rules.push(CompiledRule {
@@ -195,8 +209,11 @@ impl PolicySet {
             }
         })?;
         let has_shadow = compiled.iter().any(|p| p.shadow);
+        referenced.sort_unstable();
+        referenced.dedup();
         Ok(PolicySet {
             has_shadow,
+            names: referenced,
             policies: compiled,
             rules,
             actions,
@@ -213,6 +230,20 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// Every rule as (policy name, rule name), in evaluation order; unnamed rules are
+    /// `rules[i]` as in decisions.
+    pub fn rule_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rules.iter().map(|r| {
+            let policy = self.policies.get(r.policy).map_or("", |p| p.name.as_str());
+            (policy, r.name.as_str())
+        })
+    }
+
+    /// Every name the conditions refer to, sorted and without repeats.
+    pub fn referenced_names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Decides one action for one subject with the enforcing policies (shadow policies,
     /// `mode: audit`, never change the outcome). `depth` is the delegation depth, checked
     /// against each applicable policy's `max_delegation_depth`.
@@ -224,7 +255,20 @@ impl PolicySet {
         depth: usize,
         ctx: &dyn Lookup,
     ) -> Decision {
-        self.eval(subject, action, resource, depth, ctx, false)
+        self.eval(subject, action, resource, depth, ctx, false, &mut NoTrace)
+    }
+
+    /// [`PolicySet::evaluate`] reporting each step to `trace` (`meshguard explain`).
+    pub fn evaluate_traced<T: Trace>(
+        &self,
+        subject: &Subject<'_>,
+        action: &str,
+        resource: Option<&str>,
+        depth: usize,
+        ctx: &dyn Lookup,
+        trace: &mut T,
+    ) -> Decision {
+        self.eval(subject, action, resource, depth, ctx, false, trace)
     }
 
     /// What the shadow policies would add to `enforced`: the decision with every policy
@@ -239,14 +283,38 @@ impl PolicySet {
         depth: usize,
         ctx: &dyn Lookup,
     ) -> Option<Decision> {
+        self.shadow_traced(
+            enforced,
+            subject,
+            action,
+            resource,
+            depth,
+            ctx,
+            &mut NoTrace,
+        )
+    }
+
+    /// [`PolicySet::shadow`] reporting each step to `trace`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shadow_traced<T: Trace>(
+        &self,
+        enforced: &Decision,
+        subject: &Subject<'_>,
+        action: &str,
+        resource: Option<&str>,
+        depth: usize,
+        ctx: &dyn Lookup,
+        trace: &mut T,
+    ) -> Option<Decision> {
         if !self.has_shadow {
             return None;
         }
-        let all = self.eval(subject, action, resource, depth, ctx, true);
+        let all = self.eval(subject, action, resource, depth, ctx, true, trace);
         (all.effect > enforced.effect).then_some(all)
     }
 
-    fn eval(
+    #[allow(clippy::too_many_arguments)]
+    fn eval<T: Trace>(
         &self,
         subject: &Subject<'_>,
         action: &str,
@@ -254,7 +322,15 @@ impl PolicySet {
         depth: usize,
         ctx: &dyn Lookup,
         with_shadow: bool,
+        trace: &mut T,
     ) -> Decision {
+        if T::ON {
+            trace.subject(subject.agent_id, subject.tier, with_shadow);
+            for p in &self.policies {
+                let exceeded = p.max_depth.is_some_and(|m| depth > m);
+                trace.policy(&p.name, p.applies(subject), p.shadow, exceeded);
+            }
+        }
         for p in self.policies.iter().filter(|p| with_shadow || !p.shadow) {
             if let Some(max) = p.max_depth {
                 if depth > max && p.applies(subject) {
@@ -276,6 +352,13 @@ impl PolicySet {
         self.actions
             .matches_into(&normalized_action, &mut candidates);
         candidates.sort_unstable();
+        if T::ON {
+            for (idx, rule) in self.rules.iter().enumerate() {
+                if candidates.binary_search(&idx).is_err() {
+                    trace.rule(self.step(rule, RuleVerdict::ActionMismatch, Vec::new()));
+                }
+            }
+        }
         let mut best: [Option<&CompiledRule>; 3] = [None, None, None];
         for idx in candidates {
             let Some(rule) = self.rules.get(idx) else {
@@ -284,18 +367,38 @@ impl PolicySet {
             let Some(policy) = self.policies.get(rule.policy) else {
                 continue;
             };
-            if !policy.applies(subject) || (policy.shadow && !with_shadow) {
+            let skip = if !policy.applies(subject) {
+                Some(RuleVerdict::PolicyNotApplicable)
+            } else if policy.shadow && !with_shadow {
+                Some(RuleVerdict::ShadowOnly)
+            } else if rule.min_tier.is_some_and(|m| subject.tier < m) {
+                Some(RuleVerdict::TierBelow)
+            } else {
+                match (&rule.resource, &normalized_resource) {
+                    (Some(pat), Some(res)) if !pat.matches_normalized(res) => {
+                        Some(RuleVerdict::ResourceMismatch)
+                    }
+                    (Some(_), None) => Some(RuleVerdict::ResourceMismatch),
+                    _ => None,
+                }
+            };
+            if let Some(verdict) = skip {
+                if T::ON {
+                    trace.rule(self.step(rule, verdict, Vec::new()));
+                }
                 continue;
             }
-            if rule.min_tier.is_some_and(|m| subject.tier < m) {
-                continue;
-            }
-            match (&rule.resource, &normalized_resource) {
-                (Some(pat), Some(res)) if !pat.matches_normalized(res) => continue,
-                (Some(_), None) => continue,
-                _ => {}
-            }
-            if !rule.conditions.iter().all(|c| c.eval(ctx)) {
+            if T::ON {
+                let (ok, steps) = traced_conditions(&rule.conditions, ctx);
+                let verdict = match ok {
+                    Ok(()) => RuleVerdict::Matched,
+                    Err(i) => RuleVerdict::ConditionFalse(i),
+                };
+                trace.rule(self.step(rule, verdict, steps));
+                if ok.is_err() {
+                    continue;
+                }
+            } else if !rule.conditions.iter().all(|c| c.eval(ctx)) {
                 continue;
             }
             let slot = match rule.effect {
@@ -344,6 +447,55 @@ impl PolicySet {
             }
         }
     }
+}
+
+impl PolicySet {
+    fn step(
+        &self,
+        rule: &CompiledRule,
+        verdict: RuleVerdict,
+        conditions: Vec<ConditionStep>,
+    ) -> RuleStep {
+        RuleStep {
+            policy: self
+                .policies
+                .get(rule.policy)
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+            rule: rule.name.clone(),
+            effect: rule.effect,
+            action: rule.action.as_str().to_string(),
+            resource: rule.resource.as_ref().map(|r| r.as_str().to_string()),
+            min_tier: rule.min_tier,
+            verdict,
+            conditions,
+        }
+    }
+}
+
+/// Evaluates conditions in order, as `all` does, recording each with the values it saw;
+/// `Err(i)` names the first false one.
+fn traced_conditions(
+    conditions: &[Condition],
+    ctx: &dyn Lookup,
+) -> (Result<(), usize>, Vec<ConditionStep>) {
+    let mut steps = Vec::with_capacity(conditions.len());
+    for (i, c) in conditions.iter().enumerate() {
+        let rec = Recording {
+            inner: ctx,
+            seen: RefCell::new(Vec::new()),
+        };
+        let result = c.eval(&rec);
+        steps.push(ConditionStep {
+            source: c.source().to_string(),
+            result,
+            seen: rec.seen.into_inner(),
+        });
+        if !result {
+            return (Err(i), steps);
+        }
+    }
+    (Ok(()), steps)
 }
 
 #[cfg(test)]
