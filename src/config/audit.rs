@@ -37,6 +37,13 @@ pub struct AuditConfig {
     /// doubles from `flush_interval_ms` up to this).
     #[serde(default = "default_backoff", deserialize_with = "de_lenient")]
     pub retry_max_backoff_ms: u64,
+    /// This workload's Ed25519 private key for signing audit checkpoints (README, "Audit
+    /// integrity"): the base64 32-byte seed, i.e. the `d` of an Ed25519 JWK from
+    /// `meshguard keygen --alg EdDSA`. The collector and its store never hold it; `meshguard
+    /// audit verify --keys` checks the signatures with the public key. Without it, streams
+    /// carry no checkpoints and verify reports them unauthenticated when given keys.
+    #[serde(default, skip_serializing)]
+    pub signing_key: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -51,6 +58,7 @@ impl Default for AuditConfig {
             timeout_ms: default_timeout(),
             max_in_flight: default_in_flight(),
             retry_max_backoff_ms: default_backoff(),
+            signing_key: None,
         }
     }
 }
