@@ -16,11 +16,12 @@
 //! Links are only judged when the predecessor is known, so events arriving out of order
 //! never produce false findings; missing seqs are only judged by the full pass.
 
-use meshguard::audit::{chain_hash, chain_input, CHAIN_GENESIS};
+use meshguard::audit::{event_chain_hash, CHAIN_GENESIS};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The chain hash an event should carry, recomputed from its content.
+/// The chain hash an event should carry, recomputed from its content with the
+/// construction its `meshguard.chain.version` names (absent: 1).
 pub fn event_hash(
     prev_hash: &str,
     time_unix_nano: u64,
@@ -32,12 +33,7 @@ pub fn event_hash(
         .filter(|(k, _)| k.as_str() != "meshguard.hash")
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    chain_hash(&chain_input(
-        prev_hash,
-        time_unix_nano,
-        trace_id_hex,
-        &attrs,
-    ))
+    event_chain_hash(prev_hash, time_unix_nano, trace_id_hex, &attrs)
 }
 
 /// Something wrong with a stream.
@@ -77,6 +73,53 @@ pub enum Finding {
         /// What differed.
         detail: String,
     },
+    /// The stream cannot be attributed to its workload: no key for it, or no checkpoint
+    /// its key signed (an invented stream, or a filter without `audit.signing_key`).
+    Unauthenticated {
+        /// Why.
+        detail: String,
+    },
+    /// A signature that does not verify with the workload's key (forged or edited).
+    BadSignature {
+        /// The checkpoint's seq, or the gap's first seq.
+        seq: i64,
+        /// What it signs and where it was found.
+        detail: String,
+    },
+    /// A validly signed checkpoint names a different hash than the stored event: the
+    /// events up to it were rewritten (hashes recomputed) or the event is missing.
+    Rewritten {
+        /// The checkpointed seq.
+        seq: i64,
+        /// The hash the filter signed.
+        signed_hash: String,
+        /// The hash stored for that seq (empty: no event stored).
+        stored_hash: String,
+    },
+    /// Events after the last validly signed checkpoint: nothing vouches for them (the
+    /// filter checkpoints every batch, so a signed stream has none but a batch in flight).
+    Unsigned {
+        /// First unvouched seq.
+        from_seq: i64,
+        /// Last stored seq.
+        to_seq: i64,
+    },
+    /// A declared loss without a valid signature: it could be a deletion passed off as
+    /// the filter's drop.
+    UnsignedGap {
+        /// First seq of the declaration.
+        from_seq: i64,
+        /// Last seq of the declaration.
+        to_seq: i64,
+    },
+    /// The checkpoint log kept outside the store saw the stream reach a seq the store no
+    /// longer has: events were cut off its end (or the whole stream removed).
+    Truncated {
+        /// The highest seq checkpointed outside the store.
+        checkpoint_seq: i64,
+        /// The highest seq stored (0: none).
+        stored_last_seq: i64,
+    },
 }
 
 impl Finding {
@@ -87,6 +130,12 @@ impl Finding {
             Finding::Break { .. } => "break",
             Finding::Gap { .. } => "gap",
             Finding::Conflict { .. } => "conflict",
+            Finding::Unauthenticated { .. } => "unauthenticated",
+            Finding::BadSignature { .. } => "bad_signature",
+            Finding::Rewritten { .. } => "rewritten",
+            Finding::Unsigned { .. } => "unsigned",
+            Finding::UnsignedGap { .. } => "unsigned_gap",
+            Finding::Truncated { .. } => "truncated",
         }
     }
 
@@ -95,8 +144,14 @@ impl Finding {
         match self {
             Finding::Altered { seq, .. }
             | Finding::Break { seq, .. }
-            | Finding::Conflict { seq, .. } => *seq,
-            Finding::Gap { from_seq, .. } => *from_seq,
+            | Finding::Conflict { seq, .. }
+            | Finding::BadSignature { seq, .. }
+            | Finding::Rewritten { seq, .. } => *seq,
+            Finding::Gap { from_seq, .. }
+            | Finding::Unsigned { from_seq, .. }
+            | Finding::UnsignedGap { from_seq, .. } => *from_seq,
+            Finding::Unauthenticated { .. } => 0,
+            Finding::Truncated { stored_last_seq, .. } => stored_last_seq.saturating_add(1),
         }
     }
 
@@ -132,6 +187,36 @@ impl Finding {
                 format!("seqs {from_seq}..{to_seq} missing (no gap declared)")
             }
             Finding::Conflict { seq, detail } => format!("seq {seq} conflict: {detail}"),
+            Finding::Unauthenticated { detail } => format!("unauthenticated stream: {detail}"),
+            Finding::BadSignature { seq, detail } => {
+                format!("seq {seq}: signature does not verify ({detail})")
+            }
+            Finding::Rewritten {
+                seq,
+                signed_hash,
+                stored_hash,
+            } => format!(
+                "seq {seq} rewritten: the filter signed hash {} but the store holds {}",
+                short(signed_hash),
+                short(stored_hash)
+            ),
+            Finding::Unsigned { from_seq, to_seq } => format!(
+                "seqs {from_seq}..{to_seq} come after the last signed checkpoint: nothing vouches for them"
+            ),
+            Finding::UnsignedGap { from_seq, to_seq } => format!(
+                "declared loss {from_seq}..{to_seq} is not signed by the workload's key: it may hide deleted events"
+            ),
+            Finding::Truncated {
+                checkpoint_seq,
+                stored_last_seq,
+            } => format!(
+                "truncated: the checkpoint log saw seq {checkpoint_seq} but the store ends at {}",
+                if *stored_last_seq == 0 {
+                    "no event".to_string()
+                } else {
+                    format!("seq {stored_last_seq}")
+                }
+            ),
         }
     }
 }
@@ -407,6 +492,245 @@ fn union_len(gaps: &[DeclaredLoss]) -> u64 {
         covered_to = covered_to.max(g.to_seq);
     }
     total
+}
+
+// ---- Authenticity (README, "Audit integrity") ------------------------------------------
+// The chain shows that stored events link up; it cannot show who wrote them, since anyone
+// who can write the store can recompute every hash. The filter therefore signs, with a key
+// the store never holds, a checkpoint of its stream's head with every batch and each gap
+// it declares. Verification with the public keys tells rewritten, invented and (with the
+// checkpoint log kept outside the store) truncated streams apart from intact ones.
+
+/// What a stored signature vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureKind {
+    /// The hash of event `to_seq` (a checkpoint of the stream's head after a batch).
+    Checkpoint,
+    /// A declared loss `from_seq..=to_seq` of `count` events whose last hash is `hash`.
+    Gap,
+}
+
+impl SignatureKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureKind::Checkpoint => "checkpoint",
+            SignatureKind::Gap => "gap",
+        }
+    }
+}
+
+/// One stored signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureRow {
+    /// `envoy.node.id`.
+    pub workload: String,
+    /// The stream.
+    pub stream: String,
+    /// What it vouches for.
+    pub kind: SignatureKind,
+    /// The checkpointed seq, or the gap's first seq.
+    pub from_seq: i64,
+    /// The checkpointed seq, or the gap's last seq.
+    pub to_seq: i64,
+    /// The gap's count (0 for a checkpoint).
+    pub count: i64,
+    /// The checkpointed event's hash, or the gap's last hash.
+    pub hash: String,
+    /// Base64 Ed25519 signature.
+    pub signature: String,
+}
+
+impl SignatureRow {
+    fn message(&self) -> Vec<u8> {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        match self.kind {
+            SignatureKind::Checkpoint => meshguard::audit::checkpoint_message(
+                &self.workload,
+                &self.stream,
+                u(self.to_seq),
+                &self.hash,
+            ),
+            SignatureKind::Gap => meshguard::audit::gap_message(
+                &self.workload,
+                &self.stream,
+                u(self.from_seq),
+                u(self.to_seq),
+                u(self.count),
+                &self.hash,
+            ),
+        }
+    }
+}
+
+/// The workloads' public keys (`meshguard audit verify --keys FILE`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: std::collections::HashMap<String, Vec<ed25519_compact::PublicKey>>,
+}
+
+impl TrustedKeys {
+    /// Parses the keys file: one `<workload> <public key>` per line, the key as base64 of
+    /// its 32 bytes (standard or URL-safe, e.g. the `x` of the JWKS `meshguard keygen --alg
+    /// EdDSA` writes); several lines may name one workload (rotation); `#` starts a comment.
+    pub fn parse(text: &str) -> Result<TrustedKeys, String> {
+        use ct_codecs::{Base64, Base64NoPadding, Base64UrlSafe, Base64UrlSafeNoPadding, Decoder};
+        let mut keys: std::collections::HashMap<String, Vec<ed25519_compact::PublicKey>> =
+            std::collections::HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (workload, key) = line
+                .rsplit_once(char::is_whitespace)
+                .ok_or_else(|| format!("line {}: expected \"<workload> <public key>\"", n + 1))?;
+            let key = key.trim();
+            let raw = Base64::decode_to_vec(key, None)
+                .or_else(|_| Base64NoPadding::decode_to_vec(key, None))
+                .or_else(|_| Base64UrlSafe::decode_to_vec(key, None))
+                .or_else(|_| Base64UrlSafeNoPadding::decode_to_vec(key, None))
+                .map_err(|_| format!("line {}: the public key is not base64", n + 1))?;
+            let pk = ed25519_compact::PublicKey::from_slice(&raw).map_err(|_| {
+                format!(
+                    "line {}: an Ed25519 public key is 32 bytes, got {}",
+                    n + 1,
+                    raw.len()
+                )
+            })?;
+            keys.entry(workload.trim().to_string()).or_default().push(pk);
+        }
+        if keys.is_empty() {
+            return Err("no keys: expected lines \"<workload> <public key>\"".into());
+        }
+        Ok(TrustedKeys { keys })
+    }
+
+    fn verifies(&self, workload: &str, message: &[u8], signature: &str) -> bool {
+        use ct_codecs::{Base64, Decoder};
+        let Some(sig) = Base64::decode_to_vec(signature, None)
+            .ok()
+            .and_then(|raw| ed25519_compact::Signature::from_slice(&raw).ok())
+        else {
+            return false;
+        };
+        self.keys
+            .get(workload)
+            .is_some_and(|ks| ks.iter().any(|k| k.verify(message, &sig).is_ok()))
+    }
+}
+
+/// Checks one stream's signatures and adds what they reveal to its report: `signatures`
+/// are the store's for this stream, `outside` the checkpoint log's (kept apart from the
+/// store), `stored_hash` the store's `meshguard.hash` at a seq.
+pub fn authenticate(
+    report: &mut StreamReport,
+    keys: &TrustedKeys,
+    signatures: &[&SignatureRow],
+    outside: &[&SignatureRow],
+    stored_hash: &mut dyn FnMut(i64) -> Option<String>,
+) {
+    let workload = report.workload.clone();
+    let last_seq = report.last_seq.unwrap_or(0);
+    let mut found = Vec::new();
+    if !keys.keys.contains_key(&workload) {
+        found.push(Finding::Unauthenticated {
+            detail: format!("no public key for workload {workload:?} in the keys file"),
+        });
+    }
+    let mut signed_through = 0i64;
+    let mut check_checkpoint = |cp: &SignatureRow, where_: &str, found: &mut Vec<Finding>| {
+        if !keys.verifies(&workload, &cp.message(), &cp.signature) {
+            if keys.keys.contains_key(&workload) {
+                found.push(Finding::BadSignature {
+                    seq: cp.to_seq,
+                    detail: format!("checkpoint in {where_}"),
+                });
+            }
+            return false;
+        }
+        match stored_hash(cp.to_seq) {
+            Some(h) if h == cp.hash => {}
+            Some(h) => found.push(Finding::Rewritten {
+                seq: cp.to_seq,
+                signed_hash: cp.hash.clone(),
+                stored_hash: h,
+            }),
+            None if cp.to_seq > last_seq => {}
+            None => found.push(Finding::Rewritten {
+                seq: cp.to_seq,
+                signed_hash: cp.hash.clone(),
+                stored_hash: String::new(),
+            }),
+        }
+        true
+    };
+    let mut stored_checkpoint_seq = 0i64;
+    for cp in signatures.iter().filter(|s| s.kind == SignatureKind::Checkpoint) {
+        if check_checkpoint(cp, "the store", &mut found) {
+            stored_checkpoint_seq = stored_checkpoint_seq.max(cp.to_seq);
+            signed_through = signed_through.max(cp.to_seq.min(last_seq));
+        }
+    }
+    let mut outside_seq = 0i64;
+    for cp in outside.iter().filter(|s| s.kind == SignatureKind::Checkpoint) {
+        if check_checkpoint(cp, "the checkpoint log", &mut found) {
+            outside_seq = outside_seq.max(cp.to_seq);
+        }
+    }
+    let known = stored_checkpoint_seq.max(outside_seq);
+    if known > last_seq {
+        found.push(Finding::Truncated {
+            checkpoint_seq: known,
+            stored_last_seq: last_seq,
+        });
+    }
+    if keys.keys.contains_key(&workload) {
+        if stored_checkpoint_seq == 0 && outside_seq == 0 {
+            found.push(Finding::Unauthenticated {
+                detail: format!("no checkpoint signed by the key of workload {workload:?}"),
+            });
+        } else if last_seq > signed_through {
+            found.push(Finding::Unsigned {
+                from_seq: signed_through.saturating_add(1),
+                to_seq: last_seq,
+            });
+        }
+        for g in &report.declared_losses {
+            let signed = signatures.iter().any(|s| {
+                s.kind == SignatureKind::Gap
+                    && (s.from_seq, s.to_seq, s.count, s.hash.as_str())
+                        == (g.from_seq, g.to_seq, g.count, g.last_hash.as_str())
+                    && keys.verifies(&workload, &s.message(), &s.signature)
+            });
+            if !signed {
+                found.push(Finding::UnsignedGap {
+                    from_seq: g.from_seq,
+                    to_seq: g.to_seq,
+                });
+            }
+        }
+    }
+    report.findings.extend(found);
+    report.findings.sort_by_key(Finding::seq);
+    if !report.findings.is_empty() {
+        report.verdict = Verdict::Broken;
+    }
+}
+
+/// The report of a stream the checkpoint log knows but the store holds nothing of.
+pub fn missing_stream_report(workload: &str, stream: &str) -> StreamReport {
+    StreamReport {
+        workload: workload.to_string(),
+        stream: Some(stream.to_string()),
+        events: 0,
+        first_seq: None,
+        last_seq: None,
+        declared_losses: Vec::new(),
+        declared_lost_events: 0,
+        findings: Vec::new(),
+        verdict: Verdict::Intact,
+    }
 }
 
 #[cfg(test)]
