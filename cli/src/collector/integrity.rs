@@ -884,4 +884,212 @@ mod tests {
         );
         assert_eq!(check_link(3, "h2", expected_prev(3, Some("h2"), &[])), None);
     }
+
+    mod authenticity {
+        use super::*;
+        use crate::collector::event::Batch;
+        use meshguard::audit::otlp::AnyValue as FilterValue;
+        use meshguard::audit::{AuditBuffer, AuditEvent};
+        use meshguard::config::AuditConfig;
+        use prost::Message;
+        use std::collections::HashMap;
+
+        const SEED: [u8; 32] = [5; 32];
+
+        fn seed_b64() -> String {
+            use ct_codecs::Encoder;
+            ct_codecs::Base64::encode_to_string(SEED).unwrap()
+        }
+
+        fn keys_for(workload: &str) -> TrustedKeys {
+            use ct_codecs::Encoder;
+            let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(SEED));
+            let pk = ct_codecs::Base64::encode_to_string(kp.pk.as_ref()).unwrap();
+            TrustedKeys::parse(&format!("# test\n{workload} {pk}\n")).unwrap()
+        }
+
+        /// What the real filter exports for `n` events in batches of 3, decoded.
+        fn filter_batches(n: u8, signed: bool) -> Vec<Batch> {
+            let cfg = AuditConfig {
+                max_batch: 3,
+                signing_key: signed.then(seed_b64),
+                ..AuditConfig::default()
+            };
+            let mut buffer = AuditBuffer::new(&cfg, meshguard::audit::Chain::new("st"));
+            for i in 0..n {
+                buffer.push(AuditEvent {
+                    time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i),
+                    decision: "deny".into(),
+                    agent_id: format!("agent-{i}"),
+                    action: "delete:db".into(),
+                    ..AuditEvent::default()
+                });
+            }
+            let mut out = Vec::new();
+            while let Some((id, bytes)) =
+                buffer.take_batch(0, 1, &[("envoy.node.id", FilterValue::Str("pod-1"))])
+            {
+                buffer.finish_batch(id, true, 0);
+                let req = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
+                out.push(decode(&req));
+            }
+            out
+        }
+
+        struct Store {
+            events: Vec<ChainEvent>,
+            sigs: Vec<SignatureRow>,
+            gaps: Vec<DeclaredLoss>,
+        }
+
+        fn store(batches: &[Batch]) -> Store {
+            let mut s = Store {
+                events: Vec::new(),
+                sigs: Vec::new(),
+                gaps: Vec::new(),
+            };
+            for b in batches {
+                for e in &b.events {
+                    let c = e.chain.clone().unwrap();
+                    s.events.push(ChainEvent {
+                        seq: c.seq,
+                        time_unix_nano: e.time_unix_nano,
+                        trace_id: e.trace_id.clone(),
+                        prev_hash: c.prev_hash,
+                        hash: c.hash,
+                        attributes: e.attributes.clone(),
+                    });
+                }
+                s.sigs.extend(b.checkpoints.iter().map(row));
+            }
+            s
+        }
+
+        fn row(c: &crate::collector::event::Checkpoint) -> SignatureRow {
+            SignatureRow {
+                workload: c.workload.clone(),
+                stream: c.stream.clone(),
+                kind: SignatureKind::Checkpoint,
+                from_seq: c.seq,
+                to_seq: c.seq,
+                count: 0,
+                hash: c.hash.clone(),
+                signature: c.signature.clone(),
+            }
+        }
+
+        fn check(s: &Store, keys: &TrustedKeys, outside: &[SignatureRow]) -> StreamReport {
+            let mut v = StreamVerifier::new("pod-1", "st", s.gaps.clone());
+            for e in &s.events {
+                v.push(e);
+            }
+            let mut r = v.finish(Vec::new());
+            let hashes: HashMap<i64, String> =
+                s.events.iter().map(|e| (e.seq, e.hash.clone())).collect();
+            let sigs: Vec<&SignatureRow> = s.sigs.iter().collect();
+            let outside: Vec<&SignatureRow> = outside.iter().collect();
+            authenticate(&mut r, keys, &sigs, &outside, &mut |seq| hashes.get(&seq).cloned());
+            r
+        }
+
+        fn kinds(r: &StreamReport) -> Vec<(&'static str, i64)> {
+            r.findings.iter().map(|f| (f.kind(), f.seq())).collect()
+        }
+
+        #[test]
+        fn a_signed_stream_from_the_filter_is_intact_and_authenticated() {
+            let batches = filter_batches(7, true);
+            assert_eq!(batches.len(), 3);
+            assert!(batches.iter().all(|b| b.checkpoints.len() == 1 && b.rejected.is_empty()));
+            let r = check(&store(&batches), &keys_for("pod-1"), &[]);
+            assert_eq!(r.verdict, Verdict::Intact, "{:?}", r.findings);
+        }
+
+        #[test]
+        fn a_rewritten_suffix_with_recomputed_hashes_is_revealed_by_the_checkpoints() {
+            let mut s = store(&filter_batches(7, true));
+            // The store writer turns seq 5 into an allow and recomputes the chain 5..7.
+            let mut prev = s.events[3].hash.clone();
+            for e in s.events.iter_mut().skip(4) {
+                if e.seq == 5 {
+                    e.attributes.insert("meshguard.decision".into(), Value::from("allow"));
+                }
+                e.attributes.insert("meshguard.prev_hash".into(), Value::from(prev.clone()));
+                e.prev_hash = prev.clone();
+                e.hash = event_hash(&e.prev_hash, e.time_unix_nano, &e.trace_id, &e.attributes);
+                prev = e.hash.clone();
+            }
+            let keys = keys_for("pod-1");
+            let mut v = StreamVerifier::new("pod-1", "st", Vec::new());
+            for e in &s.events {
+                v.push(e);
+            }
+            assert_eq!(v.finish(Vec::new()).verdict, Verdict::Intact, "the chain alone is fooled");
+            let r = check(&s, &keys, &[]);
+            assert_eq!(kinds(&r), [("rewritten", 6), ("rewritten", 7)], "{:?}", r.findings);
+            // ... and editing the checkpoints too breaks their signatures.
+            for sig in s.sigs.iter_mut().filter(|x| x.to_seq > 3) {
+                sig.hash = s.events[usize::try_from(sig.to_seq - 1).unwrap()].hash.clone();
+            }
+            let r = check(&s, &keys, &[]);
+            assert_eq!(
+                kinds(&r),
+                [("unsigned", 4), ("bad_signature", 6), ("bad_signature", 7)],
+                "{:?}",
+                r.findings
+            );
+        }
+
+        #[test]
+        fn an_invented_stream_is_unauthenticated() {
+            let s = store(&filter_batches(4, false));
+            let r = check(&s, &keys_for("pod-1"), &[]);
+            assert_eq!(kinds(&r), [("unauthenticated", 0)], "{:?}", r.findings);
+            // signed by someone, but not by a key the keys file has for this workload
+            let s = store(&filter_batches(4, true));
+            let r = check(&s, &keys_for("pod-2"), &[]);
+            assert_eq!(kinds(&r), [("unauthenticated", 0)], "{:?}", r.findings);
+            assert!(r.findings[0].describe().contains("no public key for workload \"pod-1\""));
+        }
+
+        #[test]
+        fn truncation_after_a_checkpoint_shows_against_the_outside_log() {
+            let batches = filter_batches(7, true);
+            let outside: Vec<SignatureRow> =
+                batches.iter().flat_map(|b| b.checkpoints.iter().map(row)).collect();
+            let mut s = store(&batches);
+            // The last batch (seq 7 and its checkpoint) removed from the store.
+            s.events.retain(|e| e.seq <= 6);
+            s.sigs.retain(|x| x.to_seq <= 6);
+            let keys = keys_for("pod-1");
+            assert_eq!(check(&s, &keys, &[]).verdict, Verdict::Intact, "undetectable from the store alone");
+            let r = check(&s, &keys, &outside);
+            assert_eq!(kinds(&r), [("truncated", 7)], "{:?}", r.findings);
+            assert!(r.findings[0].describe().contains("saw seq 7 but the store ends at seq 6"));
+        }
+
+        #[test]
+        fn a_deletion_passed_off_as_a_declared_loss_is_an_unsigned_gap() {
+            let mut s = store(&filter_batches(7, true));
+            let last = s.events[2].hash.clone();
+            s.events.retain(|e| e.seq != 2 && e.seq != 3);
+            s.gaps.push(DeclaredLoss {
+                from_seq: 2,
+                to_seq: 3,
+                count: 2,
+                last_hash: last,
+            });
+            let r = check(&s, &keys_for("pod-1"), &[]);
+            assert_eq!(kinds(&r), [("unsigned_gap", 2), ("rewritten", 3)], "{:?}", r.findings);
+        }
+
+        #[test]
+        fn keys_files_are_checked() {
+            assert!(TrustedKeys::parse("").is_err());
+            let e = TrustedKeys::parse("pod-1 AAAA").unwrap_err();
+            assert!(e.contains("32 bytes"), "{e}");
+            assert!(TrustedKeys::parse("justonefield").is_err());
+        }
+    }
+
 }
