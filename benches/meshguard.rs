@@ -330,7 +330,10 @@ fn bench_audit(c: &mut Criterion) {
     });
     // Flush time, per event: sealing (chain v2), encoding, the Export message, for a full
     // batch of 500; and the same with a signed checkpoint per batch.
-    let resource = [("envoy.node.id", meshguard::audit::otlp::AnyValue::Str("bench-node"))];
+    let resource = [(
+        "envoy.node.id",
+        meshguard::audit::otlp::AnyValue::Str("bench-node"),
+    )];
     g.throughput(Throughput::Elements(500));
     for (name, key) in [
         ("flush_500", None),

@@ -665,8 +665,12 @@ pub fn verify_table(reports: &[StreamReport]) -> String {
                     .filter(|f| {
                         matches!(
                             f.kind(),
-                            "unauthenticated" | "bad_signature" | "rewritten" | "unsigned"
-                                | "unsigned_gap" | "truncated"
+                            "unauthenticated"
+                                | "bad_signature"
+                                | "rewritten"
+                                | "unsigned"
+                                | "unsigned_gap"
+                                | "truncated"
                         )
                     })
                     .count()

@@ -625,8 +625,7 @@ impl AuditBuffer {
     }
 
     fn enforce_limits(&mut self) {
-        while self.queued() > self.cfg.buffer_events || self.queued_bytes > self.cfg.buffer_bytes
-        {
+        while self.queued() > self.cfg.buffer_events || self.queued_bytes > self.cfg.buffer_bytes {
             let (seq, last_hash) = if let Some(old) = self.sealed.pop_front() {
                 self.queued_bytes -= old.bytes.len();
                 (old.seq, old.hash)
@@ -686,8 +685,7 @@ impl AuditBuffer {
             } else {
                 break;
             };
-            let fits =
-                records.is_empty() || bytes + next.bytes.len() <= self.cfg.max_batch_bytes;
+            let fits = records.is_empty() || bytes + next.bytes.len() <= self.cfg.max_batch_bytes;
             if !fits {
                 // Sealed now, so it waits with the sealed ones (it is older than `pending`).
                 self.queued_bytes += next.bytes.len();
@@ -829,7 +827,11 @@ pub fn chain_input_v2(
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(CHAIN_V2_DOMAIN);
     out.extend_from_slice(&time_unix_nano.to_le_bytes());
-    out.extend_from_slice(if trace.len() == 16 { &trace } else { &[0u8; 16] });
+    out.extend_from_slice(if trace.len() == 16 {
+        &trace
+    } else {
+        &[0u8; 16]
+    });
     let mut sorted: Vec<&(&str, Value)> = attributes
         .iter()
         .filter(|(k, _)| *k != "meshguard.hash")
@@ -977,24 +979,23 @@ mod tests {
         attrs.push(("meshguard.prev_hash", CHAIN_GENESIS.into()));
         attrs.push(("meshguard.chain.version", 2.into()));
         let trace = "07".repeat(16);
-        assert_eq!(
-            s1.hash,
-            chain_hash(&chain_input_v2(1_001, &trace, &attrs))
-        );
+        assert_eq!(s1.hash, chain_hash(&chain_input_v2(1_001, &trace, &attrs)));
         assert_eq!(s1.hash, event_chain_hash("", 1_001, &trace, &attrs));
         assert_ne!(s1.hash, s2.hash);
         assert_eq!(c.last_hash, s2.hash);
         // the hash input is the record's own attribute bytes: no second encoding
         let input = chain_input_v2(1_001, &trace, &attrs);
         let attr_bytes = input.get(CHAIN_V2_DOMAIN.len() + 24..).unwrap();
-        assert!(s1
-            .bytes
-            .windows(attr_bytes.len())
-            .any(|w| w == attr_bytes));
+        assert!(s1.bytes.windows(attr_bytes.len()).any(|w| w == attr_bytes));
         // a changed value or type breaks it
         let mut changed = attrs.clone();
         changed.push(("meshguard.agent.id", "agent-2".into()));
-        changed.swap_remove(changed.iter().position(|(k, _)| *k == "meshguard.agent.id").unwrap());
+        changed.swap_remove(
+            changed
+                .iter()
+                .position(|(k, _)| *k == "meshguard.agent.id")
+                .unwrap(),
+        );
         assert_ne!(s1.hash, event_chain_hash("", 1_001, &trace, &changed));
         let mut typed = attrs.clone();
         for (k, v) in typed.iter_mut() {
@@ -1034,7 +1035,9 @@ mod tests {
         assert_eq!(seqs(&b), (vec![], 3));
         let (_, msg) = b.take_batch(0, 0, &[]).unwrap();
         assert_eq!(b.chain.seq(), 3);
-        assert!(msg.windows(b"meshguard.chain.version".len()).any(|w| w == b"meshguard.chain.version"));
+        assert!(msg
+            .windows(b"meshguard.chain.version".len())
+            .any(|w| w == b"meshguard.chain.version"));
     }
 
     #[test]
@@ -1055,14 +1058,24 @@ mod tests {
         let find = |needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
         assert!(find(CHECKPOINT_EVENT.as_bytes()));
         assert!(find(head.as_bytes()));
-        let sig = b.signer.as_ref().unwrap().sign(&checkpoint_message("node-1", "s", 2, &head));
-        assert!(find(sig.as_bytes()), "signature over (workload, stream, seq, hash)");
+        let sig = b
+            .signer
+            .as_ref()
+            .unwrap()
+            .sign(&checkpoint_message("node-1", "s", 2, &head));
+        assert!(
+            find(sig.as_bytes()),
+            "signature over (workload, stream, seq, hash)"
+        );
         let raw = {
             use ct_codecs::Decoder;
             ct_codecs::Base64::decode_to_vec(&sig, None).unwrap()
         };
         let sig = ed25519_compact::Signature::from_slice(&raw).unwrap();
-        assert!(kp.pk.verify(checkpoint_message("node-1", "s", 2, &head), &sig).is_ok());
+        assert!(kp
+            .pk
+            .verify(checkpoint_message("node-1", "s", 2, &head), &sig)
+            .is_ok());
         // a bad key is a configuration error naming the field
         c.signing_key = Some("not a key".into());
         let err = CheckpointSigner::from_config(&c).unwrap_err().to_string();

@@ -38,7 +38,9 @@ impl AnyValue<'_> {
                 }
                 out.push(b']');
             }
-            AnyValue::Bytes(b) => out.extend_from_slice(&serde_json::to_vec(&base64(b)).unwrap_or_default()),
+            AnyValue::Bytes(b) => {
+                out.extend_from_slice(&serde_json::to_vec(&base64(b)).unwrap_or_default())
+            }
         }
     }
 

@@ -151,7 +151,9 @@ impl Finding {
             | Finding::Unsigned { from_seq, .. }
             | Finding::UnsignedGap { from_seq, .. } => *from_seq,
             Finding::Unauthenticated { .. } => 0,
-            Finding::Truncated { stored_last_seq, .. } => stored_last_seq.saturating_add(1),
+            Finding::Truncated {
+                stored_last_seq, ..
+            } => stored_last_seq.saturating_add(1),
         }
     }
 
@@ -598,7 +600,9 @@ impl TrustedKeys {
                     raw.len()
                 )
             })?;
-            keys.entry(workload.trim().to_string()).or_default().push(pk);
+            keys.entry(workload.trim().to_string())
+                .or_default()
+                .push(pk);
         }
         if keys.is_empty() {
             return Err("no keys: expected lines \"<workload> <public key>\"".into());
@@ -666,14 +670,20 @@ pub fn authenticate(
         true
     };
     let mut stored_checkpoint_seq = 0i64;
-    for cp in signatures.iter().filter(|s| s.kind == SignatureKind::Checkpoint) {
+    for cp in signatures
+        .iter()
+        .filter(|s| s.kind == SignatureKind::Checkpoint)
+    {
         if check_checkpoint(cp, "the store", &mut found) {
             stored_checkpoint_seq = stored_checkpoint_seq.max(cp.to_seq);
             signed_through = signed_through.max(cp.to_seq.min(last_seq));
         }
     }
     let mut outside_seq = 0i64;
-    for cp in outside.iter().filter(|s| s.kind == SignatureKind::Checkpoint) {
+    for cp in outside
+        .iter()
+        .filter(|s| s.kind == SignatureKind::Checkpoint)
+    {
         if check_checkpoint(cp, "the checkpoint log", &mut found) {
             outside_seq = outside_seq.max(cp.to_seq);
         }
@@ -988,7 +998,9 @@ mod tests {
                 s.events.iter().map(|e| (e.seq, e.hash.clone())).collect();
             let sigs: Vec<&SignatureRow> = s.sigs.iter().collect();
             let outside: Vec<&SignatureRow> = outside.iter().collect();
-            authenticate(&mut r, keys, &sigs, &outside, &mut |seq| hashes.get(&seq).cloned());
+            authenticate(&mut r, keys, &sigs, &outside, &mut |seq| {
+                hashes.get(&seq).cloned()
+            });
             r
         }
 
@@ -1000,7 +1012,9 @@ mod tests {
         fn a_signed_stream_from_the_filter_is_intact_and_authenticated() {
             let batches = filter_batches(7, true);
             assert_eq!(batches.len(), 3);
-            assert!(batches.iter().all(|b| b.checkpoints.len() == 1 && b.rejected.is_empty()));
+            assert!(batches
+                .iter()
+                .all(|b| b.checkpoints.len() == 1 && b.rejected.is_empty()));
             let r = check(&store(&batches), &keys_for("pod-1"), &[]);
             assert_eq!(r.verdict, Verdict::Intact, "{:?}", r.findings);
         }
@@ -1012,9 +1026,11 @@ mod tests {
             let mut prev = s.events[3].hash.clone();
             for e in s.events.iter_mut().skip(4) {
                 if e.seq == 5 {
-                    e.attributes.insert("meshguard.decision".into(), Value::from("allow"));
+                    e.attributes
+                        .insert("meshguard.decision".into(), Value::from("allow"));
                 }
-                e.attributes.insert("meshguard.prev_hash".into(), Value::from(prev.clone()));
+                e.attributes
+                    .insert("meshguard.prev_hash".into(), Value::from(prev.clone()));
                 e.prev_hash = prev.clone();
                 e.hash = event_hash(&e.prev_hash, e.time_unix_nano, &e.trace_id, &e.attributes);
                 prev = e.hash.clone();
@@ -1024,12 +1040,23 @@ mod tests {
             for e in &s.events {
                 v.push(e);
             }
-            assert_eq!(v.finish(Vec::new()).verdict, Verdict::Intact, "the chain alone is fooled");
+            assert_eq!(
+                v.finish(Vec::new()).verdict,
+                Verdict::Intact,
+                "the chain alone is fooled"
+            );
             let r = check(&s, &keys, &[]);
-            assert_eq!(kinds(&r), [("rewritten", 6), ("rewritten", 7)], "{:?}", r.findings);
+            assert_eq!(
+                kinds(&r),
+                [("rewritten", 6), ("rewritten", 7)],
+                "{:?}",
+                r.findings
+            );
             // ... and editing the checkpoints too breaks their signatures.
             for sig in s.sigs.iter_mut().filter(|x| x.to_seq > 3) {
-                sig.hash = s.events[usize::try_from(sig.to_seq - 1).unwrap()].hash.clone();
+                sig.hash = s.events[usize::try_from(sig.to_seq - 1).unwrap()]
+                    .hash
+                    .clone();
             }
             let r = check(&s, &keys, &[]);
             assert_eq!(
@@ -1049,23 +1076,33 @@ mod tests {
             let s = store(&filter_batches(4, true));
             let r = check(&s, &keys_for("pod-2"), &[]);
             assert_eq!(kinds(&r), [("unauthenticated", 0)], "{:?}", r.findings);
-            assert!(r.findings[0].describe().contains("no public key for workload \"pod-1\""));
+            assert!(r.findings[0]
+                .describe()
+                .contains("no public key for workload \"pod-1\""));
         }
 
         #[test]
         fn truncation_after_a_checkpoint_shows_against_the_outside_log() {
             let batches = filter_batches(7, true);
-            let outside: Vec<SignatureRow> =
-                batches.iter().flat_map(|b| b.checkpoints.iter().map(row)).collect();
+            let outside: Vec<SignatureRow> = batches
+                .iter()
+                .flat_map(|b| b.checkpoints.iter().map(row))
+                .collect();
             let mut s = store(&batches);
             // The last batch (seq 7 and its checkpoint) removed from the store.
             s.events.retain(|e| e.seq <= 6);
             s.sigs.retain(|x| x.to_seq <= 6);
             let keys = keys_for("pod-1");
-            assert_eq!(check(&s, &keys, &[]).verdict, Verdict::Intact, "undetectable from the store alone");
+            assert_eq!(
+                check(&s, &keys, &[]).verdict,
+                Verdict::Intact,
+                "undetectable from the store alone"
+            );
             let r = check(&s, &keys, &outside);
             assert_eq!(kinds(&r), [("truncated", 7)], "{:?}", r.findings);
-            assert!(r.findings[0].describe().contains("saw seq 7 but the store ends at seq 6"));
+            assert!(r.findings[0]
+                .describe()
+                .contains("saw seq 7 but the store ends at seq 6"));
         }
 
         #[test]
@@ -1080,7 +1117,12 @@ mod tests {
                 last_hash: last,
             });
             let r = check(&s, &keys_for("pod-1"), &[]);
-            assert_eq!(kinds(&r), [("unsigned_gap", 2), ("rewritten", 3)], "{:?}", r.findings);
+            assert_eq!(
+                kinds(&r),
+                [("unsigned_gap", 2), ("rewritten", 3)],
+                "{:?}",
+                r.findings
+            );
         }
 
         #[test]
@@ -1091,5 +1133,4 @@ mod tests {
             assert!(TrustedKeys::parse("justonefield").is_err());
         }
     }
-
 }

@@ -18,8 +18,8 @@
 
 use super::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
 use super::event::{Batch, DecisionEvent, GapDeclaration};
-use super::integrity::{SignatureKind, SignatureRow};
 use super::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport, StreamVerifier};
+use super::integrity::{SignatureKind, SignatureRow};
 use crate::grants::Grant;
 use meshguard::glob::Pattern;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
