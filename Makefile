@@ -125,7 +125,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools
+.PHONY: bench bench-smoke bench-tools bench-audit-cost
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -138,6 +138,14 @@ bench-tools:
 bench: wasm venv bench-tools
 	cargo bench --bench meshguard -- --noplot
 	$(PY) bench/run.py
+
+# The audit pipeline's cost per event in V8 (node embeds the same engine as Envoy):
+# request-time push vs flush (seal, encode, Export), unsigned and with signed checkpoints.
+AUDIT_COST_TARGET ?= $(CURDIR)/target/audit-cost
+bench-audit-cost: toolchain
+	cd bench/audit_cost && CARGO_TARGET_DIR=$(AUDIT_COST_TARGET) cargo build --release --target $(WASM_TARGET)
+	node --no-warnings bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm
+	node --no-warnings bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm signed
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.

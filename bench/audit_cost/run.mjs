@@ -1,0 +1,12 @@
+// Runs a wasm32-wasip1 program in node (V8) with stub proxy-wasm imports (never called).
+import { readFile } from 'node:fs/promises';
+import { WASI } from 'node:wasi';
+const wasi = new WASI({ version: 'preview1', args: ['x', ...process.argv.slice(3)], env: {} });
+const mod = await WebAssembly.compile(await readFile(process.argv[2]));
+const imports = wasi.getImportObject();
+for (const imp of WebAssembly.Module.imports(mod)) {
+  if (!(imp.module in imports)) imports[imp.module] = {};
+  if (!(imp.name in imports[imp.module])) imports[imp.module][imp.name] = () => 0;
+}
+const inst = await WebAssembly.instantiate(mod, imports);
+wasi.start({ exports: { memory: inst.exports.memory, _start: inst.exports._start } });
