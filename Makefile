@@ -144,8 +144,8 @@ bench: wasm venv bench-tools
 AUDIT_COST_TARGET ?= $(CURDIR)/target/audit-cost
 bench-audit-cost: toolchain
 	cd bench/audit_cost && CARGO_TARGET_DIR=$(AUDIT_COST_TARGET) cargo build --release --target $(WASM_TARGET)
-	node --no-warnings bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm
-	node --no-warnings bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm signed
+	node bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm
+	node bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm signed
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.
