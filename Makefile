@@ -139,7 +139,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak footprint
+.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -157,6 +157,18 @@ bench: wasm venv bench-tools
 # a throwaway PostgreSQL, zero loss checked (bench/README.md, "Collector").
 bench-collector: cli venv
 	$(PY) bench/collector_load.py
+
+# The audit pipeline's cost per event in V8 (node embeds the same engine as Envoy):
+# request-time push vs flush (seal, encode, Export), unsigned and with signed checkpoints.
+AUDIT_COST_TARGET ?= $(CURDIR)/target/audit-cost
+bench-audit-cost: toolchain
+	cd bench/audit_cost && CARGO_TARGET_DIR=$(AUDIT_COST_TARGET) cargo build --release --target $(WASM_TARGET)
+	@# node 20's WASI sometimes dies with SIGSEGV after the program has printed its result:
+	@# the result line is what counts.
+	@for mode in unsigned signed; do \
+	  out=$$(node bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm $$mode 2>/dev/null) || true; \
+	  echo "$$mode: $$out"; echo "$$out" | grep -q '^best:' || exit 1; \
+	done
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.

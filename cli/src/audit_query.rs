@@ -3,7 +3,11 @@
 //! Filters are parsed here once and shared with the collector's JSON API, so the command
 //! line and `GET /v1/events` accept exactly the same values.
 
-use crate::collector::integrity::{StreamReport, Verdict};
+use crate::collector::event::Checkpoint;
+use crate::collector::integrity::{
+    authenticate, missing_stream_report, SignatureKind, SignatureRow, StreamReport, TrustedKeys,
+    Verdict,
+};
 use crate::collector::store::{EventFilter, EventRow, Location, Store, StoreError};
 use crate::timestamp::{self, TimeError};
 use clap::{Subcommand, ValueEnum};
@@ -148,6 +152,16 @@ struct TraceArgs {
 struct VerifyArgs {
     #[command(flatten)]
     db: DbArg,
+    /// Also check who wrote each stream: the workloads' Ed25519 public keys, one
+    /// `<workload> <base64 public key>` per line (README, "Audit integrity"). Streams
+    /// without a key or without a checkpoint signed by it are reported unauthenticated;
+    /// rewritten events and unsigned gap declarations are reported.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// The checkpoint log the collector keeps outside the store (`meshguard collector
+    /// --checkpoint-log`): reveals a stream cut off after its last stored checkpoint.
+    #[arg(long, value_name = "FILE", requires = "keys")]
+    checkpoints: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: VerifyFormat,
@@ -184,6 +198,13 @@ pub enum QueryError {
     Store(StoreError),
     /// Output could not be written.
     Output(std::io::Error),
+    /// The keys file or checkpoint log could not be read or parsed.
+    Integrity {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for QueryError {
@@ -208,6 +229,7 @@ impl fmt::Display for QueryError {
             QueryError::NoSuchTrace(t) => write!(f, "no events with trace id {t}"),
             QueryError::Store(e) => e.fmt(f),
             QueryError::Output(e) => write!(f, "cannot write output: {e}"),
+            QueryError::Integrity { path, detail } => write!(f, "{}: {detail}", path.display()),
         }
     }
 }
@@ -382,7 +404,20 @@ fn trace(a: TraceArgs) -> Result<ExitCode, QueryError> {
 
 fn verify(a: VerifyArgs) -> Result<ExitCode, QueryError> {
     let mut store = a.db.open()?;
-    let reports = store.verify_all()?;
+    let mut reports = store.verify_all()?;
+    if let Some(keys_path) = &a.keys {
+        let bad = |path: &PathBuf, detail: String| QueryError::Integrity {
+            path: path.clone(),
+            detail,
+        };
+        let text = std::fs::read_to_string(keys_path).map_err(|e| bad(keys_path, e.to_string()))?;
+        let keys = TrustedKeys::parse(&text).map_err(|e| bad(keys_path, e))?;
+        let outside = match &a.checkpoints {
+            Some(p) => read_checkpoint_log(p).map_err(|e| bad(p, e))?,
+            None => Vec::new(),
+        };
+        authenticate_all(&store, &mut reports, &keys, &outside)?;
+    }
     let intact = all_intact(&reports);
     let mut out = std::io::stdout().lock();
     match a.format {
@@ -394,6 +429,75 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, QueryError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Reads the collector's checkpoint log (JSON lines of checkpoints).
+pub fn read_checkpoint_log(path: &std::path::Path) -> Result<Vec<SignatureRow>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c: Checkpoint = serde_json::from_str(line)
+            .map_err(|e| format!("line {}: not a checkpoint: {e}", n + 1))?;
+        out.push(SignatureRow {
+            workload: c.workload,
+            stream: c.stream,
+            kind: SignatureKind::Checkpoint,
+            from_seq: c.seq,
+            to_seq: c.seq,
+            count: 0,
+            hash: c.hash,
+            signature: c.signature,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds the signature checks to every chained stream's report, plus a report for each
+/// stream the checkpoint log knows and the store no longer holds.
+pub fn authenticate_all(
+    store: &Store,
+    reports: &mut Vec<StreamReport>,
+    keys: &TrustedKeys,
+    outside: &[SignatureRow],
+) -> Result<(), QueryError> {
+    let stored = store.signatures()?;
+    for (workload, stream) in outside
+        .iter()
+        .map(|c| (c.workload.as_str(), c.stream.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if !reports
+            .iter()
+            .any(|r| r.workload == workload && r.stream.as_deref() == Some(stream))
+        {
+            reports.push(missing_stream_report(workload, stream));
+        }
+    }
+    for r in reports.iter_mut() {
+        let Some(stream) = r.stream.clone() else {
+            continue;
+        };
+        let mine = |s: &&SignatureRow| s.workload == r.workload && s.stream == stream;
+        let in_store: Vec<&SignatureRow> = stored.iter().filter(mine).collect();
+        let in_log: Vec<&SignatureRow> = outside.iter().filter(mine).collect();
+        let workload = r.workload.clone();
+        let mut failure = None;
+        let mut lookup = |seq: i64| match store.event_hash_at(&workload, &stream, seq) {
+            Ok(h) => h,
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        };
+        authenticate(r, keys, &in_store, &in_log, &mut lookup);
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 /// Whether every stream is intact (declared losses allowed; unchained events are not).
@@ -566,6 +670,21 @@ pub fn verify_table(reports: &[StreamReport]) -> String {
                 count(r, "break").to_string(),
                 count(r, "gap").to_string(),
                 count(r, "conflict").to_string(),
+                r.findings
+                    .iter()
+                    .filter(|f| {
+                        matches!(
+                            f.kind(),
+                            "unauthenticated"
+                                | "bad_signature"
+                                | "rewritten"
+                                | "unsigned"
+                                | "unsigned_gap"
+                                | "truncated"
+                        )
+                    })
+                    .count()
+                    .to_string(),
                 r.verdict.as_str().to_string(),
             ]
         })
@@ -581,6 +700,7 @@ pub fn verify_table(reports: &[StreamReport]) -> String {
             "BREAK",
             "GAP",
             "CONFLICT",
+            "AUTH",
             "VERDICT",
         ],
         &rows,

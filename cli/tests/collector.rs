@@ -652,7 +652,7 @@ async fn verify_passes_on_intact_streams_with_declared_losses() {
     };
     let mut buffer = AuditBuffer::new(&cfg, Chain::new("worker-0-7f3a"));
     for i in 0..6u8 {
-        buffer.push(&AuditEvent {
+        buffer.push(AuditEvent {
             time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i) * 1_000_000,
             trace_id: vec![0xab, i, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
             span_id: vec![i; 8],

@@ -7,7 +7,7 @@
 
 pub mod otlp;
 
-use crate::config::AuditConfig;
+use crate::config::{AuditConfig, ConfigError};
 use crate::hex::{hex, unhex};
 use otlp::AnyValue;
 use serde::Serialize;
@@ -177,27 +177,49 @@ impl AuditEvent {
         attributes
     }
 
-    fn body(&self) -> String {
-        let mut body = format!(
-            "{} {}",
-            self.decision,
-            if self.action.is_empty() {
-                "-"
-            } else {
-                &self.action
-            }
-        );
-        if !self.resource.is_empty() {
-            body.push(' ');
-            body.push_str(&self.resource);
-        }
-        body.push_str(" by ");
-        body.push_str(if self.agent_id.is_empty() {
-            "unidentified agent"
-        } else {
-            &self.agent_id
-        });
-        body
+    /// Roughly what the event occupies while it waits, for `audit.buffer_bytes`: its text
+    /// plus a fixed allowance for the record's framing and fixed fields.
+    pub fn approx_size(&self) -> usize {
+        let r = &self.rpc;
+        let text = [
+            &self.decision,
+            &self.effect,
+            &self.agent_id,
+            &self.trust_tier,
+            &self.action,
+            &self.resource,
+            &self.policy,
+            &self.rule,
+            &self.reason,
+            &self.mode,
+            &self.bundle_version,
+            &self.method,
+            &self.path,
+            &self.authority,
+            &self.identity_error,
+            &self.request_id,
+            &self.grant,
+            &self.approval_id,
+            &self.shadow_policy,
+            &r.mcp_method,
+            &r.tool_name,
+            &r.session_id,
+            &r.protocol_version,
+            &r.resource_uri,
+            &r.request_id,
+            &r.arguments,
+            &r.a2a_method,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>();
+        let lists: usize = self
+            .delegation_chain
+            .iter()
+            .chain(&r.argument_keys)
+            .map(|s| s.len() + 4)
+            .sum();
+        text + lists + 640
     }
 
     /// The trace id as 32 lowercase hex digits, or empty.
@@ -271,51 +293,174 @@ impl Chain {
         self.seq
     }
 
+    /// Gives a dropped, never-sealed event its seq. It is not hashed: the next sealed
+    /// event links to the last sealed one, and the gap declaration names that hash.
+    fn skip(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Seals an event (chain v2, see [`chain_input_v2`]) and encodes its `LogRecord` in
+    /// the same pass.
     fn seal(&mut self, event: &AuditEvent) -> Sealed {
+        use sha2::Digest;
         self.seq += 1;
         let seq = i64::try_from(self.seq).unwrap_or(i64::MAX);
         let mut attributes = event.attributes();
         attributes.push(("meshguard.stream", AnyValue::Str(&self.stream)));
         attributes.push(("meshguard.seq", AnyValue::Int(seq)));
         attributes.push(("meshguard.prev_hash", AnyValue::Str(&self.last_hash)));
-        // The canonical text of `chain_input`, written straight from the values: building
-        // JSON trees per event was most of the filter's per-request cost.
+        attributes.push(("meshguard.chain.version", AnyValue::Int(CHAIN_VERSION)));
         attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut text = Vec::with_capacity(1024);
-        text.extend_from_slice(b"meshguard-audit-v1\n");
-        text.extend_from_slice(self.last_hash.as_bytes());
-        text.push(b'\n');
-        text.extend_from_slice(event.time_unix_nano.to_string().as_bytes());
-        text.push(b'\n');
-        text.extend_from_slice(event.trace_id_hex().as_bytes());
-        text.push(b'\n');
-        for (k, v) in &attributes {
-            text.extend_from_slice(k.as_bytes());
-            text.push(b'=');
-            v.write_json(&mut text);
-            text.push(b'\n');
-        }
-        let hash = chain_hash(&text);
-        attributes.push(("meshguard.hash", AnyValue::Str(&hash)));
         let deny = event.decision != "allow";
-        let bytes = otlp::encode_log_record(&otlp::LogRecord {
-            time_unix_nano: event.time_unix_nano,
-            severity_number: if deny { 13 } else { 9 },
-            severity_text: if deny { "WARN" } else { "INFO" },
-            body: &event.body(),
-            event_name: "meshguard.decision",
-            trace_id: &event.trace_id,
-            span_id: &event.span_id,
-            attributes: &attributes,
-        });
-        let sealed = Sealed {
-            seq: self.seq,
-            hash: hash.clone(),
-            bytes,
+        let action = if event.action.is_empty() {
+            "-"
+        } else {
+            &event.action
         };
-        self.last_hash = hash;
-        sealed
+        let agent = if event.agent_id.is_empty() {
+            "unidentified agent"
+        } else {
+            &event.agent_id
+        };
+        let resource_sep = if event.resource.is_empty() { "" } else { " " };
+        let body = [
+            event.decision.as_str(),
+            " ",
+            action,
+            resource_sep,
+            &event.resource,
+            " by ",
+            agent,
+        ];
+        let (bytes, hash) = otlp::encode_chained_record(
+            &otlp::LogRecord {
+                time_unix_nano: event.time_unix_nano,
+                severity_number: if deny { 13 } else { 9 },
+                severity_text: if deny { "WARN" } else { "INFO" },
+                body: "",
+                event_name: "meshguard.decision",
+                trace_id: &event.trace_id,
+                span_id: &event.span_id,
+                attributes: &attributes,
+            },
+            &body,
+            |encoded_attributes| {
+                let mut h = v2_hasher(event.time_unix_nano, &event.trace_id);
+                h.update(encoded_attributes);
+                hex(&h.finalize())
+            },
+        );
+        self.last_hash.clone_from(&hash);
+        Sealed {
+            seq: self.seq,
+            hash,
+            bytes,
+        }
     }
+}
+
+/// Signs checkpoints of the stream's head and gap declarations with the workload's
+/// Ed25519 key (`audit.signing_key`), once per exported batch.
+#[derive(Clone)]
+pub struct CheckpointSigner {
+    key: ed25519_compact::SecretKey,
+}
+
+impl std::fmt::Debug for CheckpointSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointSigner(..)")
+    }
+}
+
+impl CheckpointSigner {
+    /// The signer `audit.signing_key` configures, if any; an error names the field.
+    pub fn from_config(cfg: &AuditConfig) -> Result<Option<CheckpointSigner>, ConfigError> {
+        let Some(text) = cfg.signing_key.as_deref() else {
+            return Ok(None);
+        };
+        let seed = decode_base64_any(text.trim())
+            .and_then(|raw| ed25519_compact::Seed::from_slice(&raw).ok())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "audit.signing_key",
+                    "must be a base64 32-byte Ed25519 seed (the \"d\" of the JWK that \
+                     `meshguard keygen --alg EdDSA` writes)",
+                )
+            })?;
+        Ok(Some(CheckpointSigner {
+            key: ed25519_compact::KeyPair::from_seed(seed).sk,
+        }))
+    }
+
+    /// The base64 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> String {
+        use ct_codecs::Encoder;
+        let sig = self.key.sign(message, None);
+        ct_codecs::Base64::encode_to_string(sig.as_ref()).unwrap_or_default()
+    }
+}
+
+/// Standard or URL-safe base64, padded or not.
+fn decode_base64_any(s: &str) -> Option<Vec<u8>> {
+    use ct_codecs::{Base64, Base64NoPadding, Base64UrlSafe, Base64UrlSafeNoPadding, Decoder};
+    Base64::decode_to_vec(s, None)
+        .or_else(|_| Base64NoPadding::decode_to_vec(s, None))
+        .or_else(|_| Base64UrlSafe::decode_to_vec(s, None))
+        .or_else(|_| Base64UrlSafeNoPadding::decode_to_vec(s, None))
+        .ok()
+}
+
+/// What a checkpoint signs (README, "Audit integrity"): the stream's head after a batch.
+pub fn checkpoint_message(workload: &str, stream: &str, seq: u64, hash: &str) -> Vec<u8> {
+    format!("meshguard-checkpoint-v1\n{workload}\n{stream}\n{seq}\n{hash}\n").into_bytes()
+}
+
+/// What a gap declaration's signature signs, so a store writer cannot pass a deletion
+/// off as a declared loss.
+pub fn gap_message(
+    workload: &str,
+    stream: &str,
+    from_seq: u64,
+    to_seq: u64,
+    count: u64,
+    last_hash: &str,
+) -> Vec<u8> {
+    format!("meshguard-gap-v1\n{workload}\n{stream}\n{from_seq}\n{to_seq}\n{count}\n{last_hash}\n")
+        .into_bytes()
+}
+
+/// `event_name` of a checkpoint record.
+pub const CHECKPOINT_EVENT: &str = "meshguard.audit.checkpoint";
+
+fn checkpoint_record(
+    signer: &CheckpointSigner,
+    workload: &str,
+    stream: &str,
+    head: &Sealed,
+    now_unix_nano: u64,
+) -> Vec<u8> {
+    let signature = signer.sign(&checkpoint_message(workload, stream, head.seq, &head.hash));
+    let attributes = [
+        ("meshguard.stream", AnyValue::Str(stream)),
+        (
+            "meshguard.checkpoint.seq",
+            AnyValue::Int(i64::try_from(head.seq).unwrap_or(i64::MAX)),
+        ),
+        ("meshguard.checkpoint.hash", AnyValue::Str(&head.hash)),
+        ("meshguard.checkpoint.signature", AnyValue::Str(&signature)),
+        ("meshguard.chain.version", AnyValue::Int(CHAIN_VERSION)),
+    ];
+    otlp::encode_log_record(&otlp::LogRecord {
+        time_unix_nano: now_unix_nano,
+        severity_number: 9,
+        severity_text: "INFO",
+        body: "audit checkpoint",
+        event_name: CHECKPOINT_EVENT,
+        trace_id: &[],
+        span_id: &[],
+        attributes: &attributes,
+    })
 }
 
 /// A range of dropped events, announced to the collector so that a gap in the chain is
@@ -329,15 +474,33 @@ struct Gap {
 }
 
 impl Gap {
-    fn encode(&self, stream: &str, now_unix_nano: u64) -> Vec<u8> {
+    fn encode(
+        &self,
+        stream: &str,
+        now_unix_nano: u64,
+        signer: Option<(&CheckpointSigner, &str)>,
+    ) -> Vec<u8> {
         let as_int = |v: u64| AnyValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
-        let attributes = [
+        let signature = signer.map(|(s, workload)| {
+            s.sign(&gap_message(
+                workload,
+                stream,
+                self.from_seq,
+                self.to_seq,
+                self.count,
+                &self.last_hash,
+            ))
+        });
+        let mut attributes = vec![
             ("meshguard.stream", AnyValue::Str(stream)),
             ("meshguard.gap.from_seq", as_int(self.from_seq)),
             ("meshguard.gap.to_seq", as_int(self.to_seq)),
             ("meshguard.gap.count", as_int(self.count)),
             ("meshguard.gap.last_hash", AnyValue::Str(&self.last_hash)),
         ];
+        if let Some(sig) = &signature {
+            attributes.push(("meshguard.gap.signature", AnyValue::Str(sig)));
+        }
         let body = format!(
             "{} audit events dropped (seq {}..{}): the buffer was full",
             self.count, self.from_seq, self.to_seq
@@ -382,14 +545,19 @@ struct InFlight {
 
 /// Pending audit events of one worker VM and the batches in flight.
 ///
-/// Events are sealed into the hash chain when pushed. A batch leaves the queue when sent
-/// and comes back to the front if its Export fails, so order is kept and nothing is lost
-/// while there is room. When the buffer overflows, the oldest unsent events are dropped,
-/// counted, and announced to the collector as a gap.
+/// An event is only moved into the queue at request time; it is sealed into the hash
+/// chain and encoded when its batch is taken at flush (README, "Audit events": the cost
+/// leaves the request path). A batch leaves the queue when sent and comes back to the
+/// front if its Export fails, so order is kept and nothing is lost while there is room.
+/// When the buffer overflows, the oldest unsent events are dropped, counted, and
+/// announced to the collector as a gap.
 #[derive(Debug)]
 pub struct AuditBuffer {
     chain: Chain,
-    queue: VecDeque<Sealed>,
+    /// Sealed events back from a failed Export, in seq order; all older than `pending`.
+    sealed: VecDeque<Sealed>,
+    /// Events not sealed yet, in arrival order.
+    pending: VecDeque<AuditEvent>,
     queued_bytes: usize,
     gaps: Vec<Gap>,
     in_flight: HashMap<u64, InFlight>,
@@ -397,6 +565,7 @@ pub struct AuditBuffer {
     failures: u32,
     not_before_ms: u64,
     cfg: AuditConfig,
+    signer: Option<CheckpointSigner>,
     /// What happened so far.
     pub counters: AuditCounters,
 }
@@ -406,20 +575,27 @@ impl AuditBuffer {
     pub fn new(cfg: &AuditConfig, chain: Chain) -> AuditBuffer {
         AuditBuffer {
             chain,
-            queue: VecDeque::new(),
+            sealed: VecDeque::new(),
+            pending: VecDeque::new(),
             queued_bytes: 0,
             gaps: Vec::new(),
             in_flight: HashMap::new(),
             next_batch: 1,
             failures: 0,
             not_before_ms: 0,
+            // The engine refused an invalid key when it was built (`Engine::build`).
+            signer: CheckpointSigner::from_config(cfg).ok().flatten(),
             cfg: cfg.clone(),
             counters: AuditCounters::default(),
         }
     }
 
-    /// Adopts new limits (on reconfiguration) without losing what is queued.
+    /// Adopts new limits and signing key (on reconfiguration) without losing what is
+    /// queued.
     pub fn set_limits(&mut self, cfg: &AuditConfig) {
+        if cfg.signing_key != self.cfg.signing_key {
+            self.signer = CheckpointSigner::from_config(cfg).ok().flatten();
+        }
         self.cfg = cfg.clone();
         self.enforce_limits();
     }
@@ -431,7 +607,7 @@ impl AuditBuffer {
 
     /// Events waiting, not counting those in flight.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.sealed.len() + self.pending.len()
     }
 
     /// Export calls in flight.
@@ -441,37 +617,40 @@ impl AuditBuffer {
 
     /// Whether a full batch is waiting (send now rather than at the next tick).
     pub fn batch_ready(&self) -> bool {
-        self.queue.len() >= self.cfg.max_batch
+        self.queued() >= self.cfg.max_batch
     }
 
-    /// Seals an event into the chain and queues it.
-    pub fn push(&mut self, event: &AuditEvent) {
-        let sealed = self.chain.seal(event);
+    /// Queues an event; sealing and encoding wait for its batch.
+    pub fn push(&mut self, event: AuditEvent) {
         self.counters.emitted += 1;
-        self.queued_bytes += sealed.bytes.len();
-        self.queue.push_back(sealed);
+        self.queued_bytes += event.approx_size();
+        self.pending.push_back(event);
         self.enforce_limits();
     }
 
     fn enforce_limits(&mut self) {
-        while self.queue.len() > self.cfg.buffer_events || self.queued_bytes > self.cfg.buffer_bytes
-        {
-            let Some(old) = self.queue.pop_front() else {
+        while self.queued() > self.cfg.buffer_events || self.queued_bytes > self.cfg.buffer_bytes {
+            let (seq, last_hash) = if let Some(old) = self.sealed.pop_front() {
+                self.queued_bytes -= old.bytes.len();
+                (old.seq, old.hash)
+            } else if let Some(old) = self.pending.pop_front() {
+                self.queued_bytes -= old.approx_size();
+                (self.chain.skip(), self.chain.last_hash.clone())
+            } else {
                 break;
             };
-            self.queued_bytes -= old.bytes.len();
             self.counters.dropped += 1;
             match self.gaps.last_mut() {
-                Some(g) if g.to_seq + 1 == old.seq => {
-                    g.to_seq = old.seq;
+                Some(g) if g.to_seq + 1 == seq => {
+                    g.to_seq = seq;
                     g.count += 1;
-                    g.last_hash = old.hash;
+                    g.last_hash = last_hash;
                 }
                 _ => self.gaps.push(Gap {
-                    from_seq: old.seq,
-                    to_seq: old.seq,
+                    from_seq: seq,
+                    to_seq: seq,
                     count: 1,
-                    last_hash: old.hash,
+                    last_hash,
                 }),
             }
         }
@@ -480,13 +659,15 @@ impl AuditBuffer {
     /// Whether an export may start now: something waits, a call slot is free and no
     /// backoff is running.
     pub fn can_send(&self, now_ms: u64) -> bool {
-        (!self.queue.is_empty() || !self.gaps.is_empty())
+        (self.queued() > 0 || !self.gaps.is_empty())
             && self.in_flight.len() < self.cfg.max_in_flight
             && now_ms >= self.not_before_ms
     }
 
-    /// Takes the next batch and returns its id and the encoded ExportLogsServiceRequest,
-    /// or `None` when [`AuditBuffer::can_send`] is false.
+    /// Takes the next batch (sealing its events) and returns its id and the encoded
+    /// ExportLogsServiceRequest, or `None` when [`AuditBuffer::can_send`] is false. With a
+    /// signing key the batch ends with a signed checkpoint of its last event and its gap
+    /// declarations are signed; `resource` must then carry `envoy.node.id`.
     pub fn take_batch(
         &mut self,
         now_ms: u64,
@@ -498,25 +679,48 @@ impl AuditBuffer {
         }
         let mut records: Vec<Sealed> = Vec::new();
         let mut bytes = 0;
-        while let Some(front) = self.queue.front() {
-            let fits = records.is_empty()
-                || (records.len() < self.cfg.max_batch
-                    && bytes + front.bytes.len() <= self.cfg.max_batch_bytes);
-            if !fits {
-                break;
-            }
-            let Some(r) = self.queue.pop_front() else {
+        while records.len() < self.cfg.max_batch {
+            let next = if let Some(r) = self.sealed.pop_front() {
+                self.queued_bytes -= r.bytes.len();
+                r
+            } else if let Some(e) = self.pending.pop_front() {
+                self.queued_bytes -= e.approx_size();
+                self.chain.seal(&e)
+            } else {
                 break;
             };
-            bytes += r.bytes.len();
-            self.queued_bytes -= r.bytes.len();
-            records.push(r);
+            let fits = records.is_empty() || bytes + next.bytes.len() <= self.cfg.max_batch_bytes;
+            if !fits {
+                // Sealed now, so it waits with the sealed ones (it is older than `pending`).
+                self.queued_bytes += next.bytes.len();
+                self.sealed.push_front(next);
+                break;
+            }
+            bytes += next.bytes.len();
+            records.push(next);
         }
-        let gaps = std::mem::take(&mut self.gaps);
-        let gap_records: Vec<Vec<u8>> = gaps
+        let workload = resource
             .iter()
-            .map(|g| g.encode(self.chain.stream(), now_unix_nano))
+            .find_map(|(k, v)| match v {
+                AnyValue::Str(s) if *k == "envoy.node.id" => Some(*s),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let signer = self.signer.as_ref().map(|s| (s, workload));
+        let gaps = std::mem::take(&mut self.gaps);
+        let mut extra: Vec<Vec<u8>> = gaps
+            .iter()
+            .map(|g| g.encode(self.chain.stream(), now_unix_nano, signer))
             .collect();
+        if let (Some(signer), Some(head)) = (&self.signer, records.last()) {
+            extra.push(checkpoint_record(
+                signer,
+                workload,
+                self.chain.stream(),
+                head,
+                now_unix_nano,
+            ));
+        }
         let message = otlp::export_request(
             resource,
             "meshguard",
@@ -524,7 +728,7 @@ impl AuditBuffer {
             records
                 .iter()
                 .map(|r| r.bytes.as_slice())
-                .chain(gap_records.iter().map(Vec::as_slice)),
+                .chain(extra.iter().map(Vec::as_slice)),
         );
         self.counters.sent += records.len() as u64;
         let id = self.next_batch;
@@ -560,15 +764,15 @@ impl AuditBuffer {
         // Put the batch back in sequence order, merging with anything already requeued.
         for r in batch.records.into_iter().rev() {
             self.queued_bytes += r.bytes.len();
-            self.queue.push_front(r);
+            self.sealed.push_front(r);
         }
         if self
-            .queue
+            .sealed
             .iter()
-            .zip(self.queue.iter().skip(1))
+            .zip(self.sealed.iter().skip(1))
             .any(|(a, b)| a.seq > b.seq)
         {
-            self.queue.make_contiguous().sort_by_key(|r| r.seq);
+            self.sealed.make_contiguous().sort_by_key(|r| r.seq);
         }
         let mut gaps = batch.gaps;
         gaps.append(&mut self.gaps);
@@ -580,8 +784,111 @@ impl AuditBuffer {
 /// The `meshguard.prev_hash` of the first event of a stream.
 pub const CHAIN_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The canonical text hashed for one event (format `meshguard-audit-v1`), so that anyone
-/// can recompute the chain from the OTLP record alone:
+/// The version of the hash-chain construction this filter writes, sent as
+/// `meshguard.chain.version` (an event without it is version 1).
+pub const CHAIN_VERSION: i64 = 2;
+
+/// The domain prefix of a v2 chain input.
+pub const CHAIN_V2_DOMAIN: &[u8] = b"meshguard-audit-v2\n";
+
+fn v2_hasher(time_unix_nano: u64, trace_id: &[u8]) -> sha2::Sha256 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(CHAIN_V2_DOMAIN);
+    h.update(time_unix_nano.to_le_bytes());
+    h.update(if trace_id.len() == 16 {
+        trace_id
+    } else {
+        &[0u8; 16]
+    });
+    h
+}
+
+/// The bytes hashed for one event in chain version 2 (README, "Audit integrity"):
+///
+/// ```text
+/// "meshguard-audit-v2\n"                  19 bytes
+/// time_unix_nano                          8 bytes, little-endian (the record's fixed64)
+/// trace_id                                16 bytes, or 16 zero bytes when absent
+/// attributes                              every attribute except meshguard.hash, sorted by
+///                                         key (byte order), each encoded exactly as the
+///                                         OTLP LogRecord field 6 (tag 0x32, length,
+///                                         KeyValue{1: key, 2: AnyValue}) in the filter's
+///                                         record
+/// ```
+///
+/// AnyValue: string → field 1, bool → field 2, integer → field 3 (varint, two's
+/// complement), array of strings → field 5 (ArrayValue of string AnyValues). A stored value
+/// of any other JSON type (never sent by the filter) is encoded as field 7 (bytes) holding
+/// its compact JSON, so it can never hash like one of the four.
+pub fn chain_input_v2(
+    time_unix_nano: u64,
+    trace_id_hex: &str,
+    attributes: &[(&str, serde_json::Value)],
+) -> Vec<u8> {
+    use serde_json::Value;
+    let trace = unhex(trace_id_hex).unwrap_or_default();
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(CHAIN_V2_DOMAIN);
+    out.extend_from_slice(&time_unix_nano.to_le_bytes());
+    out.extend_from_slice(if trace.len() == 16 {
+        &trace
+    } else {
+        &[0u8; 16]
+    });
+    let mut sorted: Vec<&(&str, Value)> = attributes
+        .iter()
+        .filter(|(k, _)| *k != "meshguard.hash")
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in sorted {
+        let strings: Option<Vec<String>> = match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            _ => None,
+        };
+        let other = serde_json::to_vec(v).unwrap_or_default();
+        let value = match (v, v.as_i64(), &strings) {
+            (Value::String(s), _, _) => AnyValue::Str(s),
+            (Value::Bool(b), _, _) => AnyValue::Bool(*b),
+            (Value::Number(_), Some(i), _) => AnyValue::Int(i),
+            (Value::Array(_), _, Some(items)) => AnyValue::StrArray(items),
+            _ => AnyValue::Bytes(&other),
+        };
+        otlp::key_value(&mut out, 6, k, &value);
+    }
+    out
+}
+
+/// The chain hash an event should carry, by its `meshguard.chain.version` (absent: 1).
+pub fn event_chain_hash(
+    prev_hash: &str,
+    time_unix_nano: u64,
+    trace_id_hex: &str,
+    attributes: &[(&str, serde_json::Value)],
+) -> String {
+    let version = attributes
+        .iter()
+        .find(|(k, _)| *k == "meshguard.chain.version")
+        .map(|(_, v)| v.as_i64());
+    match version {
+        None => chain_hash(&chain_input(
+            prev_hash,
+            time_unix_nano,
+            trace_id_hex,
+            attributes,
+        )),
+        Some(Some(2)) => chain_hash(&chain_input_v2(time_unix_nano, trace_id_hex, attributes)),
+        // An unknown version cannot be recomputed: no hash matches, so verify reports it.
+        Some(_) => String::new(),
+    }
+}
+
+/// The canonical text hashed for one event in chain version 1 (format
+/// `meshguard-audit-v1`, written by filters before `meshguard.chain.version`; still
+/// verified), so that anyone can recompute the chain from the OTLP record alone:
 ///
 /// ```text
 /// meshguard-audit-v1\n
@@ -648,22 +955,24 @@ mod tests {
 
     fn fill(b: &mut AuditBuffer, n: u64) {
         for i in 0..n {
-            b.push(&event(i));
+            b.push(event(i));
         }
     }
 
-    fn seqs(b: &AuditBuffer) -> Vec<u64> {
-        b.queue.iter().map(|r| r.seq).collect()
+    /// Seqs of the sealed events waiting, then how many wait unsealed.
+    fn seqs(b: &AuditBuffer) -> (Vec<u64>, usize) {
+        (b.sealed.iter().map(|r| r.seq).collect(), b.pending.len())
     }
 
     #[test]
     fn chain_links_each_event_to_the_previous_one() {
         let mut c = Chain::new("s1");
-        let e1 = event(1);
+        let mut e1 = event(1);
+        e1.trace_id = vec![7; 16];
         let s1 = c.seal(&e1);
         let s2 = c.seal(&event(2));
         assert_eq!((s1.seq, s2.seq), (1, 2));
-        // recompute the first hash independently of `seal`
+        // recompute the first hash independently of `seal`, from the JSON a store keeps
         let mut attrs: Vec<(&str, serde_json::Value)> = e1
             .attributes()
             .iter()
@@ -672,15 +981,109 @@ mod tests {
         attrs.push(("meshguard.stream", "s1".into()));
         attrs.push(("meshguard.seq", 1.into()));
         attrs.push(("meshguard.prev_hash", CHAIN_GENESIS.into()));
-        assert_eq!(
-            s1.hash,
-            chain_hash(&chain_input(CHAIN_GENESIS, 1_001, "", &attrs))
-        );
+        attrs.push(("meshguard.chain.version", 2.into()));
+        let trace = "07".repeat(16);
+        assert_eq!(s1.hash, chain_hash(&chain_input_v2(1_001, &trace, &attrs)));
+        assert_eq!(s1.hash, event_chain_hash("", 1_001, &trace, &attrs));
         assert_ne!(s1.hash, s2.hash);
         assert_eq!(c.last_hash, s2.hash);
-        let text = String::from_utf8(chain_input(CHAIN_GENESIS, 1_001, "", &attrs)).unwrap();
-        assert!(text.starts_with("meshguard-audit-v1\n0000"));
-        assert!(text.contains("\nmeshguard.agent.id=\"agent-1\"\n"));
+        // the hash input is the record's own attribute bytes: no second encoding
+        let input = chain_input_v2(1_001, &trace, &attrs);
+        let attr_bytes = input.get(CHAIN_V2_DOMAIN.len() + 24..).unwrap();
+        assert!(s1.bytes.windows(attr_bytes.len()).any(|w| w == attr_bytes));
+        // a changed value or type breaks it
+        let mut changed = attrs.clone();
+        changed.push(("meshguard.agent.id", "agent-2".into()));
+        changed.swap_remove(
+            changed
+                .iter()
+                .position(|(k, _)| *k == "meshguard.agent.id")
+                .unwrap(),
+        );
+        assert_ne!(s1.hash, event_chain_hash("", 1_001, &trace, &changed));
+        let mut typed = attrs.clone();
+        for (k, v) in typed.iter_mut() {
+            if *k == "meshguard.latency_us" {
+                *v = serde_json::Value::String("0".into());
+            }
+        }
+        assert_ne!(s1.hash, event_chain_hash("", 1_001, &trace, &typed));
+        assert_ne!(s1.hash, event_chain_hash("", 1_002, &trace, &attrs));
+    }
+
+    #[test]
+    fn version_1_events_still_hash_as_before() {
+        let attrs: Vec<(&str, serde_json::Value)> = vec![
+            ("meshguard.agent.id", "a".into()),
+            ("meshguard.seq", 1.into()),
+        ];
+        let text = String::from_utf8(chain_input(CHAIN_GENESIS, 5, "", &attrs)).unwrap();
+        assert_eq!(
+            text,
+            format!("meshguard-audit-v1\n{CHAIN_GENESIS}\n5\n\nmeshguard.agent.id=\"a\"\nmeshguard.seq=1\n")
+        );
+        assert_eq!(
+            event_chain_hash(CHAIN_GENESIS, 5, "", &attrs),
+            chain_hash(text.as_bytes())
+        );
+        let mut unknown = attrs.clone();
+        unknown.push(("meshguard.chain.version", 3.into()));
+        assert_eq!(event_chain_hash(CHAIN_GENESIS, 5, "", &unknown), "");
+    }
+
+    #[test]
+    fn push_defers_sealing_to_the_batch() {
+        let mut b = AuditBuffer::new(&cfg(100, 10, 1), Chain::new("s"));
+        fill(&mut b, 3);
+        assert_eq!(b.chain.seq(), 0, "nothing sealed at request time");
+        assert_eq!(seqs(&b), (vec![], 3));
+        let (_, msg) = b.take_batch(0, 0, &[]).unwrap();
+        assert_eq!(b.chain.seq(), 3);
+        assert!(msg
+            .windows(b"meshguard.chain.version".len())
+            .any(|w| w == b"meshguard.chain.version"));
+    }
+
+    #[test]
+    fn signed_batches_end_with_a_checkpoint_of_their_last_event() {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
+        let seed = {
+            use ct_codecs::Encoder;
+            ct_codecs::Base64::encode_to_string(kp.sk.seed().as_ref()).unwrap()
+        };
+        let mut c = cfg(100, 2, 1);
+        c.signing_key = Some(seed);
+        let mut b = AuditBuffer::new(&c, Chain::new("s"));
+        fill(&mut b, 3);
+        let resource = [("envoy.node.id", AnyValue::Str("node-1"))];
+        let (_, msg) = b.take_batch(0, 0, &resource).unwrap();
+        let head = b.chain.last_hash.clone();
+        assert_eq!(b.chain.seq(), 2, "max_batch 2: the third waits unsealed");
+        let find = |needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
+        assert!(find(CHECKPOINT_EVENT.as_bytes()));
+        assert!(find(head.as_bytes()));
+        let sig = b
+            .signer
+            .as_ref()
+            .unwrap()
+            .sign(&checkpoint_message("node-1", "s", 2, &head));
+        assert!(
+            find(sig.as_bytes()),
+            "signature over (workload, stream, seq, hash)"
+        );
+        let raw = {
+            use ct_codecs::Decoder;
+            ct_codecs::Base64::decode_to_vec(&sig, None).unwrap()
+        };
+        let sig = ed25519_compact::Signature::from_slice(&raw).unwrap();
+        assert!(kp
+            .pk
+            .verify(checkpoint_message("node-1", "s", 2, &head), &sig)
+            .is_ok());
+        // a bad key is a configuration error naming the field
+        c.signing_key = Some("not a key".into());
+        let err = CheckpointSigner::from_config(&c).unwrap_err().to_string();
+        assert!(err.contains("audit.signing_key"), "{err}");
     }
 
     #[test]
@@ -691,12 +1094,12 @@ mod tests {
         let (first, _) = b.take_batch(0, 0, &[]).unwrap();
         let (second, _) = b.take_batch(0, 0, &[]).unwrap();
         assert!(b.take_batch(0, 0, &[]).is_none(), "max_in_flight = 2");
-        assert_eq!(seqs(&b), [7]);
+        assert_eq!(seqs(&b), (vec![], 1), "the seventh waits unsealed");
         b.finish_batch(second, false, 0);
         b.finish_batch(first, false, 0);
         assert_eq!(
             seqs(&b),
-            [1, 2, 3, 4, 5, 6, 7],
+            (vec![1, 2, 3, 4, 5, 6], 1),
             "requeued in sequence order"
         );
         assert_eq!(b.counters.retried, 6);
@@ -735,10 +1138,12 @@ mod tests {
         let mut b = AuditBuffer::new(&cfg(3, 10, 1), Chain::new("s"));
         fill(&mut b, 5);
         assert_eq!(b.counters.dropped, 2);
-        assert_eq!(seqs(&b), [3, 4, 5]);
+        assert_eq!(seqs(&b), (vec![], 3));
         assert_eq!(b.gaps.len(), 1);
         let gap = b.gaps.first().unwrap();
         assert_eq!((gap.from_seq, gap.to_seq, gap.count), (1, 2, 2));
+        // never sealed: the next event links to the genesis, which the gap names
+        assert_eq!(gap.last_hash, CHAIN_GENESIS);
         let (id, msg) = b.take_batch(0, 0, &[]).unwrap();
         assert!(msg
             .windows(b"meshguard.audit.gap".len())
@@ -754,7 +1159,12 @@ mod tests {
             b.gaps.iter().map(|g| g.count).sum::<u64>(),
             b.counters.dropped
         );
-        assert_eq!(seqs(&b), [5, 6, 7]);
+        assert_eq!(seqs(&b), (vec![5], 2));
+        // the event after the gap links to what the declaration names
+        let (id, _) = b.take_batch(10_000, 0, &[]).unwrap();
+        let sent = &b.in_flight.get(&id).unwrap().records;
+        assert_eq!(sent.first().unwrap().seq, 5);
+        assert_eq!(sent.len(), 3);
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub struct AuditConfig {
     /// (`context.*`, `agent.claims.*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+    /// This workload's Ed25519 private key for signing audit checkpoints (README, "Audit
+    /// integrity"): the base64 32-byte seed, i.e. the `d` of an Ed25519 JWK from
+    /// `meshguard keygen --alg EdDSA`. The collector and its store never hold it; `meshguard
+    /// audit verify --keys` checks the signatures with the public key. Without it, streams
+    /// carry no checkpoints and verify reports them unauthenticated when given keys.
+    #[serde(default, skip_serializing)]
+    pub signing_key: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -57,6 +64,7 @@ impl Default for AuditConfig {
             max_in_flight: default_in_flight(),
             retry_max_backoff_ms: default_backoff(),
             redact: Vec::new(),
+            signing_key: None,
         }
     }
 }

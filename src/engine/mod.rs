@@ -404,6 +404,7 @@ impl Engine {
             decision_api::validate(d)?;
         }
         cfg.audit.validate()?;
+        crate::audit::CheckpointSigner::from_config(&cfg.audit)?;
         let bundle = match &cfg.bundle {
             Some(b) => Some(compile_bundle_source(b)?),
             None => None,

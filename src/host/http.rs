@@ -313,7 +313,7 @@ impl Http {
         for e in &mut outcome.more_events {
             e.latency_us = outcome.event.latency_us;
         }
-        self.audit(&engines.engine, &outcome);
+        self.audit(&engines.engine, outcome);
         probe::lap(Stage::Audit);
         self.metrics.probe(probe::take(), true);
         flow
@@ -376,8 +376,9 @@ impl Http {
         Flow::Continue
     }
 
-    fn audit(&self, engine: &Engine, outcome: &Outcome) {
-        let events = std::iter::once(&outcome.event).chain(&outcome.more_events);
+    fn audit(&self, engine: &Engine, outcome: Outcome) {
+        // Moved, not cloned: the buffer seals and encodes them later, at flush.
+        let events = std::iter::once(outcome.event).chain(outcome.more_events);
         if engine.audit_config().cluster.is_some() {
             let mut vm = self.vm.borrow_mut();
             for e in events {
@@ -387,7 +388,7 @@ impl Http {
             for e in events {
                 log::info!(
                     "meshguard: {}",
-                    serde_json::to_string(e).unwrap_or_default()
+                    serde_json::to_string(&e).unwrap_or_default()
                 );
             }
         }

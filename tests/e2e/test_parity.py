@@ -35,7 +35,7 @@ MODES = ("enforce", "audit")
 # Attributes of the filter's event that ``check`` does not print, and why: the hash chain
 # belongs to the worker VM's stream, latency is measured around the filter callback.
 PER_STREAM = {"meshguard.stream", "meshguard.seq", "meshguard.prev_hash", "meshguard.hash",
-              "meshguard.latency_us"}
+              "meshguard.chain.version", "meshguard.latency_us"}
 # ``check``'s key for the log record's trace id (an OTLP field, not an attribute).
 TRACE_ID = "trace_id"
 # The client's default request line for explicit actions (harness.client.MeshClient.call).

@@ -22,13 +22,14 @@ from .ports import free_port
 
 class MeshguardCollector:
     def __init__(self, workdir: Path, port: int | None = None, *, http: bool = False,
-                 grants_key: Path | None = None, store: str | None = None, extra: tuple[str, ...] = ()):
+                 grants_key: Path | None = None, checkpoint_log: Path | None = None, store: str | None = None, extra: tuple[str, ...] = ()):
         """``store``: a postgres:// URL used instead of the SQLite file (``--store``);
         ``extra``: more collector flags (e.g. ``--retain``)."""
         self.cli = require()
         self.port = port or free_port()
         self.http_port = free_port() if http or grants_key else None
         self.grants_key = grants_key
+        self.checkpoint_log = checkpoint_log
         self.db = workdir / "audit.db"
         self.store = store
         self.extra = list(extra)
@@ -49,6 +50,8 @@ class MeshguardCollector:
             argv += ["--http", f"127.0.0.1:{self.http_port}"]
         if self.grants_key is not None:
             argv += ["--grants-key", self.grants_key]
+        if self.checkpoint_log is not None:
+            argv += ["--checkpoint-log", self.checkpoint_log]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
         pending = [p for p in (self.port, self.http_port) if p is not None]
@@ -87,8 +90,9 @@ class MeshguardCollector:
             self.proc.wait()
         self.proc = None
 
-    def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-        return subprocess.run([self.cli, "audit", *args, *self.location],
+    def run(self, *args: str, check: bool = False, db: Path | None = None) -> subprocess.CompletedProcess:
+        location = ["--db", db] if db else self.location
+        return subprocess.run([self.cli, "audit", *args, *location],
                               capture_output=True, text=True, timeout=60, check=check)
 
     def events(self, **filters: str) -> list[dict]:
@@ -99,8 +103,10 @@ class MeshguardCollector:
         assert out.returncode == 0, out.stderr
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
-    def verify(self) -> tuple[int, dict]:
-        out = self.run("verify", "--format", "json")
+    def verify(self, *args: str, db: Path | None = None) -> tuple[int, dict]:
+        """``meshguard audit verify --format json`` (plus e.g. ``--keys FILE``), on this
+        collector's database or another file."""
+        out = self.run("verify", "--format", "json", *args, db=db)
         return out.returncode, json.loads(out.stdout) if out.stdout.strip() else {}
 
     # --- the approval service, through the operator's CLI (`meshguard approvals`) -------

@@ -15,6 +15,26 @@ use serde_json::{Map, Value};
 pub const DECISION_EVENT: &str = "meshguard.decision";
 /// `event_name` of a declared gap (events the filter had to drop).
 pub const GAP_EVENT: &str = "meshguard.audit.gap";
+/// `event_name` of a signed checkpoint of a stream's head (README, "Audit integrity").
+pub const CHECKPOINT_EVENT: &str = meshguard::audit::CHECKPOINT_EVENT;
+
+/// A signed checkpoint: the filter's Ed25519 signature over (workload, stream, seq, hash)
+/// of the last event of a batch. Stored as received; `meshguard audit verify --keys`
+/// checks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// `envoy.node.id` of the resource, or empty.
+    pub workload: String,
+    /// `meshguard.stream`.
+    pub stream: String,
+    /// `meshguard.checkpoint.seq`.
+    pub seq: i64,
+    /// `meshguard.checkpoint.hash`: the chain hash of event `seq`.
+    pub hash: String,
+    /// `meshguard.checkpoint.signature`: base64 Ed25519 signature of
+    /// `meshguard::audit::checkpoint_message`.
+    pub signature: String,
+}
 
 /// Where an event sits in its stream's hash chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +123,9 @@ pub struct GapDeclaration {
     pub last_hash: String,
     /// When the gap was declared.
     pub time_unix_nano: u64,
+    /// `meshguard.gap.signature` (base64 Ed25519 of `meshguard::audit::gap_message`), when
+    /// the filter signs.
+    pub signature: Option<String>,
 }
 
 /// A decoded Export request.
@@ -112,6 +135,8 @@ pub struct Batch {
     pub events: Vec<DecisionEvent>,
     /// Declared gaps.
     pub gaps: Vec<GapDeclaration>,
+    /// Signed checkpoints.
+    pub checkpoints: Vec<Checkpoint>,
     /// Why each unusable record was rejected.
     pub rejected: Vec<String>,
     /// How many decision events had no usable chain fields (stored, but unverifiable).
@@ -224,6 +249,11 @@ pub fn decode(request: &ExportLogsServiceRequest) -> Batch {
                         }
                         Err(why) => batch.rejected.push(format!("record {index}: {why}")),
                     }
+                } else if name == CHECKPOINT_EVENT {
+                    match checkpoint(&attributes, &workload) {
+                        Ok(c) => batch.checkpoints.push(c),
+                        Err(why) => batch.rejected.push(format!("record {index}: {why}")),
+                    }
                 } else if name == GAP_EVENT {
                     match gap(record.time_unix_nano, &attributes, &workload) {
                         Ok(g) => batch.gaps.push(g),
@@ -232,7 +262,7 @@ pub fn decode(request: &ExportLogsServiceRequest) -> Batch {
                 } else {
                     batch.rejected.push(format!(
                         "record {index}: event_name {name:?} is not a MeshGuard audit event \
-                         (expected {DECISION_EVENT:?} or {GAP_EVENT:?})"
+                         (expected {DECISION_EVENT:?}, {GAP_EVENT:?} or {CHECKPOINT_EVENT:?})"
                     ));
                 }
             }
@@ -338,6 +368,33 @@ fn gap(
         count,
         last_hash,
         time_unix_nano,
+        signature: attributes
+            .get("meshguard.gap.signature")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+fn checkpoint(attributes: &Map<String, Value>, workload: &str) -> Result<Checkpoint, String> {
+    let text = |k: &str| {
+        attributes
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("checkpoint without {k}"))
+    };
+    let seq = attributes
+        .get("meshguard.checkpoint.seq")
+        .and_then(Value::as_i64)
+        .filter(|s| *s >= 1)
+        .ok_or("checkpoint without a positive integer meshguard.checkpoint.seq")?;
+    Ok(Checkpoint {
+        workload: workload.to_string(),
+        stream: text("meshguard.stream")?,
+        seq,
+        hash: text("meshguard.checkpoint.hash")?,
+        signature: text("meshguard.checkpoint.signature")?,
     })
 }
 

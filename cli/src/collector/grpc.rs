@@ -39,6 +39,7 @@ pub struct AuditLogsService {
     store: Arc<Mutex<Store>>,
     alerting: Option<Arc<Alerting>>,
     auth: IngestAuth,
+    checkpoint_log: Option<Arc<std::path::PathBuf>>,
 }
 
 impl AuditLogsService {
@@ -48,6 +49,7 @@ impl AuditLogsService {
             store,
             alerting,
             auth: IngestAuth::None,
+            checkpoint_log: None,
         }
     }
 
@@ -84,6 +86,36 @@ impl AuditLogsService {
             })),
         }
     }
+
+    /// Also appends each batch's signed checkpoints to `path` (JSON lines), after the
+    /// batch is stored.
+    pub fn with_checkpoint_log(mut self, path: std::path::PathBuf) -> AuditLogsService {
+        self.checkpoint_log = Some(Arc::new(path));
+        self
+    }
+}
+
+/// Appends checkpoints as JSON lines and syncs them: an acknowledged batch's checkpoint is
+/// on disk before the filter forgets the batch.
+fn append_checkpoints(
+    path: &std::path::Path,
+    checkpoints: &[event::Checkpoint],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for c in checkpoints {
+        text.push_str(&serde_json::to_string(c).unwrap_or_default());
+        text.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()
 }
 
 #[tonic::async_trait]
@@ -95,6 +127,7 @@ impl LogsService for AuditLogsService {
         let peer = self.peer(&request)?;
         let request = request.into_inner();
         let store = Arc::clone(&self.store);
+        let checkpoint_log = self.checkpoint_log.clone();
         // SQLite and hashing are blocking work: keep them off the async workers.
         let stored = tokio::task::spawn_blocking(move || {
             let mut batch = event::decode(&request);
@@ -103,9 +136,20 @@ impl LogsService for AuditLogsService {
             // A panic while holding the lock can only happen mid-transaction, which SQLite
             // rolled back; the store is still consistent, so keep using it.
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-            store
+            let outcome = store
                 .insert_batch(&batch, received)
-                .map(|outcome| (batch, outcome))
+                .map_err(|e| e.to_string())?;
+            // Under the store's lock, so lines are never interleaved. A failure answers
+            // UNAVAILABLE: the filter resends, the store ignores the repeat, the log gets it.
+            if let Some(path) = &checkpoint_log {
+                append_checkpoints(path, &batch.checkpoints).map_err(|e| {
+                    format!(
+                        "checkpoint log {} not written ({e}); check the path and free space",
+                        path.display()
+                    )
+                })?;
+            }
+            Ok::<_, String>((batch, outcome))
         })
         .await
         .map_err(|e| Status::internal(format!("the export handler failed: {e}")))?;

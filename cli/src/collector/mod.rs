@@ -101,6 +101,12 @@ pub struct CollectorArgs {
     #[arg(long, default_value_t = 4_194_304,
           value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
     max_message_bytes: u64,
+    /// Append every signed checkpoint received to this file (JSON lines), kept apart from
+    /// the database: `meshguard audit verify --checkpoints` then reveals a stream cut off
+    /// in the store. Put it where the store's writers cannot rewrite it (another disk,
+    /// append-only storage, a log shipper).
+    #[arg(long, value_name = "FILE")]
+    checkpoint_log: Option<PathBuf>,
 }
 
 /// Why the collector could not start or stopped abnormally.
@@ -319,10 +325,17 @@ async fn serve(
 
     let (tls, auth) = ingest_tls(&args)?;
     let max = usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX);
-    let service =
-        LogsServiceServer::new(AuditLogsService::new(Arc::clone(&store), alerting).with_auth(auth))
-            .max_decoding_message_size(max)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut audit_service = AuditLogsService::new(Arc::clone(&store), alerting).with_auth(auth);
+    if let Some(path) = &args.checkpoint_log {
+        eprintln!(
+            "meshguard collector: checkpoint log {} (outside the database)",
+            path.display()
+        );
+        audit_service = audit_service.with_checkpoint_log(path.clone());
+    }
+    let service = LogsServiceServer::new(audit_service)
+        .max_decoding_message_size(max)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut stop = stop_rx.clone();
     let stopping = async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -15,7 +15,9 @@ mod testpg;
 
 use super::approvals::{Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
 use super::event::{Batch, GapDeclaration};
-use super::integrity::{DeclaredLoss, Finding, StreamReport, StreamVerifier, Verdict};
+use super::integrity::{
+    DeclaredLoss, Finding, SignatureRow, StreamReport, StreamVerifier, Verdict,
+};
 use crate::grants::Grant;
 use meshguard::glob::Pattern;
 use serde::Serialize;
@@ -456,6 +458,22 @@ impl Store {
         batch: usize,
     ) -> Result<RetainOutcome, StoreError> {
         dispatch!(self, s => s.retain(cutoff_unix_nano, batch))
+    }
+
+    /// Every stored checkpoint and gap signature, by workload and stream (none in a store
+    /// written before checkpoints existed).
+    pub fn signatures(&self) -> Result<Vec<SignatureRow>, StoreError> {
+        dispatch!(self, s => s.signatures())
+    }
+
+    /// The stored `meshguard.hash` of one event, if the event is stored.
+    pub fn event_hash_at(
+        &self,
+        workload: &str,
+        stream: &str,
+        seq: i64,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.event_hash_at(workload, stream, seq))
     }
 
     /// Makes the store self-contained after shutdown (SQLite: WAL checkpoint).

@@ -21,6 +21,7 @@ use super::{
 use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
 use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
 use crate::collector::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport};
+use crate::collector::integrity::{SignatureKind, SignatureRow};
 use crate::grants::Grant;
 use crate::timestamp::{format_rfc3339_millis, now_nanos};
 use ::postgres::types::ToSql;
@@ -30,7 +31,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The migrations, in order; the schema version is how many have been applied.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = "
 CREATE TABLE events (
@@ -150,6 +151,24 @@ CREATE TABLE stream_peers (
     first_seen_unix_nano BIGINT NOT NULL,
     last_seen_unix_nano  BIGINT NOT NULL,
     PRIMARY KEY (workload, stream, peer, namespace)
+);
+";
+
+/// Audit integrity: the checkpoints and gap declarations the filter signed (README, "Audit
+/// integrity"); the keys that verify them are never stored.
+const V3: &str = "
+CREATE TABLE signatures (
+    id                  BIGSERIAL PRIMARY KEY,
+    workload            TEXT NOT NULL,
+    stream              TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    from_seq            BIGINT NOT NULL,
+    to_seq              BIGINT NOT NULL,
+    count               BIGINT NOT NULL,
+    hash                TEXT NOT NULL,
+    signature           TEXT NOT NULL,
+    received_unix_nano  BIGINT NOT NULL,
+    UNIQUE (workload, stream, kind, from_seq, to_seq, count, hash, signature)
 );
 ";
 
@@ -336,6 +355,7 @@ impl PgStore {
                 new_gaps.push(g);
             }
         }
+        insert_signatures(&mut tx, batch, received_unix_nano)?;
         for e in out.inserted.iter().filter_map(|&i| batch.events.get(i)) {
             if let Some(notice) = record_approval(&mut tx, e, received_unix_nano)? {
                 out.pending.push(notice);
@@ -381,6 +401,51 @@ impl PgStore {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// See [`super::Store::signatures`].
+    pub fn signatures(&self) -> Result<Vec<SignatureRow>, StoreError> {
+        let rows = self.client.borrow_mut().query(
+            "SELECT workload, stream, kind, from_seq, to_seq, count, hash, signature \
+             FROM signatures ORDER BY workload, stream, from_seq",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(2)?;
+                Ok(SignatureRow {
+                    workload: r.try_get(0)?,
+                    stream: r.try_get(1)?,
+                    kind: if kind == SignatureKind::Gap.as_str() {
+                        SignatureKind::Gap
+                    } else {
+                        SignatureKind::Checkpoint
+                    },
+                    from_seq: r.try_get(3)?,
+                    to_seq: r.try_get(4)?,
+                    count: r.try_get(5)?,
+                    hash: r.try_get(6)?,
+                    signature: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// See [`super::Store::event_hash_at`].
+    pub fn event_hash_at(
+        &self,
+        workload: &str,
+        stream: &str,
+        seq: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = self.client.borrow_mut().query_opt(
+            "SELECT hash FROM events WHERE workload=$1 AND stream=$2 AND seq=$3",
+            &[&workload, &stream, &seq],
+        )?;
+        Ok(match row {
+            Some(r) => r.try_get::<_, Option<String>>(0)?,
+            None => None,
+        })
     }
 
     /// See [`super::Store::approvals`].
@@ -1126,4 +1191,54 @@ mod tests {
             "a = $1 AND b = $12 OR c = ?"
         );
     }
+}
+
+/// The checkpoints and the signed gap declarations of a batch (retries are ignored), as
+/// the SQLite store keeps them.
+fn insert_signatures(
+    tx: &mut Transaction<'_>,
+    batch: &Batch,
+    received_unix_nano: i64,
+) -> Result<(), StoreError> {
+    let insert = tx.prepare(
+        "INSERT INTO signatures (workload, stream, kind, from_seq, to_seq, count, hash, \
+         signature, received_unix_nano) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) \
+         ON CONFLICT DO NOTHING",
+    )?;
+    let zero: i64 = 0;
+    for c in &batch.checkpoints {
+        tx.execute(
+            &insert,
+            &[
+                &c.workload,
+                &c.stream,
+                &SignatureKind::Checkpoint.as_str(),
+                &c.seq,
+                &c.seq,
+                &zero,
+                &c.hash,
+                &c.signature,
+                &received_unix_nano,
+            ],
+        )?;
+    }
+    for g in &batch.gaps {
+        if let Some(sig) = &g.signature {
+            tx.execute(
+                &insert,
+                &[
+                    &g.workload,
+                    &g.stream,
+                    &SignatureKind::Gap.as_str(),
+                    &g.from_seq,
+                    &g.to_seq,
+                    &g.count,
+                    &g.last_hash,
+                    sig,
+                    &received_unix_nano,
+                ],
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -27,6 +27,7 @@ use super::{
 use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
 use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
 use crate::collector::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport};
+use crate::collector::integrity::{SignatureKind, SignatureRow};
 use crate::grants::Grant;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
@@ -218,6 +219,7 @@ impl SqliteStore {
                  BEGIN IMMEDIATE;
                  {SCHEMA}
                  {}
+                 {SIGNATURES_SCHEMA}
                  PRAGMA application_id={APPLICATION_ID};
                  PRAGMA user_version={SCHEMA_VERSION};
                  COMMIT;",
@@ -401,6 +403,7 @@ impl SqliteStore {
                     new_gaps.push(g);
                 }
             }
+            insert_signatures(&tx, batch, received_unix_nano)?;
             // Only newly stored events count, so a retried batch never counts a request twice.
             for e in out.inserted.iter().filter_map(|&i| batch.events.get(i)) {
                 if let Some(notice) = approvals::record(&tx, e, received_unix_nano)? {
@@ -769,6 +772,124 @@ impl SqliteStore {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
+    }
+}
+
+// ---- Signed checkpoints and gap signatures (README, "Audit integrity") ----------------
+// Kept apart from the tables above so another backend adds them the same way: one table,
+// written with each batch, read by `meshguard audit verify --keys`.
+
+/// The signatures table. The store only keeps what the filter signed; the keys that
+/// verify it are given to `meshguard audit verify --keys` and never stored here.
+const SIGNATURES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS signatures (
+    id                  INTEGER PRIMARY KEY,
+    workload            TEXT NOT NULL,
+    stream              TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    from_seq            INTEGER NOT NULL,
+    to_seq              INTEGER NOT NULL,
+    count               INTEGER NOT NULL,
+    hash                TEXT NOT NULL,
+    signature           TEXT NOT NULL,
+    received_unix_nano  INTEGER NOT NULL,
+    UNIQUE (workload, stream, kind, from_seq, to_seq, count, hash, signature)
+);
+";
+
+/// The checkpoints and the signed gap declarations of a batch (retries are ignored).
+fn insert_signatures(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &Batch,
+    received_unix_nano: i64,
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO signatures (workload, stream, kind, from_seq, to_seq, count, \
+         hash, signature, received_unix_nano) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+    )?;
+    for c in &batch.checkpoints {
+        insert.execute(params![
+            c.workload,
+            c.stream,
+            SignatureKind::Checkpoint.as_str(),
+            c.seq,
+            c.seq,
+            0,
+            c.hash,
+            c.signature,
+            received_unix_nano
+        ])?;
+    }
+    for g in &batch.gaps {
+        if let Some(sig) = &g.signature {
+            insert.execute(params![
+                g.workload,
+                g.stream,
+                SignatureKind::Gap.as_str(),
+                g.from_seq,
+                g.to_seq,
+                g.count,
+                g.last_hash,
+                sig,
+                received_unix_nano
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Every stored signature, by workload and stream (none in a file written before
+    /// checkpoints existed).
+    pub fn signatures(&self) -> Result<Vec<SignatureRow>, StoreError> {
+        let exists: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='signatures'",
+            [],
+            |r| r.get(0),
+        )?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT workload, stream, kind, from_seq, to_seq, count, hash, signature \
+             FROM signatures ORDER BY workload, stream, from_seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(2)?;
+            Ok(SignatureRow {
+                workload: r.get(0)?,
+                stream: r.get(1)?,
+                kind: if kind == SignatureKind::Gap.as_str() {
+                    SignatureKind::Gap
+                } else {
+                    SignatureKind::Checkpoint
+                },
+                from_seq: r.get(3)?,
+                to_seq: r.get(4)?,
+                count: r.get(5)?,
+                hash: r.get(6)?,
+                signature: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stored `meshguard.hash` of one event, if the event is stored.
+    pub fn event_hash_at(
+        &self,
+        workload: &str,
+        stream: &str,
+        seq: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT hash FROM events WHERE workload=?1 AND stream=?2 AND seq=?3",
+                params![workload, stream, seq],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 }
 

@@ -60,6 +60,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "peers_are_recorded_and_impostors_flagged",
         peers_are_recorded_and_impostors_flagged,
     ),
+    (
+        "signatures_are_kept_once_and_read_back",
+        signatures_are_kept_once_and_read_back,
+    ),
 ];
 
 /// Scenarios needing a second handle on the same store (replicas).
@@ -124,7 +128,7 @@ fn postgresql_migrations_are_versioned_and_readers_never_write() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let mut r = Store::open_for_reading(&at).unwrap();
     assert_eq!(r.count_events().unwrap(), 0);
     let mut c2 = Chain::new("s1");
@@ -547,4 +551,41 @@ fn peers_are_recorded_and_impostors_flagged(s: &mut Store) {
         "{:?}",
         liar.findings
     );
+}
+
+fn signatures_are_kept_once_and_read_back(s: &mut Store) {
+    use crate::collector::event::Checkpoint;
+    use crate::collector::integrity::SignatureKind;
+    let mut c = Chain::new("s1");
+    let req = request(
+        "node-1",
+        (0..2)
+            .map(|_| c.event("agent-a", "read:orders", "allow"))
+            .collect(),
+    );
+    let mut batch = decode(&req);
+    let head = batch.events[1].chain.clone().unwrap();
+    assert!(s.signatures().unwrap().is_empty());
+    batch.checkpoints.push(Checkpoint {
+        workload: "node-1".into(),
+        stream: "s1".into(),
+        seq: head.seq,
+        hash: head.hash.clone(),
+        signature: "c2lnbmF0dXJl".into(),
+    });
+    s.insert_batch(&batch, 1).unwrap();
+    // A retried Export stores the checkpoint once.
+    s.insert_batch(&batch, 2).unwrap();
+    let sigs = s.signatures().unwrap();
+    assert_eq!(sigs.len(), 1, "{sigs:?}");
+    let sig = &sigs[0];
+    assert_eq!(sig.kind, SignatureKind::Checkpoint);
+    assert_eq!((sig.from_seq, sig.to_seq, sig.count), (2, 2, 0));
+    assert_eq!(sig.hash, head.hash);
+    assert_eq!(sig.signature, "c2lnbmF0dXJl");
+    assert_eq!(
+        s.event_hash_at("node-1", "s1", 2).unwrap(),
+        Some(head.hash.clone())
+    );
+    assert_eq!(s.event_hash_at("node-1", "s1", 3).unwrap(), None);
 }
