@@ -72,7 +72,7 @@ size: wasm
 
 ## Tests ----------------------------------------------------------------------------------
 
-test: unit lint validate e2e istio-check bench-smoke
+test: unit lint validate e2e istio-check bench-smoke fuzz-smoke
 
 unit:
 	cargo test --workspace
@@ -146,3 +146,24 @@ bench-smoke: wasm venv bench-tools
 	$(PY) bench/run.py --smoke --out target/bench-smoke
 	@grep -q '^| mg-es256-cached ' target/bench-smoke/smoke.md && grep -q '^| baseline ' target/bench-smoke/smoke.md \
 	  || { echo "bench-smoke: no benchmark table" >&2; exit 1; }
+
+## Fuzzing ---------------------------------------------------------------------------------
+
+.PHONY: fuzz fuzz-smoke fuzz-tools
+
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+
+# cargo-fuzz from crates.io (a few minutes to build once); it drives libFuzzer, whose
+# nightly-only compiler flags the stable toolchain takes with RUSTC_BOOTSTRAP=1 (fuzz/run.sh).
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+
+# Every target of fuzz/ for FUZZ_SECONDS each, one after the other (README "Fuzzing"):
+# prints execs and findings per target and fails on any crash, hang or memory blow-up.
+fuzz: fuzz-tools
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+# The same for a few seconds per target, in `make test`, so the harness cannot rot.
+fuzz-smoke: fuzz-tools
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
