@@ -172,7 +172,9 @@ fn policies() -> impl Strategy<Value = Vec<Value>> {
 /// configuration (MeshGuard fails closed without one).
 fn issuer() -> Value {
     let pk = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32])).pk;
-    let x = <ct_codecs::Base64UrlSafeNoPadding as ct_codecs::Encoder>::encode_to_string(pk.as_ref()).unwrap();
+    let x =
+        <ct_codecs::Base64UrlSafeNoPadding as ct_codecs::Encoder>::encode_to_string(pk.as_ref())
+            .unwrap();
     json!({"issuer": "https://issuer.example", "audiences": ["agents"],
            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]}})
 }
@@ -246,7 +248,11 @@ fn identity(chain: &[Hop], claims: &Value) -> Identity {
     let last = chain.last().expect("a chain has a caller");
     Identity {
         agent_id: last.agent_id.clone(),
-        tier: chain.iter().map(|h| h.tier).min().unwrap_or(TrustTier::Untrusted),
+        tier: chain
+            .iter()
+            .map(|h| h.tier)
+            .min()
+            .unwrap_or(TrustTier::Untrusted),
         issuer: "https://issuer.example".into(),
         chain: chain.to_vec(),
         claims: claims.clone(),
@@ -268,7 +274,13 @@ fn request(amount: Option<u16>) -> Request {
     }
 }
 
-fn decide(engine: &Engine, id: &Identity, action: &str, res: &Option<String>, req: &Request) -> Effect {
+fn decide(
+    engine: &Engine,
+    id: &Identity,
+    action: &str,
+    res: &Option<String>,
+    req: &Request,
+) -> Effect {
     let m = ActionMatch {
         action: action.to_string(),
         resource: res.clone(),
@@ -324,9 +336,9 @@ proptest! {
         prop_assert!(after >= before, "{before:?} became {after:?} after adding a deny rule");
     }
 
-    /// The delegation ceiling: a delegated call is never decided more leniently than the
-    /// caller alone, nor than any delegator of the chain acting on its own (at the chain's
-    /// effective tier, the lowest along it: the engine's contract).
+    /// The delegation ceiling: a delegated call is never decided more leniently than any
+    /// agent of the chain (caller or delegator) acting on its own, at its own tier or at
+    /// the chain's effective tier (the lowest along it).
     #[test]
     fn a_delegate_never_gets_more_than_its_delegators(
         policies in policies(),
@@ -341,16 +353,16 @@ proptest! {
         let whole = identity(&chain, &claims);
         let chained = decide(&engine, &whole, &action, &res, &req);
         for hop in &chain {
-            let alone = identity(
-                &[Hop { agent_id: hop.agent_id.clone(), tier: hop.tier.min(whole.tier) }],
-                &claims,
-            );
-            let direct = decide(&engine, &alone, &action, &res, &req);
-            prop_assert!(
-                chained >= direct,
-                "chain {chain:?} got {chained:?}, but {} alone gets {direct:?}",
-                hop.agent_id
-            );
+            // each agent on its own, at its own tier and at the chain's tier
+            for tier in [hop.tier, hop.tier.min(whole.tier)] {
+                let alone = identity(&[Hop { agent_id: hop.agent_id.clone(), tier }], &claims);
+                let direct = decide(&engine, &alone, &action, &res, &req);
+                prop_assert!(
+                    chained >= direct,
+                    "chain {chain:?} got {chained:?}, but {} alone at {tier:?} gets {direct:?}",
+                    hop.agent_id
+                );
+            }
         }
     }
 }
@@ -412,7 +424,12 @@ fn reference(toks: &[Tok], s: &[u8]) -> bool {
     let Some((&t, rest)) = toks.split_first() else {
         return s.is_empty();
     };
-    let seps = || s.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(j, _)| j);
+    let seps = || {
+        s.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(j, _)| j)
+    };
     match t {
         Tok::Lit(c) => s.first() == Some(&c) && reference(rest, &s[1..]),
         Tok::One => s.first().is_some_and(|b| *b != b'/') && reference(rest, &s[1..]),
@@ -431,7 +448,8 @@ fn reference(toks: &[Tok], s: &[u8]) -> bool {
         }
         Tok::MiddleAny => {
             s.first() == Some(&b'/')
-                && (reference(rest, &s[1..]) || seps().skip(1).any(|j| reference(rest, &s[j + 1..])))
+                && (reference(rest, &s[1..])
+                    || seps().skip(1).any(|j| reference(rest, &s[j + 1..])))
         }
     }
 }

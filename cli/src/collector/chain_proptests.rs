@@ -15,8 +15,8 @@ use meshguard::audit::{AuditBuffer, AuditEvent, Chain};
 use meshguard::config::AuditConfig;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use std::collections::BTreeMap;
 
 /// One event's free fields.
@@ -203,7 +203,9 @@ fn mutate(
                 any_value::Value::StringValue(s) => change_ascii_byte(s, at / 7, to),
                 any_value::Value::IntValue(i) => {
                     let mut b = i.to_le_bytes();
-                    let Some(x) = b.get_mut(at % 8) else { return false };
+                    let Some(x) = b.get_mut(at % 8) else {
+                        return false;
+                    };
                     *x = if *x == to { to.wrapping_add(1) } else { to };
                     *i = i64::from_le_bytes(b);
                     true
