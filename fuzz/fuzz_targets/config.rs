@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(engine) => {
             // The engine compiles what the parser produced: it cannot accept a text the
             // parser refused.
-            assert!(parsed.is_ok(), "Engine::from_text accepted what config::parse refused");
+            assert!(
+                parsed.is_ok(),
+                "Engine::from_text accepted what config::parse refused"
+            );
             let mut cache = engine.verifier().new_cache();
             for path in ["/mcp", "/v1/email/inbox"] {
                 let req = post(path);

@@ -68,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
             };
             if let Some(out) = engine.rewrite_response(plan, Some(content_type), body) {
                 // What replaces an upstream answer is text a client can read.
-                assert!(std::str::from_utf8(&out).is_ok(), "rewritten response is not UTF-8");
+                assert!(
+                    std::str::from_utf8(&out).is_ok(),
+                    "rewritten response is not UTF-8"
+                );
             }
         }
     });

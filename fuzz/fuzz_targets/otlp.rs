@@ -56,9 +56,9 @@ fn same(pb: Option<&PbValue>, v: &AnyValue<'_>) -> bool {
         (any_value::Value::IntValue(a), AnyValue::Int(b)) => a == b,
         (any_value::Value::ArrayValue(a), AnyValue::StrArray(b)) => {
             a.values.len() == b.len()
-                && a.values.iter().zip(b.iter()).all(|(x, y)| {
-                    matches!(&x.value, Some(any_value::Value::StringValue(s)) if s == y)
-                })
+                && a.values.iter().zip(b.iter()).all(
+                    |(x, y)| matches!(&x.value, Some(any_value::Value::StringValue(s)) if s == y),
+                )
         }
         _ => false,
     }
@@ -69,9 +69,9 @@ fn to_json(pb: Option<&PbValue>) -> serde_json::Value {
         Some(any_value::Value::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(any_value::Value::BoolValue(b)) => serde_json::Value::Bool(*b),
         Some(any_value::Value::IntValue(i)) => serde_json::Value::from(*i),
-        Some(any_value::Value::ArrayValue(a)) => serde_json::Value::Array(
-            a.values.iter().map(|v| to_json(Some(v))).collect(),
-        ),
+        Some(any_value::Value::ArrayValue(a)) => {
+            serde_json::Value::Array(a.values.iter().map(|v| to_json(Some(v))).collect())
+        }
         _ => serde_json::Value::Null,
     }
 }
@@ -93,14 +93,19 @@ fn records(u: &mut Unstructured<'_>) -> Result<()> {
     let scope: (String, String) = u.arbitrary()?;
     let attr_views: Vec<(&str, AnyValue<'_>)> =
         attrs.iter().map(|(k, v)| (k.as_str(), v.view())).collect();
-    let resource_views: Vec<(&str, AnyValue<'_>)> =
-        resource.iter().map(|(k, v)| (k.as_str(), v.view())).collect();
+    let resource_views: Vec<(&str, AnyValue<'_>)> = resource
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.view()))
+        .collect();
     for (_, v) in &attr_views {
         // The chain's canonical JSON, written without building it, is serde_json's.
         let mut written = Vec::new();
         v.write_json(&mut written);
         let expected = serde_json::to_vec(&v.to_json()).unwrap_or_default();
-        assert_eq!(written, expected, "write_json differs from serde_json for {v:?}");
+        assert_eq!(
+            written, expected,
+            "write_json differs from serde_json for {v:?}"
+        );
     }
     let record = otlp::encode_log_record(&LogRecord {
         time_unix_nano: time,
@@ -125,7 +130,11 @@ fn records(u: &mut Unstructured<'_>) -> Result<()> {
     };
     assert_eq!(decoded.resource_logs.len(), 1);
     for rl in &decoded.resource_logs {
-        let res = rl.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+        let res = rl
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
         assert_eq!(res.len(), resource_views.len());
         for (kv, (k, v)) in res.iter().zip(&resource_views) {
             assert_eq!(&kv.key, k);
@@ -140,7 +149,10 @@ fn records(u: &mut Unstructured<'_>) -> Result<()> {
             for r in &sl.log_records {
                 assert_eq!(r.time_unix_nano, time);
                 assert_eq!(r.observed_time_unix_nano, time);
-                assert_eq!(r.severity_number, i32::from_ne_bytes(severity.to_ne_bytes()));
+                assert_eq!(
+                    r.severity_number,
+                    i32::from_ne_bytes(severity.to_ne_bytes())
+                );
                 assert_eq!(r.severity_text, severity_text);
                 assert!(same(r.body.as_ref(), &AnyValue::Str(&body)), "body");
                 assert_eq!(r.event_name, event_name);
@@ -214,7 +226,11 @@ fn sealed_events(u: &mut Unstructured<'_>) -> Result<()> {
             &meshguard::hex::hex(&r.trace_id),
             &attrs,
         ));
-        assert_eq!(hash.as_deref(), Some(computed.as_str()), "sealed hash does not re-hash");
+        assert_eq!(
+            hash.as_deref(),
+            Some(computed.as_str()),
+            "sealed hash does not re-hash"
+        );
         prev = computed;
     }
     Ok(())

@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(identity) => {
                 // A verified identity names an agent of the one configured issuer, and
                 // its effective tier is never above any hop of its delegation chain.
-                assert!(!identity.agent_id.is_empty(), "verified token with an empty agent id");
+                assert!(
+                    !identity.agent_id.is_empty(),
+                    "verified token with an empty agent id"
+                );
                 assert_eq!(identity.issuer, ISSUER);
                 assert!(
                     identity.chain.iter().all(|hop| identity.tier <= hop.tier),

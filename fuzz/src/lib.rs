@@ -107,7 +107,10 @@ pub fn post(path: &str) -> Request {
         headers: vec![
             ("authorization".into(), format!("Bearer {}", valid_token())),
             ("content-type".into(), "application/json".into()),
-            ("accept".into(), "application/json, text/event-stream".into()),
+            (
+                "accept".into(),
+                "application/json, text/event-stream".into(),
+            ),
             ("mcp-session-id".into(), "s-1".into()),
             ("mcp-protocol-version".into(), "2025-06-18".into()),
         ],
