@@ -5,7 +5,8 @@
 #
 # New corpus entries go to target/fuzz/corpus/<target> (the committed seeds in
 # fuzz/corpus/<target> are only read); findings go to target/fuzz/artifacts/<target>/,
-# each reproducible with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`.
+# each reproducible with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>` (or by
+# running fuzz/target/x86_64-unknown-linux-gnu/release/<target> <file>).
 # FUZZ_TARGETS narrows the set; FUZZ_SANITIZER (default none: the crates are safe Rust, and
 # libFuzzer still catches panics, aborts, stack overflows, hangs and memory blow-ups)
 # selects cargo-fuzz's sanitizer.
@@ -21,7 +22,12 @@ export RUSTC_BOOTSTRAP=1
 out=target/fuzz
 mkdir -p "$out"
 
-cargo fuzz build --sanitizer "$sanitizer"
+# FUZZ_NO_BUILD=1 runs the binaries already built (a campaign after a source change that
+# should not wait for a rebuild).
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+  cargo fuzz build --sanitizer "$sanitizer"
+fi
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
 
 failed=0
 summary=()
@@ -31,7 +37,7 @@ for t in $targets; do
   echo "fuzz: $t for ${seconds}s"
   status=0
   # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: a memory blow-up.
-  cargo fuzz run --sanitizer "$sanitizer" "$t" "$out/corpus/$t" "fuzz/corpus/$t" -- \
+  "$bin/$t" "$out/corpus/$t" "fuzz/corpus/$t" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$out/artifacts/$t/" >"$log" 2>&1 || status=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)

@@ -515,3 +515,20 @@ fn reference_matcher_knows_the_contract() {
     assert!(m("*", "a:b:c"));
     assert!(m("r?ad", "read") && !m("r?ad", "r:ad"));
 }
+
+/// Regression (fuzz target `otlp`): an event whose trace id is not 16 bytes was hashed with
+/// it, but its OTLP record carries none, so the collector found it altered.
+#[test]
+fn a_trace_id_the_record_cannot_carry_is_not_hashed() {
+    use meshguard::audit::AuditEvent;
+    let odd = AuditEvent {
+        trace_id: vec![1, 2, 3],
+        ..AuditEvent::default()
+    };
+    assert_eq!(odd.trace_id_hex(), "");
+    let ok = AuditEvent {
+        trace_id: vec![0xab; 16],
+        ..AuditEvent::default()
+    };
+    assert_eq!(ok.trace_id_hex(), "ab".repeat(16));
+}
