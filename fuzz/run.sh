@@ -32,6 +32,8 @@ bin=fuzz/target/x86_64-unknown-linux-gnu/release
 failed=0
 summary=()
 for t in $targets; do
+  # findings of earlier runs are not this run's
+  rm -rf "$out/artifacts/$t"
   mkdir -p "$out/corpus/$t" "$out/artifacts/$t" fuzz/corpus/"$t"
   log="$out/$t.log"
   echo "fuzz: $t for ${seconds}s"
