@@ -79,7 +79,7 @@ size: wasm
 
 ## Tests ----------------------------------------------------------------------------------
 
-test: unit lint policy-test validate e2e istio-check bench-smoke
+test: unit lint policy-test validate e2e istio-check bench-smoke fuzz-smoke
 
 unit:
 	cargo test --workspace
@@ -191,3 +191,24 @@ bench-smoke: wasm venv bench-tools
 SOAK_SECONDS ?= 600
 soak: wasm venv
 	$(PY) tests/soak.py --seconds $(SOAK_SECONDS)
+
+## Fuzzing ---------------------------------------------------------------------------------
+
+.PHONY: fuzz fuzz-smoke fuzz-tools
+
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+
+# cargo-fuzz from crates.io (a few minutes to build once); it drives libFuzzer, whose
+# nightly-only compiler flags the stable toolchain takes with RUSTC_BOOTSTRAP=1 (fuzz/run.sh).
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+
+# Every target of fuzz/ for FUZZ_SECONDS each, one after the other (README "Fuzzing"):
+# prints execs and findings per target and fails on any crash, hang or memory blow-up.
+fuzz: fuzz-tools
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+# The same for a few seconds per target, in `make test`, so the harness cannot rot.
+fuzz-smoke: fuzz-tools
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)

@@ -746,6 +746,37 @@ impl Engine {
                 };
             }
         }
+        // Each agent of a delegated chain is also held to its own tier: a policy scoped to
+        // that tier (say, `verified` agents may not delete) would otherwise be escaped by
+        // delegating through a lower-tier agent, which lowers the chain's tier.
+        if identity.chain.len() > 1 {
+            for hop in identity.chain.iter().rev() {
+                if hop.tier <= identity.tier {
+                    continue;
+                }
+                let s = Subject {
+                    agent_id: &hop.agent_id,
+                    tier: hop.tier,
+                };
+                let f = facts(s);
+                let d = granted(
+                    self.policies.evaluate(&s, &action.action, res, depth, &f),
+                    s.agent_id,
+                );
+                if d.effect > decision.effect {
+                    decision = Decision {
+                        reason: format!(
+                            "delegation ceiling: {:?} at its own tier {} is not allowed {:?}: {}",
+                            hop.agent_id,
+                            hop.tier.as_str(),
+                            action.action,
+                            d.reason
+                        ),
+                        ..d
+                    };
+                }
+            }
+        }
         // a shadow denial matters only where the enforced decision is an allow
         let shadow = shadow.filter(|_| decision.effect == Effect::Allow);
         done(decision, shadow, &used_context)
@@ -1693,6 +1724,46 @@ mod tests {
             "{}",
             o.decision.reason
         );
+    }
+
+    /// Found by the property test `a_delegate_never_gets_more_than_its_delegators`
+    /// (tests/proptests.rs): a verified agent denied an action by a policy for verified
+    /// agents got it allowed by delegating to an untrusted agent, since the chain was only
+    /// judged at its lowest tier, where that policy does not apply.
+    #[test]
+    fn delegating_to_a_lower_tier_does_not_escape_a_tier_scoped_deny() {
+        let k = key();
+        let jwk: Json = serde_json::from_str(&k.public_key().to_jwk()).unwrap();
+        let cfg = json!({
+            "identity": {"issuers": [{"issuer": "https://issuer.example", "audiences": ["agents"], "jwks": {"keys": [jwk]}}]},
+            "policies": [
+                {"name": "everyone", "rules": [{"action": "delete:**", "effect": "allow"}]},
+                {"name": "verified-no-delete", "applies_to": {"trust_tiers": ["verified"]},
+                 "rules": [{"action": "delete:**", "effect": "deny", "reason": "verified agents do not delete"}]}
+            ]
+        });
+        let e = Engine::from_text(cfg.to_string().as_bytes()).unwrap();
+        let delete = [("x-meshguard-action", "delete:orders")];
+        let alone = token(&k, json!({"trust_tier": "verified"}));
+        let o = run(&e, &request("POST", "/", Some(&alone), &delete));
+        assert_eq!(o.decision.effect, Effect::Deny);
+        let via_untrusted = token(
+            &k,
+            json!({"trust_tier": "verified", "act": {"sub": "agent-b", "trust_tier": "untrusted"}}),
+        );
+        let o = run(&e, &request("POST", "/", Some(&via_untrusted), &delete));
+        assert_eq!(o.decision.effect, Effect::Deny, "{}", o.decision.reason);
+        assert!(
+            o.decision
+                .reason
+                .contains("\"agent-a\" at its own tier verified"),
+            "{}",
+            o.decision.reason
+        );
+        // An untrusted agent alone is allowed: the policy is scoped to verified agents.
+        let untrusted = token(&k, json!({"trust_tier": "untrusted"}));
+        let o = run(&e, &request("POST", "/", Some(&untrusted), &delete));
+        assert_eq!(o.decision.effect, Effect::Allow, "{}", o.decision.reason);
     }
 
     /// The issue-8 configuration: orders are readable, email needs a condition that

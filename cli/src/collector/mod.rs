@@ -9,6 +9,8 @@
 pub mod alerts;
 pub mod api;
 pub mod approvals;
+#[cfg(test)]
+mod chain_proptests;
 pub mod event;
 pub mod grpc;
 pub mod integrity;
