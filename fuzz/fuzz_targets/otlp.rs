@@ -1,7 +1,7 @@
 //! OTLP encoding round trip: arbitrary log records and audit events encoded by the
 //! filter's hand-written protobuf writer, decoded with the maintained generated types
 //! (opentelemetry-proto + prost), compared field by field. Audit events also go through
-//! the hash-chain sealing, and the decoded attributes must re-hash (`chain_input`, what the
+//! the hash-chain sealing, and the decoded attributes must re-hash (`event_chain_hash`, what the
 //! collector verifies) to the `meshguard.hash` the filter wrote.
 #![no_main]
 // A target reports a finding by panicking: that is its whole job.
@@ -10,7 +10,7 @@
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use meshguard::audit::otlp::{self, AnyValue, LogRecord};
-use meshguard::audit::{chain_hash, chain_input, AuditBuffer, AuditEvent, Chain};
+use meshguard::audit::{event_chain_hash, AuditBuffer, AuditEvent, Chain};
 use meshguard::config::AuditConfig;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue as PbValue};
@@ -194,7 +194,7 @@ fn sealed_events(u: &mut Unstructured<'_>) -> Result<()> {
             status: u.arbitrary()?,
             ..AuditEvent::default()
         };
-        buffer.push(&event);
+        buffer.push(event);
     }
     let Some((_, message)) = buffer.take_batch(u64::MAX / 2, 1, &[]) else {
         return Ok(());
@@ -220,12 +220,12 @@ fn sealed_events(u: &mut Unstructured<'_>) -> Result<()> {
         let hash = get("meshguard.hash").and_then(|v| v.as_str().map(str::to_string));
         let prev_hash = get("meshguard.prev_hash").and_then(|v| v.as_str().map(str::to_string));
         assert_eq!(prev_hash.as_deref(), Some(prev.as_str()), "chain link");
-        let computed = chain_hash(&chain_input(
+        let computed = event_chain_hash(
             &prev,
             r.time_unix_nano,
             &meshguard::hex::hex(&r.trace_id),
             &attrs,
-        ));
+        );
         assert_eq!(
             hash.as_deref(),
             Some(computed.as_str()),

@@ -760,8 +760,10 @@ impl Engine {
                 };
                 let f = facts(s);
                 let d = granted(
-                    self.policies.evaluate(&s, &action.action, res, depth, &f),
+                    self.policies
+                        .evaluate_traced(&s, &action.action, res, depth, &f, trace),
                     s.agent_id,
+                    trace,
                 );
                 if d.effect > decision.effect {
                     decision = Decision {

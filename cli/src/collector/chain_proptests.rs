@@ -46,7 +46,7 @@ fn seal(stream: &str, events: &[Fields]) -> Vec<Vec<u8>> {
     };
     let mut buffer = AuditBuffer::new(&cfg, Chain::new(stream));
     for (time, trace, decision, agent, chain, action, status, enforced) in events {
-        buffer.push(&AuditEvent {
+        buffer.push(AuditEvent {
             time_unix_nano: *time,
             trace_id: trace.clone(),
             decision: decision.clone(),

@@ -1175,24 +1175,6 @@ fn event_row(r: &Row) -> Result<EventRow, ::postgres::Error> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_and_placeholders_converted() {
-        assert_eq!(
-            redact("postgres://mg:secret@db:5432/audit"),
-            "postgres://mg:***@db:5432/audit"
-        );
-        assert_eq!(redact("postgres://db/audit"), "postgres://db/audit");
-        assert_eq!(
-            dollars("a = ?1 AND b = ?12 OR c = ?"),
-            "a = $1 AND b = $12 OR c = ?"
-        );
-    }
-}
-
 /// The checkpoints and the signed gap declarations of a batch (retries are ignored), as
 /// the SQLite store keeps them.
 fn insert_signatures(
@@ -1241,4 +1223,22 @@ fn insert_signatures(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_and_placeholders_converted() {
+        assert_eq!(
+            redact("postgres://mg:secret@db:5432/audit"),
+            "postgres://mg:***@db:5432/audit"
+        );
+        assert_eq!(redact("postgres://db/audit"), "postgres://db/audit");
+        assert_eq!(
+            dollars("a = ?1 AND b = ?12 OR c = ?"),
+            "a = $1 AND b = $12 OR c = ?"
+        );
+    }
 }
