@@ -199,16 +199,18 @@ soak: wasm venv
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 
-# cargo-fuzz from crates.io (a few minutes to build once); it drives libFuzzer, whose
-# nightly-only compiler flags the stable toolchain takes with RUSTC_BOOTSTRAP=1 (fuzz/run.sh).
+# cargo-fuzz from crates.io (a few minutes to build once), for `cargo fuzz run|tmin` by hand
+# and sanitizer builds (FUZZ_SANITIZER=address); fuzz/run.sh builds the uninstrumented-by-
+# sanitizer targets itself with libFuzzer's flags, which the stable toolchain takes with
+# RUSTC_BOOTSTRAP=1, so `make test` needs no extra tool.
 fuzz-tools:
 	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 
 # Every target of fuzz/ for FUZZ_SECONDS each, one after the other (README "Fuzzing"):
 # prints execs and findings per target and fails on any crash, hang or memory blow-up.
-fuzz: fuzz-tools
+fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 # The same for a few seconds per target, in `make test`, so the harness cannot rot.
-fuzz-smoke: fuzz-tools
+fuzz-smoke:
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
