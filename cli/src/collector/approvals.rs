@@ -7,6 +7,7 @@
 //! door to the database and another backend can implement the same operations.
 
 use super::event::DecisionEvent;
+use super::store::Columns;
 use crate::grants::Grant;
 use crate::timestamp::format_rfc3339_millis;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -226,30 +227,33 @@ pub(crate) fn columns() -> String {
     )
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
-    let status: String = r.get(1)?;
-    let traces: String = r.get(12)?;
-    let decided: Option<i64> = r.get(13)?;
-    let expires: Option<i64> = r.get(16)?;
+/// The approval in a row of [`columns`].
+pub(crate) fn from_columns<R: Columns + ?Sized>(r: &R) -> Result<Approval, R::Error> {
+    let status = r.text(1)?;
+    let traces = r.text(12)?;
     Ok(Approval {
-        id: r.get(0)?,
+        id: r.text(0)?,
         status: status.parse().unwrap_or(ApprovalStatus::Pending),
-        agent: r.get(2)?,
-        action: r.get(3)?,
-        resource: r.get(4)?,
-        reason: r.get(5)?,
-        policy: r.get(6)?,
-        rule: r.get(7)?,
-        workload: r.get(8)?,
-        first_seen: format_rfc3339_millis(r.get(9)?),
-        last_seen: format_rfc3339_millis(r.get(10)?),
-        count: r.get(11)?,
+        agent: r.text(2)?,
+        action: r.text(3)?,
+        resource: r.text(4)?,
+        reason: r.text(5)?,
+        policy: r.text(6)?,
+        rule: r.text(7)?,
+        workload: r.text(8)?,
+        first_seen: format_rfc3339_millis(r.int(9)?),
+        last_seen: format_rfc3339_millis(r.int(10)?),
+        count: r.int(11)?,
         trace_ids: serde_json::from_str(&traces).unwrap_or_default(),
-        decided_at: decided.map(format_rfc3339_millis),
-        decided_by: r.get(14)?,
-        decision_reason: r.get(15)?,
-        expires_at: expires.map(expires_text),
+        decided_at: r.opt_int(13)?.map(format_rfc3339_millis),
+        decided_by: r.opt_text(14)?,
+        decision_reason: r.opt_text(15)?,
+        expires_at: r.opt_int(16)?.map(expires_text),
     })
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+    from_columns(r)
 }
 
 /// Grant expiry as RFC 3339 whole seconds, rounded down so a grant never outlives its TTL.

@@ -16,7 +16,8 @@ mod testpg;
 use super::approvals::{Approval, ApprovalStatus, Decision, GrantsState, PendingNotice};
 use super::event::{Batch, GapDeclaration};
 use super::integrity::{
-    DeclaredLoss, Finding, SignatureRow, StreamReport, StreamVerifier, Verdict,
+    ChainEvent, DeclaredLoss, Finding, SignatureKind, SignatureRow, StreamReport, StreamVerifier,
+    Verdict,
 };
 use crate::grants::Grant;
 use meshguard::glob::Pattern;
@@ -483,6 +484,173 @@ impl Store {
             Store::Postgres(_) => Ok(()),
         }
     }
+}
+
+/// One result row, whichever driver read it: approvals and signatures are mapped from it
+/// once for both stores.
+pub(crate) trait Columns {
+    /// The driver's error.
+    type Error;
+    /// A TEXT column.
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    /// A nullable TEXT column.
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+    /// An INTEGER / BIGINT column.
+    fn int(&self, i: usize) -> Result<i64, Self::Error>;
+    /// A nullable INTEGER / BIGINT column.
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
+}
+
+impl Columns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+}
+
+impl Columns for ::postgres::Row {
+    type Error = ::postgres::Error;
+    fn text(&self, i: usize) -> Result<String, ::postgres::Error> {
+        self.try_get(i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, ::postgres::Error> {
+        self.try_get(i)
+    }
+    fn int(&self, i: usize) -> Result<i64, ::postgres::Error> {
+        self.try_get(i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, ::postgres::Error> {
+        self.try_get(i)
+    }
+}
+
+/// The columns [`signature_from_columns`] reads, in its order.
+pub(crate) const SIGNATURE_COLUMNS: &str =
+    "workload, stream, kind, from_seq, to_seq, count, hash, signature";
+
+/// A stored signature from a row of [`SIGNATURE_COLUMNS`].
+pub(crate) fn signature_from_columns<R: Columns + ?Sized>(r: &R) -> Result<SignatureRow, R::Error> {
+    Ok(SignatureRow {
+        workload: r.text(0)?,
+        stream: r.text(1)?,
+        kind: if r.text(2)? == SignatureKind::Gap.as_str() {
+            SignatureKind::Gap
+        } else {
+            SignatureKind::Checkpoint
+        },
+        from_seq: r.int(3)?,
+        to_seq: r.int(4)?,
+        count: r.int(5)?,
+        hash: r.text(6)?,
+        signature: r.text(7)?,
+    })
+}
+
+/// A chained event for the verifier from a row of `seq, time_unix_nano, trace_id,
+/// prev_hash, hash, attributes` (both stores' full-pass query).
+pub(crate) fn chain_event_from_columns<R: Columns + ?Sized>(r: &R) -> Result<ChainEvent, R::Error> {
+    let attributes = r.text(5)?;
+    Ok(ChainEvent {
+        seq: r.int(0)?,
+        // A negative time can only come from editing the store: it then fails the hash
+        // check, as it should.
+        time_unix_nano: u64::try_from(r.int(1)?).unwrap_or(0),
+        trace_id: r.text(2)?,
+        prev_hash: r.opt_text(3)?.unwrap_or_default(),
+        hash: r.opt_text(4)?.unwrap_or_default(),
+        attributes: serde_json::from_str::<serde_json::Map<String, Value>>(&attributes)
+            .unwrap_or_default(),
+    })
+}
+
+/// The checkpoints and signed gap declarations of a batch, as both stores keep them.
+pub(crate) fn batch_signatures(batch: &Batch) -> Vec<SignatureRow> {
+    let checkpoints = batch.checkpoints.iter().map(|c| SignatureRow {
+        workload: c.workload.clone(),
+        stream: c.stream.clone(),
+        kind: SignatureKind::Checkpoint,
+        from_seq: c.seq,
+        to_seq: c.seq,
+        count: 0,
+        hash: c.hash.clone(),
+        signature: c.signature.clone(),
+    });
+    let gaps = batch.gaps.iter().filter_map(|g| {
+        Some(SignatureRow {
+            workload: g.workload.clone(),
+            stream: g.stream.clone(),
+            kind: SignatureKind::Gap,
+            from_seq: g.from_seq,
+            to_seq: g.to_seq,
+            count: g.count,
+            hash: g.last_hash.clone(),
+            signature: g.signature.clone()?,
+        })
+    });
+    checkpoints.chain(gaps).collect()
+}
+
+/// One bound value of an event query.
+pub(crate) enum SqlArg {
+    /// A TEXT value.
+    Text(String),
+    /// An INTEGER / BIGINT value.
+    Int(i64),
+}
+
+/// The event query for `filter`, newest first, in both backends' SQL: `placeholder(n)`
+/// spells the n-th parameter (`?n` or `$n`), `prefix_match` the trace-id prefix test
+/// (`GLOB`, whose wildcard is `*`, or `LIKE`, whose wildcard is `%`). A pattern with
+/// wildcards is matched by the caller on each row (globs are not SQL).
+pub(crate) fn events_query(
+    filter: &EventFilter,
+    placeholder: fn(usize) -> String,
+    prefix_match: (&str, char),
+) -> (String, Vec<SqlArg>) {
+    let mut sql = format!("SELECT {ROW_COLUMNS} FROM events WHERE 1=1");
+    let mut args = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: SqlArg| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} {}", placeholder(args.len())));
+    };
+    if let Some(a) = &filter.agent {
+        arg(&mut sql, "agent =", SqlArg::Text(a.clone()));
+    }
+    if let Some(d) = &filter.decision {
+        arg(&mut sql, "decision =", SqlArg::Text(d.clone()));
+    }
+    if let Some(p) = &filter.action {
+        // A pattern without wildcards is an exact action: let the index do the work.
+        if !p.as_str().contains(['*', '?', '[', '{', '\\']) {
+            arg(&mut sql, "action =", SqlArg::Text(p.as_str().to_string()));
+        }
+    }
+    if let Some(t) = filter.since {
+        arg(&mut sql, "time_unix_nano >=", SqlArg::Int(t));
+    }
+    if let Some(t) = filter.until {
+        arg(&mut sql, "time_unix_nano <", SqlArg::Int(t));
+    }
+    if let Some(t) = &filter.trace {
+        // Callers pass validated hex, so the pattern has no wildcard but ours.
+        let (op, wildcard) = prefix_match;
+        arg(
+            &mut sql,
+            &format!("trace_id {op}"),
+            SqlArg::Text(format!("{t}{wildcard}")),
+        );
+    }
+    sql.push_str(" ORDER BY time_unix_nano DESC, id DESC");
+    (sql, args)
 }
 
 /// Column order shared by both backends' event queries.

@@ -15,18 +15,19 @@
 //! would reorder keys and normalise numbers.
 
 use super::{
-    conflict, finish, json_column, links_to_check, lock_key, peer_claims, verifier, EventFilter,
-    EventRow, InsertOutcome, RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
+    batch_signatures, chain_event_from_columns, conflict, events_query, finish, json_column,
+    links_to_check, lock_key, peer_claims, signature_from_columns, verifier, EventFilter, EventRow,
+    InsertOutcome, RetainOutcome, SqlArg, StoreError, Truncation, ROW_COLUMNS, SIGNATURE_COLUMNS,
 };
 use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
 use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
-use crate::collector::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport};
-use crate::collector::integrity::{SignatureKind, SignatureRow};
+use crate::collector::integrity::SignatureRow;
+use crate::collector::integrity::{self, DeclaredLoss, Finding, StreamReport};
 use crate::grants::Grant;
 use crate::timestamp::{format_rfc3339_millis, now_nanos};
 use ::postgres::types::ToSql;
 use ::postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -406,29 +407,15 @@ impl PgStore {
     /// See [`super::Store::signatures`].
     pub fn signatures(&self) -> Result<Vec<SignatureRow>, StoreError> {
         let rows = self.client.borrow_mut().query(
-            "SELECT workload, stream, kind, from_seq, to_seq, count, hash, signature \
-             FROM signatures ORDER BY workload, stream, from_seq",
+            &format!(
+                "SELECT {SIGNATURE_COLUMNS} FROM signatures ORDER BY workload, stream, from_seq"
+            ),
             &[],
         )?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get(2)?;
-                Ok(SignatureRow {
-                    workload: r.try_get(0)?,
-                    stream: r.try_get(1)?,
-                    kind: if kind == SignatureKind::Gap.as_str() {
-                        SignatureKind::Gap
-                    } else {
-                        SignatureKind::Checkpoint
-                    },
-                    from_seq: r.try_get(3)?,
-                    to_seq: r.try_get(4)?,
-                    count: r.try_get(5)?,
-                    hash: r.try_get(6)?,
-                    signature: r.try_get(7)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(signature_from_columns)
+            .collect::<Result<_, _>>()?)
     }
 
     /// See [`super::Store::event_hash_at`].
@@ -573,34 +560,16 @@ impl PgStore {
 
     /// See [`super::Store::events`].
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        let mut sql = format!("SELECT {ROW_COLUMNS} FROM events WHERE true");
-        let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql + Sync>| {
-            args.push(v);
-            sql.push_str(&format!(" AND {clause} ${}", args.len()));
-        };
-        if let Some(a) = &filter.agent {
-            arg(&mut sql, "agent =", Box::new(a.clone()));
-        }
-        if let Some(d) = &filter.decision {
-            arg(&mut sql, "decision =", Box::new(d.clone()));
-        }
-        if let Some(p) = &filter.action {
-            if !p.as_str().contains(['*', '?', '[', '{', '\\']) {
-                arg(&mut sql, "action =", Box::new(p.as_str().to_string()));
-            }
-        }
-        if let Some(t) = filter.since {
-            arg(&mut sql, "time_unix_nano >=", Box::new(t));
-        }
-        if let Some(t) = filter.until {
-            arg(&mut sql, "time_unix_nano <", Box::new(t));
-        }
-        if let Some(t) = &filter.trace {
-            // Callers pass validated hex: no LIKE wildcard but ours.
-            arg(&mut sql, "trace_id LIKE", Box::new(format!("{t}%")));
-        }
-        sql.push_str(" ORDER BY time_unix_nano DESC, id DESC");
+        let (sql, args) = events_query(filter, |n| format!("${n}"), ("LIKE", '%'));
+        let args: Vec<Box<dyn ToSql + Sync>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn ToSql + Sync> {
+                match a {
+                    SqlArg::Text(t) => Box::new(t),
+                    SqlArg::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|b| &**b).collect();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction()?;
@@ -736,17 +705,7 @@ impl PgStore {
                     break;
                 }
                 for r in &rows {
-                    let attributes: String = r.try_get(5)?;
-                    let time: i64 = r.try_get(1)?;
-                    verifier.push(&ChainEvent {
-                        seq: r.try_get(0)?,
-                        time_unix_nano: u64::try_from(time).unwrap_or(0),
-                        trace_id: r.try_get(2)?,
-                        prev_hash: r.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-                        hash: r.try_get::<_, Option<String>>(4)?.unwrap_or_default(),
-                        attributes: serde_json::from_str::<Map<String, Value>>(&attributes)
-                            .unwrap_or_default(),
-                    });
+                    verifier.push(&chain_event_from_columns(r)?);
                 }
             }
             let recorded: Vec<Finding> = tx
@@ -1113,29 +1072,7 @@ fn get_approval(
 }
 
 fn approval_from_row(r: &Row) -> Result<Approval, ::postgres::Error> {
-    let status: String = r.try_get(1)?;
-    let traces: String = r.try_get(12)?;
-    let decided: Option<i64> = r.try_get(13)?;
-    let expires: Option<i64> = r.try_get(16)?;
-    Ok(Approval {
-        id: r.try_get(0)?,
-        status: status.parse().unwrap_or(ApprovalStatus::Pending),
-        agent: r.try_get(2)?,
-        action: r.try_get(3)?,
-        resource: r.try_get(4)?,
-        reason: r.try_get(5)?,
-        policy: r.try_get(6)?,
-        rule: r.try_get(7)?,
-        workload: r.try_get(8)?,
-        first_seen: format_rfc3339_millis(r.try_get(9)?),
-        last_seen: format_rfc3339_millis(r.try_get(10)?),
-        count: r.try_get(11)?,
-        trace_ids: serde_json::from_str(&traces).unwrap_or_default(),
-        decided_at: decided.map(format_rfc3339_millis),
-        decided_by: r.try_get(14)?,
-        decision_reason: r.try_get(15)?,
-        expires_at: expires.map(approvals::expires_text),
-    })
+    approvals::from_columns(r)
 }
 
 fn event_row(r: &Row) -> Result<EventRow, ::postgres::Error> {
@@ -1187,40 +1124,21 @@ fn insert_signatures(
          signature, received_unix_nano) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) \
          ON CONFLICT DO NOTHING",
     )?;
-    let zero: i64 = 0;
-    for c in &batch.checkpoints {
+    for r in batch_signatures(batch) {
         tx.execute(
             &insert,
             &[
-                &c.workload,
-                &c.stream,
-                &SignatureKind::Checkpoint.as_str(),
-                &c.seq,
-                &c.seq,
-                &zero,
-                &c.hash,
-                &c.signature,
+                &r.workload,
+                &r.stream,
+                &r.kind.as_str(),
+                &r.from_seq,
+                &r.to_seq,
+                &r.count,
+                &r.hash,
+                &r.signature,
                 &received_unix_nano,
             ],
         )?;
-    }
-    for g in &batch.gaps {
-        if let Some(sig) = &g.signature {
-            tx.execute(
-                &insert,
-                &[
-                    &g.workload,
-                    &g.stream,
-                    &SignatureKind::Gap.as_str(),
-                    &g.from_seq,
-                    &g.to_seq,
-                    &g.count,
-                    &g.last_hash,
-                    sig,
-                    &received_unix_nano,
-                ],
-            )?;
-        }
     }
     Ok(())
 }

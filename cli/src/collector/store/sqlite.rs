@@ -13,7 +13,7 @@
 //! - `stream_peers`: the authenticated ingest peers of each stream (see `peer.rs`).
 //!
 //! Schema versions: 1 had the audit tables; 2 added the approval tables; 3 added
-//! `truncations` and `stream_peers`. Opening for
+//! `truncations` and `stream_peers` (and `signatures`, the signed audit checkpoints). Opening for
 //! writing migrates: every table is `CREATE TABLE IF NOT EXISTS`, so an older file gains
 //! the new tables in the same transaction that raises `user_version`.
 //!
@@ -21,16 +21,17 @@
 //! commits are `synchronous=FULL`: an acknowledged event survives a power cut.
 
 use super::{
-    conflict, finish, json_column, links_to_check, peer_claims, verifier, EventFilter, EventRow,
-    InsertOutcome, RetainOutcome, StoreError, Truncation, ROW_COLUMNS,
+    batch_signatures, chain_event_from_columns, conflict, events_query, finish, json_column,
+    links_to_check, peer_claims, signature_from_columns, verifier, EventFilter, EventRow,
+    InsertOutcome, RetainOutcome, SqlArg, StoreError, Truncation, ROW_COLUMNS, SIGNATURE_COLUMNS,
 };
 use crate::collector::approvals::{self, Approval, ApprovalStatus, Decision, GrantsState};
 use crate::collector::event::{Batch, DecisionEvent, GapDeclaration};
-use crate::collector::integrity::{self, ChainEvent, DeclaredLoss, Finding, StreamReport};
-use crate::collector::integrity::{SignatureKind, SignatureRow};
+use crate::collector::integrity::SignatureRow;
+use crate::collector::integrity::{self, DeclaredLoss, Finding, StreamReport};
 use crate::grants::Grant;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -511,35 +512,14 @@ impl SqliteStore {
 
     /// The newest `filter.limit` events that match, oldest first.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        let mut sql = format!("SELECT {ROW_COLUMNS} FROM events WHERE 1=1");
-        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
-            args.push(v);
-            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-        };
-        if let Some(a) = &filter.agent {
-            arg(&mut sql, "agent =", Box::new(a.clone()));
-        }
-        if let Some(d) = &filter.decision {
-            arg(&mut sql, "decision =", Box::new(d.clone()));
-        }
-        if let Some(p) = &filter.action {
-            // A pattern without wildcards is an exact action: let the index do the work.
-            if !p.as_str().contains(['*', '?', '[', '{', '\\']) {
-                arg(&mut sql, "action =", Box::new(p.as_str().to_string()));
-            }
-        }
-        if let Some(t) = filter.since {
-            arg(&mut sql, "time_unix_nano >=", Box::new(t));
-        }
-        if let Some(t) = filter.until {
-            arg(&mut sql, "time_unix_nano <", Box::new(t));
-        }
-        if let Some(t) = &filter.trace {
-            // Callers pass validated hex, so the GLOB has no wildcard but ours.
-            arg(&mut sql, "trace_id GLOB", Box::new(format!("{t}*")));
-        }
-        sql.push_str(" ORDER BY time_unix_nano DESC, id DESC");
+        let (sql, args) = events_query(filter, |n| format!("?{n}"), ("GLOB", '*'));
+        let args: Vec<rusqlite::types::Value> = args
+            .into_iter()
+            .map(|a| match a {
+                SqlArg::Text(t) => rusqlite::types::Value::Text(t),
+                SqlArg::Int(i) => rusqlite::types::Value::Integer(i),
+            })
+            .collect();
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
         let mut out = Vec::new();
@@ -659,19 +639,7 @@ impl SqliteStore {
             let from = truncation.as_ref().map_or(i64::MIN, |t| t.before_seq);
             let mut rows = events_stmt.query(params![workload, stream, from])?;
             while let Some(r) = rows.next()? {
-                let attributes: String = r.get(5)?;
-                let time: i64 = r.get(1)?;
-                verifier.push(&ChainEvent {
-                    seq: r.get(0)?,
-                    // A negative time can only come from editing the file: it then fails
-                    // the hash check, as it should.
-                    time_unix_nano: u64::try_from(time).unwrap_or(0),
-                    trace_id: r.get(2)?,
-                    prev_hash: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    hash: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                    attributes: serde_json::from_str::<Map<String, Value>>(&attributes)
-                        .unwrap_or_default(),
-                });
+                verifier.push(&chain_event_from_columns(r)?);
             }
             let recorded: Vec<Finding> = conflicts_stmt
                 .query_map(params![workload, stream], |r| r.get::<_, String>(0))?
@@ -807,33 +775,18 @@ fn insert_signatures(
         "INSERT OR IGNORE INTO signatures (workload, stream, kind, from_seq, to_seq, count, \
          hash, signature, received_unix_nano) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
     )?;
-    for c in &batch.checkpoints {
+    for r in batch_signatures(batch) {
         insert.execute(params![
-            c.workload,
-            c.stream,
-            SignatureKind::Checkpoint.as_str(),
-            c.seq,
-            c.seq,
-            0,
-            c.hash,
-            c.signature,
+            r.workload,
+            r.stream,
+            r.kind.as_str(),
+            r.from_seq,
+            r.to_seq,
+            r.count,
+            r.hash,
+            r.signature,
             received_unix_nano
         ])?;
-    }
-    for g in &batch.gaps {
-        if let Some(sig) = &g.signature {
-            insert.execute(params![
-                g.workload,
-                g.stream,
-                SignatureKind::Gap.as_str(),
-                g.from_seq,
-                g.to_seq,
-                g.count,
-                g.last_hash,
-                sig,
-                received_unix_nano
-            ])?;
-        }
     }
     Ok(())
 }
@@ -850,27 +803,10 @@ impl SqliteStore {
         if exists == 0 {
             return Ok(Vec::new());
         }
-        let mut stmt = self.conn.prepare(
-            "SELECT workload, stream, kind, from_seq, to_seq, count, hash, signature \
-             FROM signatures ORDER BY workload, stream, from_seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let kind: String = r.get(2)?;
-            Ok(SignatureRow {
-                workload: r.get(0)?,
-                stream: r.get(1)?,
-                kind: if kind == SignatureKind::Gap.as_str() {
-                    SignatureKind::Gap
-                } else {
-                    SignatureKind::Checkpoint
-                },
-                from_seq: r.get(3)?,
-                to_seq: r.get(4)?,
-                count: r.get(5)?,
-                hash: r.get(6)?,
-                signature: r.get(7)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {SIGNATURE_COLUMNS} FROM signatures ORDER BY workload, stream, from_seq"
+        ))?;
+        let rows = stmt.query_map([], |r| signature_from_columns(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
