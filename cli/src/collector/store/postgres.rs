@@ -26,7 +26,7 @@ use crate::collector::integrity::{self, DeclaredLoss, Finding, StreamReport};
 use crate::grants::Grant;
 use crate::timestamp::{format_rfc3339_millis, now_nanos};
 use ::postgres::types::ToSql;
-use ::postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
+use ::postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Transaction};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -173,6 +173,24 @@ CREATE TABLE signatures (
 );
 ";
 
+/// The schema version the database is at; an error when a newer collector migrated it
+/// past what this one knows.
+fn applied_version(c: &mut impl GenericClient, url: &str) -> Result<i64, StoreError> {
+    let current: i64 = c
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM meshguard_migrations",
+            &[],
+        )?
+        .try_get(0)?;
+    if current > i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX) {
+        return Err(StoreError::PgNewer {
+            url: redact(url),
+            version: current,
+        });
+    }
+    Ok(current)
+}
+
 /// The URL with its password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -219,11 +237,6 @@ impl PgStore {
         let mut store = PgStore {
             client: RefCell::new(client),
         };
-        let newer = |version| StoreError::PgNewer {
-            url: redact(url),
-            version,
-        };
-        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
         if writing {
             let mut tx = store.client.get_mut().transaction()?;
             tx.execute(
@@ -234,15 +247,7 @@ impl PgStore {
                 "CREATE TABLE IF NOT EXISTS meshguard_migrations (
                      version BIGINT PRIMARY KEY, applied_unix_nano BIGINT NOT NULL)",
             )?;
-            let current: i64 = tx
-                .query_one(
-                    "SELECT coalesce(max(version), 0) FROM meshguard_migrations",
-                    &[],
-                )?
-                .try_get(0)?;
-            if current > known {
-                return Err(newer(current));
-            }
+            let current = applied_version(&mut tx, url)?;
             for (version, sql) in (1..)
                 .zip(MIGRATIONS.iter())
                 .skip_while(|(v, _)| *v <= current)
@@ -265,15 +270,7 @@ impl PgStore {
             if !present {
                 return Err(StoreError::PgMissing { url: redact(url) });
             }
-            let current: i64 = client
-                .query_one(
-                    "SELECT coalesce(max(version), 0) FROM meshguard_migrations",
-                    &[],
-                )?
-                .try_get(0)?;
-            if current > known {
-                return Err(newer(current));
-            }
+            applied_version(client, url)?;
             client.batch_execute("SET default_transaction_read_only = on")?;
         }
         Ok(store)
