@@ -139,7 +139,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost
+.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -149,9 +149,19 @@ bench-tools:
 # Criterion microbenchmarks (native), then Envoy side by side with native jwt_authn + rbac
 # (alternating rounds, Envoy pinned to CPU 0, wrk to CPU 1). Writes bench/results/latest.{md,json,svg};
 # bench/README.md explains the method.
-bench: wasm venv bench-tools
+bench: wasm wasm-floor venv bench-tools
 	cargo bench --bench meshguard -- --noplot
 	$(PY) bench/run.py
+
+# The proxy-wasm floor for bench/run.py's `wasm-noop` and `wasm-headers` rows: the same SDK
+# as the filter, a stream callback that only returns Continue (and, for -headers, reads the
+# request header map once). Its own workspace and target directory (bench/floor).
+FLOOR_TARGET ?= $(CURDIR)/target/floor
+wasm-floor: toolchain
+	cd bench/floor && CARGO_TARGET_DIR=$(FLOOR_TARGET) cargo build --release --target $(WASM_TARGET)
+	cp $(FLOOR_TARGET)/$(WASM_TARGET)/release/meshguard_floor.wasm target/floor-noop.wasm
+	cd bench/floor && CARGO_TARGET_DIR=$(FLOOR_TARGET) cargo build --release --target $(WASM_TARGET) --features headers
+	cp $(FLOOR_TARGET)/$(WASM_TARGET)/release/meshguard_floor.wasm target/floor-headers.wasm
 
 # Collector ingest: events/s into one replica (SQLite, PostgreSQL) and two replicas sharing
 # a throwaway PostgreSQL, zero loss checked (bench/README.md, "Collector").

@@ -48,13 +48,6 @@ def _load_run():
     return mod
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3, utime field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _find(node, key: str):
     """Every value under `key` anywhere in a nested dict/list."""
     if isinstance(node, dict):
@@ -108,15 +101,15 @@ def speed(run, args, modules: list[Path]) -> int:
                 try:
                     if c.cold:
                         run.run_wrk(port, 1.0, cpu=cpus[1], token_file=k.warm_file["ES256"])
-                        before = cpu_seconds(e.proc.pid)
+                        before = e.cpu_s()
                         w = run.run_wrk(port, args.load, cpu=cpus[1], token_file=k.cold_file["ES256"])
                         if w["requests"] > k.cold_count["ES256"]:
                             raise RuntimeError("cold run reused tokens: lower --load")
                     else:
                         run.run_wrk(port, 1.0, cpu=cpus[1], token=k.token["ES256"])
-                        before = cpu_seconds(e.proc.pid)
+                        before = e.cpu_s()
                         w = run.run_wrk(port, args.load, cpu=cpus[1], token=k.token["ES256"])
-                    used = cpu_seconds(e.proc.pid) - before
+                    used = e.cpu_s() - before
                 finally:
                     e.stop()
                 if w["non_2xx"] or not w["requests"]:
@@ -202,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     e, port = b.start_envoy(cfg, f"fp{rnd}c{c}-{abs(hash(name)) % 10000}", concurrency=c,
                                             cpus=e_cpus, wasm=Path(wasm).resolve())
                     try:
-                        cpu_s = cpu_seconds(e.proc.pid)
+                        cpu_s = e.cpu_s()
                         if args.release:
                             time.sleep(1.5)
                         idle = e.rss_mb()

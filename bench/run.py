@@ -13,6 +13,10 @@ Every configuration is served by a real Envoy (the one in .venv, as the tests us
   mg-eddsa-cold        MeshGuard, never-seen EdDSA tokens
   mg-eddsa-cached      MeshGuard, one EdDSA token reused
   mg-es256-cached-collector-down  as mg-es256-cached with the audit collector unreachable
+  wasm-noop            the proxy-wasm floor: a filter on MeshGuard's SDK that only returns
+                       Continue (bench/floor, `make wasm-floor`), loaded like MeshGuard
+  wasm-headers         wasm-noop plus one read of the request header map per request, the
+                       host call MeshGuard reads the request with
   baseline-mcp-call / mg-mcp-call  POST /mcp tools/call (1 KiB body; the filter decides on an
                        argument condition), without and with the filter; wrk's Lua POST
                        script limits the no-filter rate, so the µs added is a lower bound
@@ -91,6 +95,7 @@ class Config:
     native_cache: bool = False
     collector_down: bool = False
     mcp: str = ""         # "" | "call" (tools/call, 1 KiB, argument condition) | "list" (tools/list, 100 tools)
+    module: str = ""      # stack "floor": the module under target/ (`make wasm-floor`)
 
 
 ALL_CONFIGS = [
@@ -104,6 +109,9 @@ ALL_CONFIGS = [
     Config("mg-eddsa-cached", "MeshGuard EdDSA, reused token (cache)", "meshguard", alg="EdDSA"),
     Config("mg-es256-cached-collector-down", "MeshGuard ES256 cached, audit collector down", "meshguard",
            collector_down=True),
+    Config("wasm-noop", "proxy-wasm floor: SDK filter returning Continue", "floor", module="floor-noop.wasm"),
+    Config("wasm-headers", "proxy-wasm floor + one request header map read", "floor",
+           module="floor-headers.wasm"),
     Config("baseline-mcp-call", "no filter, MCP tools/call POST (1 KiB)", "baseline", mcp="call"),
     Config("mg-mcp-call", "MeshGuard MCP tools/call (1 KiB body, argument condition), cached", "meshguard",
            mcp="call"),
@@ -294,6 +302,14 @@ class BenchEnvoy(henvoy.Envoy):
         self.ready_s = time.monotonic() - started
         return self
 
+    def cpu_s(self) -> float:
+        """User + system CPU time of Envoy (all its threads) so far, from /proc. Per request
+        it is the figure a loaded, shared machine moves least (req/s moves with the
+        neighbours: wrk and Envoy wait for the CPU, Envoy's own work does not grow)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # After the command name: state is field 3, utime field 14, stime field 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -409,6 +425,7 @@ class Run:
     non_2xx: int
     stats: dict = field(default_factory=dict)
     collector_records: int = 0
+    cpu_us: float = 0.0   # Envoy CPU time per request during the measured run
 
 
 class Bench:
@@ -423,7 +440,7 @@ class Bench:
 
     def start_envoy(self, c: Config, tag: str, *, concurrency: int = 1, cpus: str | None = None,
                     wasm: Path | None = None, collector_port: int | None = None) -> tuple[BenchEnvoy, int]:
-        wasm = wasm or self.wasm
+        wasm = wasm or (REPO / "target" / c.module if c.module else self.wasm)
         listen = ports.free_port()
         cport = collector_port or (self.dead_port if c.collector_down else self.collector.port)
         cfg = envoy_config(c, self.keys, listen_port=listen, admin_port=ports.free_port(),
@@ -441,6 +458,7 @@ class Bench:
             records_before, _ = self.collector.counts()
             if c.cold:
                 run_wrk(port, self.args.warmup, cpu=self.load_cpu, token_file=self.keys.warm_file[c.alg])
+                cpu0 = e.cpu_s()
                 w = run_wrk(port, seconds, cpu=self.load_cpu, token_file=self.keys.cold_file[c.alg])
                 if w["requests"] > self.keys.cold_count[c.alg]:
                     raise RuntimeError(f"{c.name}: {w['requests']} requests but only "
@@ -449,10 +467,13 @@ class Bench:
                 body = self.workdir / f"mcp-{c.mcp}.json"
                 body.write_bytes(mcp_request_body(c.mcp))
                 run_wrk(port, self.args.warmup, cpu=self.load_cpu, token=token, body_file=body)
+                cpu0 = e.cpu_s()
                 w = run_wrk(port, seconds, cpu=self.load_cpu, token=token, body_file=body)
             else:
                 run_wrk(port, self.args.warmup, cpu=self.load_cpu, token=token)
+                cpu0 = e.cpu_s()
                 w = run_wrk(port, seconds, cpu=self.load_cpu, token=token)
+            cpu_us = (e.cpu_s() - cpu0) * 1e6 / max(w["requests"], 1)
             rss = e.rss_mb()
             stats = {}
             if c.stack == "meshguard":
@@ -462,7 +483,7 @@ class Bench:
                 raise RuntimeError(f"{c.name}: {w['non_2xx']} requests were not allowed: the "
                                    f"benchmark policy or tokens are wrong\n{e.log_tail()}")
             return Run(c.name, rnd, w["rps"], w["requests"], w["p50_us"], w["p90_us"], w["p99_us"],
-                       round(rss, 1), round(e.ready_s, 3), w["non_2xx"], stats, records)
+                       round(rss, 1), round(e.ready_s, 3), w["non_2xx"], stats, records, round(cpu_us, 1))
         finally:
             e.stop()
 
@@ -583,6 +604,7 @@ def summarize(runs: list[Run], configs: list[Config]) -> list[dict]:
             continue
         base_name = f"baseline-mcp-{c.mcp}" if c.mcp else "baseline"
         base_rps, base_rss = median_of(base_name, "rps"), median_of(base_name, "rss_mb")
+        base_cpu = median_of(base_name, "cpu_us")
         rps = statistics.median(r.rps for r in rs)
         rss = statistics.median(r.rss_mb for r in rs)
         rows.append({
@@ -594,6 +616,8 @@ def summarize(runs: list[Run], configs: list[Config]) -> list[dict]:
             "added_us": round(1e6 / rps - 1e6 / base_rps, 1) if base_rps else None,
             "rss_mb": round(rss, 1), "rss_added_mb": round(rss - base_rss, 1) if base_rss else None,
             "ready_s": statistics.median(r.ready_s for r in rs),
+            "cpu_us": statistics.median(r.cpu_us for r in rs),
+            "cpu_added_us": round(statistics.median(r.cpu_us for r in rs) - base_cpu, 1) if base_cpu else None,
         })
     return rows
 
@@ -689,13 +713,13 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], extras: dict, crit:
         lines.append(f"- module: `{mod['path']}` {mod['bytes']:,} bytes{extra}")
     lines += [
         "",
-        "| config | req/s | ratio | p50 | p99 | added µs/req | RSS MB (added) | ready s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | req/s | ratio | p50 | p99 | added µs/req | Envoy CPU µs/req (added) | RSS MB (added) | ready s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} — {r['label']} | {r['rps']:,} | {'—' if r['ratio'] is None else format(r['ratio'], '.2f')} | {fmt_us(r['p50_us'])} | "
-            f"{fmt_us(r['p99_us'])} | {'—' if r['added_us'] is None else format(r['added_us'], '+.1f')} | {r['rss_mb']:.1f} ({'—' if r['rss_added_mb'] is None else format(r['rss_added_mb'], '+.1f')}) | "
+            f"{fmt_us(r['p99_us'])} | {'—' if r['added_us'] is None else format(r['added_us'], '+.1f')} | {r.get('cpu_us', 0):.1f} ({'—' if r.get('cpu_added_us') is None else format(r['cpu_added_us'], '+.1f')}) | {r['rss_mb']:.1f} ({'—' if r['rss_added_mb'] is None else format(r['rss_added_mb'], '+.1f')}) | "
             f"{r['ready_s']:.2f} |")
     lines += ["", "req/s of every round: " + "; ".join(
         f"{r['config']} {', '.join(f'{x:,}' for x in r['rps_all'])}" for r in rows), ""]
@@ -840,6 +864,10 @@ def main(argv: list[str] | None = None) -> int:
         args.no_extras = True
     if not (args.stage_probe or henvoy.WASM).exists():
         print(f"no module at {henvoy.WASM}: run `make wasm` first", file=sys.stderr)
+        return 2
+    missing = [c.module for c in configs if c.module and not (REPO / "target" / c.module).exists()]
+    if missing:
+        print(f"no module target/{missing[0]}: run `make wasm-floor` first", file=sys.stderr)
         return 2
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)

@@ -747,10 +747,7 @@ impl Engine {
                 let mut set_headers =
                     forward_headers(identity, label, &action, &AuditEvent::default());
                 if let Some(e) = events.iter().find(|e| !e.shadow_policy.is_empty()) {
-                    set_headers.push((
-                        response::SHADOW_POLICY_HEADER.into(),
-                        e.shadow_policy.clone(),
-                    ));
+                    set_headers.push((response::SHADOW_POLICY_HEADER, e.shadow_policy.clone()));
                 }
                 Verdict::Forward { set_headers, body }
             }

@@ -131,7 +131,7 @@ fn local(o: &Outcome) -> (u16, Json) {
     }
 }
 
-fn forwarded(o: &Outcome) -> (&[(String, String)], Option<Json>) {
+fn forwarded(o: &Outcome) -> (&[(&'static str, String)], Option<Json>) {
     match &o.verdict {
         Verdict::Forward { set_headers, body } => (
             set_headers,
@@ -141,8 +141,10 @@ fn forwarded(o: &Outcome) -> (&[(String, String)], Option<Json>) {
     }
 }
 
-fn hdr<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+fn hdr<'a, K: AsRef<str>>(h: &'a [(K, String)], name: &str) -> Option<&'a str> {
+    h.iter()
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn all_events(o: &Outcome) -> Vec<&AuditEvent> {

@@ -7,13 +7,14 @@
 //! with `ParseFailure`, which it returns as an error rather than panicking.
 
 use super::http::Http;
+use super::pairs;
 use super::root::Root;
 use super::shared::EnvoyShared;
 use super::{Flow, Host, MetricKind};
 use crate::shared::SharedData;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -27,18 +28,6 @@ proxy_wasm::main! {{
 
 /// Envoy, as seen from inside the VM.
 struct Envoy;
-
-fn lossy(pairs: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
-    pairs
-        .into_iter()
-        // Valid UTF-8 (nearly always) is moved, not copied.
-        .map(|(k, v)| {
-            let v = String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (k, v)
-        })
-        .collect()
-}
 
 impl Host for Envoy {
     fn now_nanos(&self) -> u64 {
@@ -90,7 +79,11 @@ impl Host for Envoy {
             .map_err(|s| format!("{s:?}"))
     }
     fn http_call_response_headers(&self) -> Vec<(String, String)> {
-        lossy(hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default())
+        let mut out = Vec::new();
+        if let Some(buf) = header_map(MapType::HttpCallResponseHeaders) {
+            pairs::for_each(&buf, &mut |k, v| out.push((k.to_owned(), v.to_owned())));
+        }
+        out
     }
     fn http_call_response_body(&self, max: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max)
@@ -111,8 +104,10 @@ impl Host for Envoy {
     fn grpc_status_message(&self) -> Option<String> {
         hostcalls::get_grpc_status().ok().and_then(|(_, m)| m)
     }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        lossy(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+    fn request_headers(&self, each: &mut dyn FnMut(&str, &str)) {
+        if let Some(buf) = header_map(MapType::HttpRequestHeaders) {
+            pairs::for_each(&buf, each);
+        }
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
@@ -144,6 +139,32 @@ impl Host for Envoy {
     }
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The same import the SDK declares (same types), called directly so that the map
+    // arrives as the host's one buffer rather than as a String and a Vec per header.
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// A header map as Envoy serialises it (see `pairs`); `None` when the host has none.
+fn header_map(map_type: MapType) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on `Ok` the host has written a pointer to `size` bytes it allocated through
+    // the SDK's `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes, the
+    // same ownership transfer the SDK's `get_map_bytes` relies on).
+    unsafe {
+        match proxy_get_header_map_pairs(map_type, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Some(Vec::from_raw_parts(data, size, size)),
+            _ => None,
+        }
     }
 }
 

@@ -267,8 +267,10 @@ impl Host for FakeHost {
     fn grpc_status_message(&self) -> Option<String> {
         self.state.borrow().grpc_message.clone()
     }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.state.borrow().request_headers.clone()
+    fn request_headers(&self, each: &mut dyn FnMut(&str, &str)) {
+        for (name, value) in &self.state.borrow().request_headers {
+            each(name, value);
+        }
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         set_header(&mut self.state.borrow_mut().request_headers, name, value);

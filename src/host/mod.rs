@@ -12,6 +12,7 @@
 //! * `status.rs`: the local status endpoint.
 //! * `callouts.rs`: HTTP fetches and audit exports in flight, by call token.
 //! * `metrics.rs`: Envoy stats.
+//! * `pairs.rs`: proxy-wasm's serialised header map, read in place.
 //!
 //! Configuration, fetched documents and engines are [`crate::control::Control`]'s;
 //! decisions are the engine's; this layer only carries them out.
@@ -25,6 +26,8 @@ mod status;
 
 #[cfg(target_arch = "wasm32")]
 mod envoy;
+#[cfg(any(target_arch = "wasm32", test))]
+mod pairs;
 #[cfg(target_arch = "wasm32")]
 mod shared;
 
@@ -103,8 +106,9 @@ pub(crate) trait Host {
     /// The status message of the gRPC call answer being delivered.
     fn grpc_status_message(&self) -> Option<String>;
 
-    /// The request headers (pseudo-headers included; values as lossy UTF-8).
-    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Calls `each` with every request header in order (pseudo-headers included; lossy
+    /// UTF-8), borrowed from one read of the header map: the caller copies what it keeps.
+    fn request_headers(&self, each: &mut dyn FnMut(&str, &str));
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// The first `size` bytes of the buffered request body.
