@@ -436,7 +436,7 @@ class Bench:
         self.envoy_cpu, self.load_cpu = cpus
         self.collector = CountingCollector().start()
         self.dead_port = ports.free_port()  # nothing listens there: "collector down"
-        self.wasm = args.stage_probe or henvoy.WASM
+        self.wasm = getattr(args, "stage_probe", None) or henvoy.WASM  # footprint.py passes no stage_probe
 
     def start_envoy(self, c: Config, tag: str, *, concurrency: int = 1, cpus: str | None = None,
                     wasm: Path | None = None, collector_port: int | None = None) -> tuple[BenchEnvoy, int]:
