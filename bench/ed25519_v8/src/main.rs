@@ -40,7 +40,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let rounds = 7;
     let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
     let message = b"eyJhbGciOiJFZERTQSIsImtpZCI6ImJlbmNoIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwic3ViIjoiYWdlbnQtMSIsImF1ZCI6Im1lc2giLCJleHAiOjE4MDAwMDAwMDB9";
@@ -57,7 +60,10 @@ fn main() -> ExitCode {
         for _ in 0..n {
             // Parsing included: jwt-simple decodes the key for every verification.
             let key = ed25519_compact::PublicKey::new(pk);
-            ok += usize::from(key.verify(message, &ed25519_compact::Signature::new(sig)).is_ok());
+            ok += usize::from(
+                key.verify(message, &ed25519_compact::Signature::new(sig))
+                    .is_ok(),
+            );
         }
         compact.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
         let t = Instant::now();
