@@ -139,7 +139,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor
+.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor bench-ed25519-v8
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -179,6 +179,14 @@ bench-audit-cost: toolchain
 	  out=$$(node bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm $$mode 2>/dev/null) || true; \
 	  echo "$$mode: $$out"; echo "$$out" | grep -q '^best:' || exit 1; \
 	done
+
+# Ed25519 verification in V8, ed25519-compact against curve25519-dalek (bench/README.md,
+# "EdDSA in V8").
+ED25519_V8_TARGET ?= $(CURDIR)/target/ed25519-v8
+bench-ed25519-v8: toolchain
+	cd bench/ed25519_v8 && CARGO_TARGET_DIR=$(ED25519_V8_TARGET) cargo build --release --target $(WASM_TARGET)
+	@out=$$(node bench/audit_cost/run.mjs $(ED25519_V8_TARGET)/$(WASM_TARGET)/release/ed25519-v8.wasm 200 2>/dev/null) || true; \
+	  echo "$$out"; echo "$$out" | grep -q '^best:'
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.

@@ -80,19 +80,21 @@ def print_smaps(pid: int, label: str, top: int = 8) -> None:
 
 def speed(run, args, modules: list[Path]) -> int:
     """Request rate and Envoy CPU time per request, per module variant, cached and cold
-    ES256, against the no-filter baseline of the same round. On a shared machine req/s
-    moves with the neighbours; Envoy's own CPU time per request (user + system, all
+    tokens of one algorithm (`--alg`, ES256 by default), against the no-filter baseline of
+    the same round. On a shared machine req/s moves with the neighbours; Envoy's own CPU time per request (user + system, all
     threads, divided by the requests wrk completed) barely does, so it is the figure to
     compare: opt-level and wasm-opt choices must not cost speed."""
     ncpu = len(os.sched_getaffinity(0))
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-speed-"))
-    k = run.Keys(workdir, {"ES256": 12000}, warm_count=1500)
-    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0), k, workdir, cpus)
+    alg = args.alg
+    k = run.Keys(workdir, {alg: 12000}, warm_count=1500)
+    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0, stage_probe=None), k, workdir, cpus)
     cfgs = {c.name: c for c in run.ALL_CONFIGS}
     plan = [("baseline", "baseline", run.henvoy.WASM)] + [
         (str(m), n, m) for m in modules
-        for n in (("mg-es256-cached",) if args.cached_only else ("mg-es256-cached", "mg-es256-cold"))]
+        for n in ((f"mg-{alg.lower()}-cached",) if args.cached_only
+                  else (f"mg-{alg.lower()}-cached", f"mg-{alg.lower()}-cold"))]
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for rnd in range(1, args.rounds + 1):
@@ -101,15 +103,15 @@ def speed(run, args, modules: list[Path]) -> int:
                 e, port = b.start_envoy(c, f"speed{rnd}", wasm=Path(wasm).resolve())
                 try:
                     if c.cold:
-                        run.run_wrk(port, 1.0, cpu=cpus[1], token_file=k.warm_file["ES256"])
+                        run.run_wrk(port, 1.0, cpu=cpus[1], token_file=k.warm_file[alg])
                         before = e.cpu_s()
-                        w = run.run_wrk(port, args.load, cpu=cpus[1], token_file=k.cold_file["ES256"])
-                        if w["requests"] > k.cold_count["ES256"]:
+                        w = run.run_wrk(port, args.load, cpu=cpus[1], token_file=k.cold_file[alg])
+                        if w["requests"] > k.cold_count[alg]:
                             raise RuntimeError("cold run reused tokens: lower --load")
                     else:
-                        run.run_wrk(port, 1.0, cpu=cpus[1], token=k.token["ES256"])
+                        run.run_wrk(port, 1.0, cpu=cpus[1], token=k.token[alg])
                         before = e.cpu_s()
-                        w = run.run_wrk(port, args.load, cpu=cpus[1], token=k.token["ES256"])
+                        w = run.run_wrk(port, args.load, cpu=cpus[1], token=k.token[alg])
                     used = e.cpu_s() - before
                 finally:
                     e.stop()
@@ -155,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--release", action="store_true",
                     help="bootstrap memory_allocator_manager: return free allocator pages to the OS")
     ap.add_argument("--speed", action="store_true",
-                    help="instead: req/s and Envoy CPU µs per request of baseline, mg-es256-cached "
-                         "and mg-es256-cold per module, modules interleaved per round")
+                    help="instead: req/s and Envoy CPU µs per request of baseline, mg-<alg>-cached "
+                         "and mg-<alg>-cold per module, modules interleaved per round")
     ap.add_argument("--cached-only", action="store_true",
-                    help="with --speed: only mg-es256-cached per module (no cold runs)")
+                    help="with --speed: only mg-<alg>-cached per module (no cold runs)")
+    ap.add_argument("--alg", default="ES256", choices=["ES256", "EdDSA"],
+                    help="--speed: the token algorithm of the cached and cold configs")
     ap.add_argument("--json", action="store_true",
                     help="plugin configuration as JSON (as istiod sends it) instead of run.py's YAML")
     ap.add_argument("--smaps", action="store_true", help="print where the idle RSS is (largest mappings)")
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-footprint-"))
     k = run.Keys(workdir, {}, warm_count=0)
-    bargs = argparse.Namespace(duration=args.load, warmup=0.5)
+    bargs = argparse.Namespace(duration=args.load, warmup=0.5, stage_probe=None)
     b = run.Bench(bargs, k, workdir, cpus)
     base_cfg = next(c for c in run.ALL_CONFIGS if c.name == "baseline")
     mg_cfg = next(c for c in run.ALL_CONFIGS if c.name == "mg-es256-cached")

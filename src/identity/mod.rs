@@ -5,6 +5,8 @@
 //! the token header: a token whose header names another algorithm is rejected before any
 //! cryptography runs, which closes HS/RS confusion and `alg: none` by construction.
 
+mod ed25519;
+
 use crate::config::{ClaimNames, ConfigError, IdentityConfig};
 use crate::shared::SharedData;
 use crate::tier::TrustTier;
@@ -70,7 +72,7 @@ enum KeyMaterial {
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     Es256k(ES256kPublicKey),
-    EdDsa(Ed25519PublicKey),
+    EdDsa(ed25519::Ed25519Key),
     Rs256(RS256PublicKey),
     Rs384(RS384PublicKey),
     Rs512(RS512PublicKey),
@@ -331,7 +333,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
         Algorithm::Es256 => KeyMaterial::Es256(ES256PublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::Es384 => KeyMaterial::Es384(ES384PublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::Es256k => KeyMaterial::Es256k(ES256kPublicKey::from_jwk(&text).map_err(e)?),
-        Algorithm::EdDsa => KeyMaterial::EdDsa(Ed25519PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::EdDsa => KeyMaterial::EdDsa(ed25519::Ed25519Key::from_jwk(&text).map_err(e)?),
         Algorithm::Rs256 => KeyMaterial::Rs256(RS256PublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::Rs384 => KeyMaterial::Rs384(RS384PublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::Rs512 => KeyMaterial::Rs512(RS512PublicKey::from_jwk(&text).map_err(e)?),
