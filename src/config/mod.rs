@@ -9,11 +9,13 @@
 mod actions;
 mod audit;
 mod controls;
+mod de;
 mod error;
 mod identity;
 mod lenient;
 mod policy;
 mod text;
+mod tree;
 
 pub use actions::{A2aConfig, ActionsConfig, DecisionApiConfig, McpConfig, RouteConfig};
 pub use audit::AuditConfig;
