@@ -277,11 +277,14 @@ mod tests {
     }
 
     fn mapper() -> ActionMapper {
-        let cfg: ActionsConfig = crate::config::from_text(r#"
+        let cfg: ActionsConfig = crate::config::from_text(
+            r#"
 routes:
   - { method: POST, path: "/v1/email/*", action: "write:email", resource: notifications }
   - { path: "/v1/orders/**", action: "read:orders" }
-"#.as_bytes())
+"#
+            .as_bytes(),
+        )
         .unwrap();
         ActionMapper::compile(&cfg).unwrap()
     }

@@ -63,11 +63,16 @@ impl From<Error> for ConfigError {
     }
 }
 
-/// Reads `T` from one document.
-pub(super) fn from_node<T: de::DeserializeOwned>(node: &Node) -> Result<T, ConfigError> {
+/// Reads `T` from one document. `json`: the tree came from JSON (text or a
+/// `serde_json::Value`), whose numbers and booleans do not read as strings.
+pub(super) fn from_node<T: de::DeserializeOwned>(
+    node: &Node,
+    json: bool,
+) -> Result<T, ConfigError> {
     T::deserialize(NodeDe {
         node,
         path: Path::Root,
+        json,
     })
     .map_err(ConfigError::from)
 }
@@ -75,6 +80,7 @@ pub(super) fn from_node<T: de::DeserializeOwned>(node: &Node) -> Result<T, Confi
 struct NodeDe<'p, 'de> {
     node: &'de Node,
     path: Path<'p>,
+    json: bool,
 }
 
 impl NodeDe<'_, '_> {
@@ -165,23 +171,25 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_, 'de> {
                 items: items.iter(),
                 index: 0,
                 path: &self.path,
+                json: self.json,
             }),
             Kind::Map(entries) => visitor.visit_map(Map {
                 entries: entries.iter(),
                 value: None,
                 path: &self.path,
+                json: self.json,
             }),
         };
         r.map_err(|e| self.place(e))
     }
 
-    /// Any scalar reads as a string (`port: 8080` into a string field is "8080"), as in
-    /// serde_yaml.
+    /// Any YAML scalar reads as a string (`port: 8080` into a string field is "8080"), as
+    /// in serde_yaml; a JSON number or `true` does not, as in serde_json.
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match &self.node.kind {
-            Kind::Scalar { text, .. } => visitor
-                .visit_borrowed_str(text)
-                .map_err(|e| self.place(e)),
+            Kind::Scalar { text, plain } if !(self.json && *plain) => {
+                visitor.visit_borrowed_str(text).map_err(|e| self.place(e))
+            }
             _ => self.deserialize_any(visitor),
         }
     }
@@ -226,6 +234,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_, 'de> {
                     key: k,
                     value: v,
                     path: &self.path,
+                    json: self.json,
                 }),
                 None => Err(de::Error::custom("an enum needs one variant")),
             },
@@ -257,6 +266,7 @@ struct Seq<'p, I> {
     items: I,
     index: usize,
     path: &'p Path<'p>,
+    json: bool,
 }
 
 impl<'de, I: Iterator<Item = &'de Node>> SeqAccess<'de> for Seq<'_, I> {
@@ -271,7 +281,12 @@ impl<'de, I: Iterator<Item = &'de Node>> SeqAccess<'de> for Seq<'_, I> {
         };
         let path = Path::Index(self.path, self.index);
         self.index += 1;
-        seed.deserialize(NodeDe { node, path }).map(Some)
+        seed.deserialize(NodeDe {
+            node,
+            path,
+            json: self.json,
+        })
+        .map(Some)
     }
 }
 
@@ -279,12 +294,16 @@ struct Map<'p, 'de, I> {
     entries: I,
     value: Option<(&'de Node, &'de Node)>,
     path: &'p Path<'p>,
+    json: bool,
 }
 
 impl<'de, I: Iterator<Item = &'de (Node, Node)>> MapAccess<'de> for Map<'_, 'de, I> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some((k, v)) = self.entries.next() else {
             return Ok(None);
         };
@@ -293,6 +312,7 @@ impl<'de, I: Iterator<Item = &'de (Node, Node)>> MapAccess<'de> for Map<'_, 'de,
         seed.deserialize(NodeDe {
             node: k,
             path: *self.path,
+            json: self.json,
         })
         .map(Some)
     }
@@ -305,6 +325,7 @@ impl<'de, I: Iterator<Item = &'de (Node, Node)>> MapAccess<'de> for Map<'_, 'de,
         seed.deserialize(NodeDe {
             node: v,
             path,
+            json: self.json,
         })
     }
 }
@@ -313,6 +334,7 @@ struct Variant<'p, 'de> {
     key: &'de Node,
     value: &'de Node,
     path: &'p Path<'p>,
+    json: bool,
 }
 
 impl<'p, 'de> de::EnumAccess<'de> for Variant<'p, 'de> {
@@ -323,6 +345,7 @@ impl<'p, 'de> de::EnumAccess<'de> for Variant<'p, 'de> {
         let v = seed.deserialize(NodeDe {
             node: self.key,
             path: *self.path,
+            json: self.json,
         })?;
         Ok((v, self))
     }
@@ -357,6 +380,110 @@ impl<'p, 'de> Variant<'p, 'de> {
         NodeDe {
             node: self.value,
             path: *self.path,
+            json: self.json,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::text::from_text;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct S {
+        #[serde(default)]
+        s: Option<String>,
+        #[serde(default)]
+        n: Option<i64>,
+        #[serde(default)]
+        b: Option<bool>,
+        #[serde(default)]
+        list: Vec<String>,
+        #[serde(default)]
+        e: Option<E>,
+        #[serde(default)]
+        v: Option<serde_json::Value>,
+        #[serde(default)]
+        m: BTreeMap<String, u16>,
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum E {
+        Unit,
+        Wrapped(u8),
+    }
+
+    fn s(text: &str) -> S {
+        from_text(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn scalars_read_as_serde_yaml_read_them() {
+        // Plain scalars go into string fields as written.
+        assert_eq!(s("s: 8080").s.as_deref(), Some("8080"));
+        assert_eq!(s("s: true").s.as_deref(), Some("true"));
+        assert_eq!(s("s: 'x: y'").s.as_deref(), Some("x: y"));
+        assert_eq!(s("s: \"a\\tb\"").s.as_deref(), Some("a\tb"));
+        assert_eq!(
+            s("s: |\n  two\n  lines\n").s.as_deref(),
+            Some("two\nlines\n")
+        );
+        // `~`, `null` and nothing are null.
+        for t in ["s: ~", "s: null", "s:", "n: NULL"] {
+            assert_eq!(s(t), s("{}"), "{t}");
+        }
+        assert_eq!(s("n: -12").n, Some(-12));
+        assert_eq!(s("n: 0x10").n, Some(16));
+        assert_eq!(s("b: True").b, Some(true));
+        assert!(from_text::<S>(b"n: '12'").is_err());
+        assert!(from_text::<S>(b"b: yes").is_err());
+        assert_eq!(s("list: [a, 'b', \"c\"]").list, ["a", "b", "c"]);
+        assert_eq!(s("e: unit").e, Some(E::Unit));
+        assert_eq!(s("e: {wrapped: 7}").e, Some(E::Wrapped(7)));
+        assert_eq!(s("m: {a: 1, b: 2}").m.len(), 2);
+        let v = s("v: {a: [1, -2, 1.5, '007', 007, null, true, x]}")
+            .v
+            .unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"{"a":[1,-2,1.5,"007","007",null,true,"x"]}"#
+        );
+        // Aliases copy the anchored value.
+        assert_eq!(s("list: &l [a]\nv: *l").v.unwrap().to_string(), r#"["a"]"#);
+    }
+
+    #[test]
+    fn json_text_reads_the_same() {
+        let j = s(
+            r#"{"s":"x","n":60,"list":["a"],"v":{"k":[1e+06,"\u00e9\ud83d\ude00"]},"m":{"p":8}}"#,
+        );
+        let y = s("s: x\nn: 60\nlist: [a]\nv: {k: [1e+06, \"é😀\"]}\nm: {p: 8}\n");
+        assert_eq!(j, y);
+    }
+
+    #[test]
+    fn errors_carry_path_line_and_column() {
+        let e = from_text::<S>(b"list:\n  - a\n  - [b]\n").unwrap_err();
+        assert_eq!(e.field(), "list[1]");
+        assert!(e.to_string().ends_with("(line 3, column 5)"), "{e}");
+        let e = from_text::<S>(b"m:\n  a: 70000\n").unwrap_err();
+        assert_eq!(e.field(), "m.a");
+        assert!(e.to_string().contains("line 2, column 6"), "{e}");
+        let e = from_text::<S>(b"bogus: 1").unwrap_err();
+        assert_eq!(e.field(), ".");
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+        // JSON numbers stay numbers, as serde_json read them.
+        let e = from_text::<S>(br#"{"s": 7}"#).unwrap_err();
+        assert_eq!(e.field(), "s");
+        assert!(from_text::<S>(br#"{"s": "7"}"#).is_ok());
+        let e = from_text::<S>(b"e: other").unwrap_err();
+        assert_eq!(e.field(), "e");
+        let e = from_text::<S>(b"a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(e.to_string().contains("more than one"), "{e}");
+        assert!(from_text::<S>(b"s: \xff").is_err());
     }
 }

@@ -27,7 +27,7 @@ pub use error::ConfigError;
 pub use identity::{ClaimNames, IdentityConfig, IssuerConfig};
 pub use lenient::{de_lenient, de_lenient_opt};
 pub use policy::{parse_policy_yaml, AppliesTo, Effect, Policy, Rule};
-pub use text::from_text;
+pub use text::{from_text, from_value};
 
 use serde::{Deserialize, Serialize};
 

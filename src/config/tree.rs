@@ -34,7 +34,10 @@ pub(super) struct Node {
 pub(super) enum Kind {
     /// A scalar's text. `plain` scalars are typed by their text (`~`, `true`, `60`, `1e+06`)
     /// when the reader asks for "anything"; quoted and block scalars are always strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in text order; a key appears at most once.
     Map(Vec<(Node, Node)>),
@@ -50,6 +53,34 @@ impl Node {
             },
             line,
             column,
+        }
+    }
+
+    /// The tree of a parsed JSON value (serde_json bounds its depth at 128); lines are
+    /// unknown (0).
+    pub(super) fn from_json(v: &serde_json::Value) -> Node {
+        use serde_json::Value;
+        let scalar = |text: String, plain| Kind::Scalar { text, plain };
+        let kind = match v {
+            Value::Null => scalar(String::new(), true),
+            Value::Bool(b) => scalar(b.to_string(), true),
+            Value::Number(n) => scalar(n.to_string(), true),
+            Value::String(s) => scalar(s.clone(), false),
+            Value::Array(items) => Kind::Seq(items.iter().map(Node::from_json).collect()),
+            Value::Object(m) => Kind::Map(
+                m.iter()
+                    .map(|(k, v)| (Node::at_zero(scalar(k.clone(), false)), Node::from_json(v)))
+                    .collect(),
+            ),
+        };
+        Node::at_zero(kind)
+    }
+
+    fn at_zero(kind: Kind) -> Node {
+        Node {
+            kind,
+            line: 0,
+            column: 0,
         }
     }
 
@@ -184,17 +215,19 @@ pub(super) fn documents(text: &str) -> Result<Vec<Node>, ConfigError> {
                 docs.push(node);
             }
             Some(Open {
-                node: Node {
-                    kind: Kind::Seq(items),
-                    ..
-                },
+                node:
+                    Node {
+                        kind: Kind::Seq(items),
+                        ..
+                    },
                 ..
             }) => items.push(node),
             Some(Open {
-                node: Node {
-                    kind: Kind::Map(entries),
-                    ..
-                },
+                node:
+                    Node {
+                        kind: Kind::Map(entries),
+                        ..
+                    },
                 key,
                 ..
             }) => match key.take() {
@@ -236,7 +269,10 @@ mod tests {
     fn strip(n: &Node) -> String {
         match &n.kind {
             Kind::Scalar { text, .. } => text.clone(),
-            Kind::Seq(items) => format!("[{}]", items.iter().map(strip).collect::<Vec<_>>().join(",")),
+            Kind::Seq(items) => format!(
+                "[{}]",
+                items.iter().map(strip).collect::<Vec<_>>().join(",")
+            ),
             Kind::Map(e) => format!(
                 "{{{}}}",
                 e.iter()
@@ -251,7 +287,9 @@ mod tests {
     fn positions_are_one_based() {
         let d = documents("a:\n  b: 7\n").unwrap();
         let Kind::Map(e) = &d[0].kind else { panic!() };
-        let Kind::Map(inner) = &e[0].1.kind else { panic!() };
+        let Kind::Map(inner) = &e[0].1.kind else {
+            panic!()
+        };
         assert_eq!((inner[0].1.line, inner[0].1.column), (2, 6));
     }
 
@@ -263,7 +301,10 @@ mod tests {
         let e = documents(&deep).unwrap_err();
         assert!(e.to_string().contains("recursion limit"), "{e}");
         let deep_block: String = (0..200).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
-        assert!(documents(&deep_block).unwrap_err().to_string().contains("deeper"));
+        assert!(documents(&deep_block)
+            .unwrap_err()
+            .to_string()
+            .contains("deeper"));
         let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
             let prev = (b'a' + i) as char;
@@ -273,7 +314,10 @@ mod tests {
         let e = documents(&laughs).unwrap_err();
         assert!(e.to_string().contains("aliases expand"), "{e}");
         let e = documents("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(e.to_string(), ". : duplicate key `a` (line 3, column 1)".replace(". : ", ".: "));
+        assert_eq!(
+            e.to_string(),
+            ". : duplicate key `a` (line 3, column 1)".replace(". : ", ".: ")
+        );
         assert!(documents(r#"{"a":1,"a":2}"#).is_err());
     }
 
