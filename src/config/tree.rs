@@ -3,9 +3,11 @@
 //! Every configuration text (JSON is YAML's flow syntax) goes through one YAML event parser
 //! (saphyr-parser, pure Rust) into this tree, and [`super::de`] reads typed structs from it.
 //! Two steps instead of a streaming deserializer per format, so each configuration type is
-//! monomorphised once. Before this, serde_yaml + unsafe-libyaml (322 KB) and
-//! serde_path_to_error's per-type × per-format wrappers (168 KB) were ~25 % of the module
-//! (bench/README.md, "Configuration reader").
+//! monomorphised once. Measured 2026-11-30 (bench/README.md, "Configuration reader"):
+//! replacing serde_yaml + unsafe-libyaml (322 KB) and serde_path_to_error's per-type ×
+//! per-format wrappers (168 KB) took the shipped module from 1,912,355 to 1,648,440 bytes
+//! (−14 %) and Envoy's CPU to ready from 2.30 to 2.01 s; saphyr-parser was 5 KB smaller
+//! than yaml-rust2 in wasm.
 
 use super::error::ConfigError;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
