@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-footprint-"))
     k = run.Keys(workdir, {}, warm_count=0)
+    # run.Bench reads stage_probe (the module to load instead of target/meshguard.wasm).
     bargs = argparse.Namespace(duration=args.load, warmup=0.5, stage_probe=None)
     b = run.Bench(bargs, k, workdir, cpus)
     base_cfg = next(c for c in run.ALL_CONFIGS if c.name == "baseline")

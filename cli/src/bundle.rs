@@ -166,7 +166,7 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
     PolicySet::compile(&policies, "policies")
         .map_err(|e| BundleCmdError::Invalid(e.to_string()))?;
     let agents: Value = match &a.agents {
-        Some(p) => serde_yaml::from_slice(&read(p)?)
+        Some(p) => meshguard::config::from_text(&read(p)?)
             .map_err(|e| BundleCmdError::Invalid(format!("{}: {e}", p.display())))?,
         None => json!([]),
     };

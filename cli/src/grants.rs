@@ -320,7 +320,7 @@ pub fn run(args: GrantsArgs) -> Result<ExitCode, GrantsError> {
 
 fn sign_cmd(a: SignArgs) -> Result<ExitCode, GrantsError> {
     let key = SigningKey::load(&a.key)?;
-    let grants: Vec<Grant> = serde_yaml::from_slice(&read(&a.grants)?).map_err(|e| {
+    let grants: Vec<Grant> = meshguard::config::from_text(&read(&a.grants)?).map_err(|e| {
         GrantsError::Malformed(format!(
             "{}: expected a list of grants {{id, agent, action, resource?, expires_at, \
              reason, approved_by}}: {e}",

@@ -46,7 +46,7 @@ pub struct Spec {
 /// bootstrap whose Wasm filter carries it (`configuration.value`), as in `envoy/*.yaml`.
 pub fn load_config(path: &Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let Ok(doc) = serde_yaml::from_slice::<Value>(&text) else {
+    let Ok(doc) = meshguard::config::from_text::<Value>(&text) else {
         return Ok(text);
     };
     if doc.get("static_resources").is_none() {

@@ -343,8 +343,8 @@ fn run_file(
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: TestFile =
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: TestFile = meshguard::config::from_text(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let config = path.parent().unwrap_or(Path::new(".")).join(&file.config);
     let engine: Engine = offline::engine(&config)?;
     for (p, r) in engine.policy_set().rule_names() {

@@ -106,17 +106,17 @@ mod tests {
 
     #[test]
     fn resource_and_paths() {
-        let cfg: A2aConfig = serde_yaml::from_str("agent: billing").unwrap();
+        let cfg: A2aConfig = crate::config::from_text("agent: billing".as_bytes()).unwrap();
         let m = A2aMapper::compile(&cfg).unwrap();
         assert!(m.is_a2a_path("/a2a"));
         assert_eq!(m.resource("host:1"), "billing");
-        let cfg: A2aConfig = serde_yaml::from_str("paths: [/x]").unwrap();
+        let cfg: A2aConfig = crate::config::from_text("paths: [/x]".as_bytes()).unwrap();
         let m = A2aMapper::compile(&cfg).unwrap();
         assert_eq!(m.resource("host:1"), "host:1");
         assert!(!m.is_a2a_path("/a2a"));
-        let cfg: A2aConfig = serde_yaml::from_str("paths: [x]").unwrap();
+        let cfg: A2aConfig = crate::config::from_text("paths: [x]".as_bytes()).unwrap();
         let e = A2aMapper::compile(&cfg).unwrap_err();
         assert_eq!(e.field(), "actions.a2a.paths[0]");
-        assert!(serde_yaml::from_str::<A2aConfig>("bogus: 1").is_err());
+        assert!(crate::config::from_text::<A2aConfig>("bogus: 1".as_bytes()).is_err());
     }
 }

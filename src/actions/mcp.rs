@@ -289,7 +289,7 @@ mod tests {
     use serde_json::json;
 
     fn mapper(yaml: &str) -> McpMapper {
-        McpMapper::compile(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+        McpMapper::compile(&crate::config::from_text(yaml.as_bytes()).unwrap()).unwrap()
     }
 
     #[test]
@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn bad_configuration_names_the_field() {
         let e = |y: &str| {
-            McpMapper::compile(&serde_yaml::from_str(y).unwrap())
+            McpMapper::compile(&crate::config::from_text(y.as_bytes()).unwrap())
                 .unwrap_err()
                 .field()
                 .to_string()
@@ -392,7 +392,7 @@ mod tests {
             "actions.mcp.resource_metadata"
         );
         assert_eq!(e("protected_resource: 3"), "actions.mcp.protected_resource");
-        assert!(serde_yaml::from_str::<McpConfig>("bogus: 1").is_err());
+        assert!(crate::config::from_text::<McpConfig>("bogus: 1".as_bytes()).is_err());
     }
 
     #[test]

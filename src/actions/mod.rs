@@ -277,12 +277,13 @@ mod tests {
     }
 
     fn mapper() -> ActionMapper {
-        let cfg: ActionsConfig = serde_yaml::from_str(
+        let cfg: ActionsConfig = crate::config::from_text(
             r#"
 routes:
   - { method: POST, path: "/v1/email/*", action: "write:email", resource: notifications }
   - { path: "/v1/orders/**", action: "read:orders" }
-"#,
+"#
+            .as_bytes(),
         )
         .unwrap();
         ActionMapper::compile(&cfg).unwrap()
@@ -444,7 +445,7 @@ routes:
 
     #[test]
     fn disabled_header_is_ignored() {
-        let cfg: ActionsConfig = serde_yaml::from_str("header: ''").unwrap();
+        let cfg: ActionsConfig = crate::config::from_text("header: ''".as_bytes()).unwrap();
         let m = ActionMapper::compile(&cfg).unwrap();
         assert!(m
             .map(&req("GET", "/", &[("x-meshguard-action", "read:x")]))
@@ -455,7 +456,7 @@ routes:
     #[test]
     fn bad_route_glob_names_field() {
         let cfg: ActionsConfig =
-            serde_yaml::from_str("routes: [{path: '/a/[', action: 'x'}]").unwrap();
+            crate::config::from_text("routes: [{path: '/a/[', action: 'x'}]".as_bytes()).unwrap();
         let e = ActionMapper::compile(&cfg).unwrap_err().to_string();
         assert!(e.contains("actions.routes[0].path"), "{e}");
     }

@@ -9,11 +9,13 @@
 mod actions;
 mod audit;
 mod controls;
+mod de;
 mod error;
 mod identity;
 mod lenient;
 mod policy;
 mod text;
+mod tree;
 
 pub use actions::{A2aConfig, ActionsConfig, DecisionApiConfig, McpConfig, RouteConfig};
 pub use audit::AuditConfig;
@@ -25,7 +27,7 @@ pub use error::ConfigError;
 pub use identity::{ClaimNames, IdentityConfig, IssuerConfig};
 pub use lenient::{de_lenient, de_lenient_opt};
 pub use policy::{parse_policy_yaml, AppliesTo, Effect, Policy, Rule};
-pub use text::from_text;
+pub use text::{from_text, from_value};
 
 use serde::{Deserialize, Serialize};
 

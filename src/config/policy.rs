@@ -133,11 +133,7 @@ impl<'de> Deserialize<'de> for PolicyDoc {
 
 /// Parses `policy_yaml`: one or more YAML documents. Errors say which document and line.
 pub fn parse_policy_yaml(text: &str) -> Result<Vec<Policy>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let PolicyDoc(mut ps) = super::text::yaml_document(doc)
-            .map_err(|e| e.within(&format!("policy_yaml[document {}]", i + 1)))?;
-        out.append(&mut ps);
-    }
-    Ok(out)
+    let docs: Vec<PolicyDoc> =
+        super::text::each_document(text).map_err(|e| e.within("policy_yaml"))?;
+    Ok(docs.into_iter().flat_map(|PolicyDoc(ps)| ps).collect())
 }

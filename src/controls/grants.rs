@@ -253,8 +253,9 @@ pub fn verify_grants_document(
     }
     let json: Value =
         serde_json::from_slice(bytes).map_err(|e| GrantsError::Malformed(e.to_string()))?;
+    // Through the configuration reader, so the grant types are compiled into the module once.
     let doc: GrantsDoc =
-        serde_json::from_value(json.clone()).map_err(|e| GrantsError::Malformed(e.to_string()))?;
+        crate::config::from_value(&json).map_err(|e| GrantsError::Malformed(e.to_string()))?;
     if doc.format != FORMAT {
         return Err(GrantsError::Malformed(format!(
             "format is {:?}, expected {FORMAT:?}",

@@ -229,8 +229,7 @@ impl Controls {
         if let Some(b) = bundle {
             for (i, v) in b.grants.iter().enumerate() {
                 let f = format!("bundle.grants[{i}]");
-                let spec: GrantConfig = serde_json::from_value(v.clone())
-                    .map_err(|e| ConfigError::invalid(f.clone(), e.to_string()))?;
+                let spec: GrantConfig = crate::config::from_value(v).map_err(|e| e.within(&f))?;
                 grants.push(Grant::compile(&spec, &f)?);
             }
         }

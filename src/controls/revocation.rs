@@ -34,10 +34,14 @@ impl Revocations {
         }
         for (i, v) in bundle.iter().enumerate() {
             let field = format!("bundle.revocations[{i}]");
-            let e: RevocationEntry = serde_json::from_value(v.clone()).map_err(|e| {
+            let e: RevocationEntry = crate::config::from_value(v).map_err(|e| {
+                let why = match e {
+                    ConfigError::Parse { message, .. } => message,
+                    other => other.to_string(),
+                };
                 ConfigError::invalid(
                     field.clone(),
-                    format!("{e}; expected {{\"jti\": \"...\"}} or {{\"agent\": \"...\"}}"),
+                    format!("{why}; expected {{\"jti\": \"...\"}} or {{\"agent\": \"...\"}}"),
                 )
             })?;
             match (&e.jti, &e.agent) {

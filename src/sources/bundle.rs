@@ -292,8 +292,9 @@ pub fn verify(bytes: &[u8], keys: &BundleKeys, max_bytes: usize) -> Result<Bundl
     }
     let json: Value =
         serde_json::from_slice(bytes).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    // Through the configuration reader, so `Policy` is compiled into the module once.
     let bundle: Bundle =
-        serde_json::from_value(json.clone()).map_err(|e| BundleError::Malformed(e.to_string()))?;
+        crate::config::from_value(&json).map_err(|e| BundleError::Malformed(e.to_string()))?;
     if bundle.format != FORMAT {
         return Err(BundleError::Malformed(format!(
             "format is {:?}, expected {FORMAT:?}",
