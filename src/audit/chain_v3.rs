@@ -74,6 +74,12 @@ pub const KEYS: [&str; 38] = [
 /// The escape byte before a key that is not in [`KEYS`].
 const UNKNOWN_KEY: u8 = 0x00;
 
+/// BLAKE2b with a 32-byte digest (RFC 7693, digest length parameter 32, no key) of a
+/// chain input.
+pub fn hash(input: &[u8]) -> blake2b_simd::Hash {
+    blake2b_simd::Params::new().hash_length(32).hash(input)
+}
+
 /// A key's id in [`KEYS`], or `None`.
 pub fn key_id(key: &str) -> Option<u8> {
     KEYS.iter()

@@ -316,7 +316,6 @@ impl Chain {
 
     /// Seals an event (chain v3, see [`chain_v3`]) and encodes its `LogRecord`.
     fn seal(&mut self, event: &AuditEvent) -> Sealed {
-        use sha2::Digest;
         self.seq += 1;
         let seq = i64::try_from(self.seq).unwrap_or(i64::MAX);
         let mut attributes = event.attributes();
@@ -328,7 +327,7 @@ impl Chain {
         self.input.clear();
         chain_v3::write_header(&mut self.input, event.time_unix_nano, &event.trace_id);
         chain_v3::write_attributes(&mut self.input, &attributes);
-        let hash = hex(&sha2::Sha256::digest(&self.input));
+        let hash = hex(chain_v3::hash(&self.input).as_bytes());
         let deny = event.decision != "allow";
         let action = if event.action.is_empty() {
             "-"
@@ -882,11 +881,12 @@ pub fn event_chain_hash(
             attributes,
         )),
         Some(Some(2)) => chain_hash(&chain_input_v2(time_unix_nano, trace_id_hex, attributes)),
-        Some(Some(3)) => chain_hash(&chain_v3::chain_input(
+        Some(Some(3)) => hex(chain_v3::hash(&chain_v3::chain_input(
             time_unix_nano,
             trace_id_hex,
             attributes,
-        )),
+        ))
+        .as_bytes()),
         // An unknown version cannot be recomputed: no hash matches, so verify reports it.
         Some(_) => String::new(),
     }
@@ -991,7 +991,7 @@ mod tests {
         let trace = "07".repeat(16);
         assert_eq!(
             s1.hash,
-            chain_hash(&chain_v3::chain_input(1_001, &trace, &attrs))
+            hex(chain_v3::hash(&chain_v3::chain_input(1_001, &trace, &attrs)).as_bytes())
         );
         assert_eq!(s1.hash, event_chain_hash("", 1_001, &trace, &attrs));
         assert_ne!(s1.hash, s2.hash);
