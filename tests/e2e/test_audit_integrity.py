@@ -106,7 +106,7 @@ def chain_v3_hash(time_unix_nano: int, trace_id_hex: str, attributes: dict) -> s
         data += bytes([V3_ID[key]]) + _v3_value(attributes[key])
     for key in unknown:
         data += b"\x00" + _v3_str(key.encode()) + _v3_value(attributes[key])
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
 
 
 def chain_hash(time_unix_nano: int, trace_id_hex: str, attributes: dict) -> str:
