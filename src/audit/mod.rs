@@ -999,7 +999,12 @@ mod tests {
         // keys are one byte each: the input is far smaller than the record
         let input = chain_v3::chain_input(1_001, &trace, &attrs);
         assert!(input.starts_with(chain_v3::DOMAIN));
-        assert!(input.len() * 2 < s1.bytes.len(), "{} vs {}", input.len(), s1.bytes.len());
+        assert!(
+            input.len() * 2 < s1.bytes.len(),
+            "{} vs {}",
+            input.len(),
+            s1.bytes.len()
+        );
         // the same event as chain v2 still hashes (and differently)
         let mut v2 = attrs.clone();
         v2.pop();

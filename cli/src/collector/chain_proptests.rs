@@ -316,7 +316,7 @@ fn change_event(e: &mut ChainEvent, what: usize, at: usize, to: u8) -> bool {
             // a trace id added, removed or changed
             e.trace_id = if e.trace_id.is_empty() {
                 format!("{:032x}", at | 1)
-            } else if at % 3 == 0 {
+            } else if at.is_multiple_of(3) {
                 String::new()
             } else {
                 let mut t = e.trace_id.clone().into_bytes();
@@ -355,7 +355,7 @@ fn change_event(e: &mut ChainEvent, what: usize, at: usize, to: u8) -> bool {
                     None => Value::from(0),
                 },
                 Value::Array(mut items) => {
-                    if items.is_empty() || at % 2 == 0 {
+                    if items.is_empty() || at.is_multiple_of(2) {
                         items.push(Value::String(String::new()));
                     } else {
                         items.pop();
