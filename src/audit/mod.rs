@@ -5,6 +5,7 @@
 //! dropped and counted; a failed export puts its batch back at the front, so an outage
 //! delays events instead of losing them while there is room.
 
+pub mod chain_v3;
 pub mod otlp;
 
 use crate::config::{AuditConfig, ConfigError};
@@ -107,7 +108,10 @@ impl AuditEvent {
     /// The event's OTLP attributes (README, "Audit events"), without the chain fields.
     pub fn attributes(&self) -> Vec<(&'static str, AnyValue<'_>)> {
         let depth = self.delegation_chain.len().saturating_sub(1);
-        let mut attributes = vec![
+        // In chain v3 key-table order (`chain_v3::KEYS`), so sealing needs no sort; sized
+        // for every attribute and the four chain fields, so it is one allocation.
+        let mut attributes = Vec::with_capacity(chain_v3::KEYS.len() + 1);
+        attributes.extend([
             ("meshguard.decision", AnyValue::Str(&self.decision)),
             ("meshguard.effect", AnyValue::Str(&self.effect)),
             ("meshguard.enforced", AnyValue::Bool(self.enforced)),
@@ -147,7 +151,7 @@ impl AuditEvent {
                 "meshguard.latency_us",
                 AnyValue::Int(i64::try_from(self.latency_us).unwrap_or(i64::MAX)),
             ),
-        ];
+        ]);
         // Only decisions that involve them carry these, to keep every other event small.
         let r = &self.rpc;
         for (k, v) in [
@@ -269,6 +273,8 @@ pub struct Chain {
     stream: String,
     seq: u64,
     last_hash: String,
+    /// The chain input being hashed, kept between events so sealing does not allocate it.
+    input: Vec<u8>,
 }
 
 /// An event sealed into the chain: its encoded `LogRecord` and its place in the stream.
@@ -287,6 +293,7 @@ impl Chain {
             stream: stream.into(),
             seq: 0,
             last_hash: CHAIN_GENESIS.to_string(),
+            input: Vec::new(),
         }
     }
 
@@ -307,10 +314,8 @@ impl Chain {
         self.seq
     }
 
-    /// Seals an event (chain v2, see [`chain_input_v2`]) and encodes its `LogRecord` in
-    /// the same pass.
+    /// Seals an event (chain v3, see [`chain_v3`]) and encodes its `LogRecord`.
     fn seal(&mut self, event: &AuditEvent) -> Sealed {
-        use sha2::Digest;
         self.seq += 1;
         let seq = i64::try_from(self.seq).unwrap_or(i64::MAX);
         let mut attributes = event.attributes();
@@ -318,7 +323,11 @@ impl Chain {
         attributes.push(("meshguard.seq", AnyValue::Int(seq)));
         attributes.push(("meshguard.prev_hash", AnyValue::Str(&self.last_hash)));
         attributes.push(("meshguard.chain.version", AnyValue::Int(CHAIN_VERSION)));
-        attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // Already in v3 key order: no sort (`chain_v3::write_attributes` checks it).
+        self.input.clear();
+        chain_v3::write_header(&mut self.input, event.time_unix_nano, &event.trace_id);
+        chain_v3::write_attributes(&mut self.input, &attributes);
+        let hash = hex(chain_v3::hash(&self.input).as_bytes());
         let deny = event.decision != "allow";
         let action = if event.action.is_empty() {
             "-"
@@ -340,7 +349,7 @@ impl Chain {
             " by ",
             agent,
         ];
-        let (bytes, hash) = otlp::encode_chained_record(
+        let bytes = otlp::encode_chained_record(
             &otlp::LogRecord {
                 time_unix_nano: event.time_unix_nano,
                 severity_number: if deny { 13 } else { 9 },
@@ -352,11 +361,7 @@ impl Chain {
                 attributes: &attributes,
             },
             &body,
-            |encoded_attributes| {
-                let mut h = v2_hasher(event.time_unix_nano, &event.trace_id);
-                h.update(encoded_attributes);
-                hex(&h.finalize())
-            },
+            &hash,
         );
         self.last_hash.clone_from(&hash);
         Sealed {
@@ -793,25 +798,13 @@ pub const CHAIN_GENESIS: &str = "00000000000000000000000000000000000000000000000
 
 /// The version of the hash-chain construction this filter writes, sent as
 /// `meshguard.chain.version` (an event without it is version 1).
-pub const CHAIN_VERSION: i64 = 2;
+pub const CHAIN_VERSION: i64 = 3;
 
 /// The domain prefix of a v2 chain input.
 pub const CHAIN_V2_DOMAIN: &[u8] = b"meshguard-audit-v2\n";
 
-fn v2_hasher(time_unix_nano: u64, trace_id: &[u8]) -> sha2::Sha256 {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(CHAIN_V2_DOMAIN);
-    h.update(time_unix_nano.to_le_bytes());
-    h.update(if trace_id.len() == 16 {
-        trace_id
-    } else {
-        &[0u8; 16]
-    });
-    h
-}
-
-/// The bytes hashed for one event in chain version 2 (README, "Audit integrity"):
+/// The bytes hashed for one event in chain version 2 (README, "Hash chain"; written by
+/// filters before chain v3, still verified):
 ///
 /// ```text
 /// "meshguard-audit-v2\n"                  19 bytes
@@ -888,6 +881,12 @@ pub fn event_chain_hash(
             attributes,
         )),
         Some(Some(2)) => chain_hash(&chain_input_v2(time_unix_nano, trace_id_hex, attributes)),
+        Some(Some(3)) => hex(chain_v3::hash(&chain_v3::chain_input(
+            time_unix_nano,
+            trace_id_hex,
+            attributes,
+        ))
+        .as_bytes()),
         // An unknown version cannot be recomputed: no hash matches, so verify reports it.
         Some(_) => String::new(),
     }
@@ -988,16 +987,31 @@ mod tests {
         attrs.push(("meshguard.stream", "s1".into()));
         attrs.push(("meshguard.seq", 1.into()));
         attrs.push(("meshguard.prev_hash", CHAIN_GENESIS.into()));
-        attrs.push(("meshguard.chain.version", 2.into()));
+        attrs.push(("meshguard.chain.version", 3.into()));
         let trace = "07".repeat(16);
-        assert_eq!(s1.hash, chain_hash(&chain_input_v2(1_001, &trace, &attrs)));
+        assert_eq!(
+            s1.hash,
+            hex(chain_v3::hash(&chain_v3::chain_input(1_001, &trace, &attrs)).as_bytes())
+        );
         assert_eq!(s1.hash, event_chain_hash("", 1_001, &trace, &attrs));
         assert_ne!(s1.hash, s2.hash);
         assert_eq!(c.last_hash, s2.hash);
-        // the hash input is the record's own attribute bytes: no second encoding
-        let input = chain_input_v2(1_001, &trace, &attrs);
-        let attr_bytes = input.get(CHAIN_V2_DOMAIN.len() + 24..).unwrap();
-        assert!(s1.bytes.windows(attr_bytes.len()).any(|w| w == attr_bytes));
+        // keys are one byte each: the input is far smaller than the record
+        let input = chain_v3::chain_input(1_001, &trace, &attrs);
+        assert!(input.starts_with(chain_v3::DOMAIN));
+        assert!(
+            input.len() * 2 < s1.bytes.len(),
+            "{} vs {}",
+            input.len(),
+            s1.bytes.len()
+        );
+        // the same event as chain v2 still hashes (and differently)
+        let mut v2 = attrs.clone();
+        v2.pop();
+        v2.push(("meshguard.chain.version", 2.into()));
+        let h2 = event_chain_hash("", 1_001, &trace, &v2);
+        assert_eq!(h2, chain_hash(&chain_input_v2(1_001, &trace, &v2)));
+        assert_ne!(h2, s1.hash);
         // a changed value or type breaks it
         let mut changed = attrs.clone();
         changed.push(("meshguard.agent.id", "agent-2".into()));
@@ -1034,7 +1048,10 @@ mod tests {
             chain_hash(text.as_bytes())
         );
         let mut unknown = attrs.clone();
-        unknown.push(("meshguard.chain.version", 3.into()));
+        unknown.push(("meshguard.chain.version", 4.into()));
+        assert_eq!(event_chain_hash(CHAIN_GENESIS, 5, "", &unknown), "");
+        unknown.pop();
+        unknown.push(("meshguard.chain.version", "3".into()));
         assert_eq!(event_chain_hash(CHAIN_GENESIS, 5, "", &unknown), "");
     }
 

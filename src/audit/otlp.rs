@@ -148,6 +148,14 @@ fn write_any_value(out: &mut Vec<u8>, v: &AnyValue<'_>) {
     }
 }
 
+/// Encoded size of a `KeyValue` written by [`key_value`] as field 6.
+fn key_value_len(key: &str, value: &AnyValue<'_>) -> usize {
+    len_field_len(
+        6,
+        len_field_len(1, key.len()) + len_field_len(2, any_value_len(value)),
+    )
+}
+
 /// Writes a `KeyValue` as field `field` of the enclosing message.
 pub fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue<'_>) {
     let value_len = any_value_len(value);
@@ -209,21 +217,30 @@ pub fn encode_log_record(r: &LogRecord<'_>) -> Vec<u8> {
     out
 }
 
-/// A decision `LogRecord` in the v2 hash-chain layout, written in one pass (README,
-/// "Audit integrity"): the attributes (sorted by key, chain fields included) are written
-/// contiguously, `seal` hashes exactly those bytes and its answer is appended as the last
-/// attribute, `meshguard.hash`. So the hash input is a slice of the record being built:
-/// no canonical text, no second encoding. `body` is written from its parts, unjoined.
-pub fn encode_chained_record(
-    r: &LogRecord<'_>,
-    body: &[&str],
-    seal: impl FnOnce(&[u8]) -> String,
-) -> (Vec<u8>, String) {
-    let mut out = Vec::with_capacity(768);
+/// A decision `LogRecord` with its chain hash (README, "Hash chain"): the attributes as
+/// given, then `meshguard.hash`. `body` is written from its parts, unjoined, and the
+/// record's size is reserved up front so the buffer never grows while it is written.
+pub fn encode_chained_record(r: &LogRecord<'_>, body: &[&str], hash: &str) -> Vec<u8> {
+    let body_len: usize = body.iter().map(|p| p.len()).sum();
+    let attributes_len: usize = r
+        .attributes
+        .iter()
+        .map(|(k, v)| key_value_len(k, v))
+        .sum::<usize>()
+        + key_value_len("meshguard.hash", &AnyValue::Str(hash));
+    let mut out = Vec::with_capacity(
+        9 + 2
+            + len_field_len(3, r.severity_text.len())
+            + len_field_len(5, len_field_len(1, body_len))
+            + attributes_len
+            + 18
+            + 10
+            + 9
+            + len_field_len(12, r.event_name.len()),
+    );
     fixed64_field(&mut out, 1, r.time_unix_nano);
     varint_field(&mut out, 2, u64::from(r.severity_number));
     string_field(&mut out, 3, r.severity_text);
-    let body_len: usize = body.iter().map(|p| p.len()).sum();
     tag(&mut out, 5, 2);
     varint(&mut out, len_field_len(1, body_len) as u64);
     tag(&mut out, 1, 2);
@@ -231,12 +248,10 @@ pub fn encode_chained_record(
     for p in body {
         out.extend_from_slice(p.as_bytes());
     }
-    let start = out.len();
     for (k, v) in r.attributes {
         key_value(&mut out, 6, k, v);
     }
-    let hash = seal(out.get(start..).unwrap_or_default());
-    key_value(&mut out, 6, "meshguard.hash", &AnyValue::Str(&hash));
+    key_value(&mut out, 6, "meshguard.hash", &AnyValue::Str(hash));
     if r.trace_id.len() == 16 {
         bytes_field(&mut out, 9, r.trace_id);
     }
@@ -247,7 +262,7 @@ pub fn encode_chained_record(
     if !r.event_name.is_empty() {
         string_field(&mut out, 12, r.event_name);
     }
-    (out, hash)
+    out
 }
 
 /// Wraps encoded `LogRecord`s into one `ExportLogsServiceRequest` with one resource and

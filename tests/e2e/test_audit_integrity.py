@@ -4,8 +4,9 @@ writes them into its SQLite file and into a checkpoint log kept outside it, and
 `meshguard audit verify --keys` tells the attacks on that file apart from an intact trail.
 
 The attacker rewrites the database with sqlite3 and recomputes the hash chain with the
-construction documented in the README ("Audit integrity", chain v2), implemented here in
-Python from that text alone, so the test also checks the documentation byte for byte."""
+construction documented in the README ("Hash chain": chain v3, which the filter writes, and
+v2 before it), implemented here in Python from that text alone, so the test also checks
+the documentation byte for byte."""
 
 from __future__ import annotations
 
@@ -65,6 +66,55 @@ def chain_v2_hash(time_unix_nano: int, trace_id_hex: str, attributes: dict) -> s
     return hashlib.sha256(data).hexdigest()
 
 
+# --- the v3 chain construction, from the README --------------------------------------------
+
+V3_KEYS = """meshguard.decision meshguard.effect meshguard.enforced meshguard.agent.id
+meshguard.trust_tier meshguard.delegation.chain meshguard.delegation.depth meshguard.action
+meshguard.resource meshguard.policy meshguard.rule meshguard.reason meshguard.mode
+meshguard.bundle.version meshguard.identity.error http.request.method url.path server.address
+http.response.status_code meshguard.request_id meshguard.latency_us mcp.method.name
+gen_ai.tool.name mcp.session.id mcp.protocol.version mcp.resource.uri jsonrpc.request.id
+meshguard.mcp.arguments meshguard.a2a.method meshguard.shadow.policy meshguard.approval_id
+meshguard.grant meshguard.inputs meshguard.mcp.argument_keys meshguard.stream meshguard.seq
+meshguard.prev_hash meshguard.chain.version""".split()
+V3_ID = {k: i + 1 for i, k in enumerate(V3_KEYS)}
+
+
+def _v3_str(b: bytes) -> bytes:
+    return _varint(len(b)) + b
+
+
+def _v3_value(v) -> bytes:
+    if isinstance(v, str):
+        return b"\x01" + _v3_str(v.encode())
+    if isinstance(v, bool):
+        return b"\x02" + bytes([int(v)])
+    if isinstance(v, int) and -(1 << 63) <= v < (1 << 63):
+        return b"\x03" + _varint(v)
+    if isinstance(v, list) and all(isinstance(i, str) for i in v):
+        return b"\x05" + _varint(len(v)) + b"".join(_v3_str(i.encode()) for i in v)
+    return b"\x07" + _v3_str(json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def chain_v3_hash(time_unix_nano: int, trace_id_hex: str, attributes: dict) -> str:
+    trace = bytes.fromhex(trace_id_hex) if len(trace_id_hex) == 32 else bytes(16)
+    data = b"meshguard-audit-v3\n" + struct.pack("<Q", time_unix_nano) + trace
+    keys = [k for k in attributes if k != "meshguard.hash"]
+    known = sorted((k for k in keys if k in V3_ID), key=V3_ID.get)
+    unknown = sorted((k for k in keys if k not in V3_ID), key=str.encode)
+    for key in known:
+        data += bytes([V3_ID[key]]) + _v3_value(attributes[key])
+    for key in unknown:
+        data += b"\x00" + _v3_str(key.encode()) + _v3_value(attributes[key])
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def chain_hash(time_unix_nano: int, trace_id_hex: str, attributes: dict) -> str:
+    """The hash by the event's `meshguard.chain.version` (the filter writes 3)."""
+    version = attributes.get("meshguard.chain.version")
+    return {2: chain_v2_hash, 3: chain_v3_hash}[version](time_unix_nano, trace_id_hex, attributes)
+
+
 def rechain(db: Path, stream: str, from_seq: int, edit=None, new_stream: str | None = None) -> None:
     """What a store writer does: edit event(s) and recompute every hash from `from_seq`
     on, so that the chain verifies again. With `new_stream`, copies the stream under a
@@ -85,7 +135,7 @@ def rechain(db: Path, stream: str, from_seq: int, edit=None, new_stream: str | N
         if new_stream:
             attrs["meshguard.stream"] = new_stream
         attrs["meshguard.prev_hash"] = prev
-        h = chain_v2_hash(t, trace, attrs)
+        h = chain_hash(t, trace, attrs)
         attrs["meshguard.hash"] = h
         if new_stream:
             con.execute(
@@ -160,13 +210,19 @@ def test_intact_signed_trail_verifies_with_keys_and_log(signed_trail):
     con = sqlite3.connect(mgc.db)
     (n,) = con.execute("SELECT count(*) FROM signatures WHERE kind='checkpoint'").fetchone()
     assert n >= 2, "one checkpoint per exported batch"
-    assert con.execute("SELECT count(*) FROM events WHERE attributes LIKE '%\"meshguard.chain.version\":2%'"
+    assert con.execute("SELECT count(*) FROM events WHERE attributes LIKE '%\"meshguard.chain.version\":3%'"
                        ).fetchone()[0] == sent
     con.close()
     # The Python construction from the README agrees with the filter, byte for byte.
     for e in mgc.events():
         a = e["attributes"]
-        assert chain_v2_hash(e["time_unix_nano"], e["trace_id"], a) == a["meshguard.hash"]
+        assert a["meshguard.chain.version"] == 3
+        assert chain_v3_hash(e["time_unix_nano"], e["trace_id"], a) == a["meshguard.hash"]
+        # tamper evidence per event: any one attribute edited, the hash no longer matches
+        for key in a:
+            if key != "meshguard.hash":
+                edited = dict(a, **{key: [a[key]] if not isinstance(a[key], list) else a[key] + ["x"]})
+                assert chain_v3_hash(e["time_unix_nano"], e["trace_id"], edited) != a["meshguard.hash"], key
 
 
 def test_rewritten_suffix_is_reported(signed_trail):

@@ -4,14 +4,18 @@
 //!
 //! - any sequence of events verifies intact;
 //! - any single-byte change to what the chain covers (an attribute key or value, the
-//!   time, the trace id) makes it fail to verify.
+//!   time, the trace id) makes it fail to verify;
+//! - per event (chain v3, what the filter writes): any change to any hashed attribute key
+//!   or value (`meshguard.prev_hash`, `.seq`, `.stream` included), the time or the trace
+//!   id changes the recomputed hash;
+//! - streams mixing v1, v2 and v3 events verify; an unknown version never does.
 //!
 //! Severity, body and span id are outside the chain by design (`chain_input`), so they are
 //! not mutated here.
 
 use super::event::decode;
-use super::integrity::{ChainEvent, StreamVerifier, Verdict};
-use meshguard::audit::{AuditBuffer, AuditEvent, Chain};
+use super::integrity::{event_hash, ChainEvent, StreamVerifier, Verdict};
+use meshguard::audit::{chain_hash, chain_input, chain_input_v2, AuditBuffer, AuditEvent, Chain};
 use meshguard::config::AuditConfig;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
@@ -231,6 +235,141 @@ fn mutate(
     }
 }
 
+/// The chained events of these requests, as the store keeps them, in seq order.
+fn chain_events(requests: &[ExportLogsServiceRequest]) -> Vec<ChainEvent> {
+    let mut events: Vec<ChainEvent> = requests
+        .iter()
+        .flat_map(|r| decode(r).events)
+        .filter_map(|e| {
+            let c = e.chain?;
+            Some(ChainEvent {
+                seq: c.seq,
+                time_unix_nano: e.time_unix_nano,
+                trace_id: e.trace_id,
+                prev_hash: c.prev_hash,
+                hash: c.hash,
+                attributes: e.attributes,
+            })
+        })
+        .collect();
+    events.sort_by_key(|e| e.seq);
+    events
+}
+
+fn verdict(stream: &str, events: &[ChainEvent]) -> Verdict {
+    let mut v = StreamVerifier::new("node-1", stream, Vec::new());
+    for e in events {
+        v.push(e);
+    }
+    v.finish(Vec::new()).verdict
+}
+
+/// Re-seals `e` (linked to `prev`) in chain version `version` (1: no version attribute),
+/// as a filter of that version would have; version 9 stands for an unknown one.
+fn reseal(e: &mut ChainEvent, prev: &str, version: u8) {
+    let a = &mut e.attributes;
+    a.insert("meshguard.prev_hash".into(), prev.into());
+    a.remove("meshguard.hash");
+    if version == 1 {
+        a.remove("meshguard.chain.version");
+    } else {
+        a.insert("meshguard.chain.version".into(), version.into());
+    }
+    let attrs: Vec<(&str, serde_json::Value)> =
+        a.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let hash = match version {
+        1 => chain_hash(&chain_input(prev, e.time_unix_nano, &e.trace_id, &attrs)),
+        2 => chain_hash(&chain_input_v2(e.time_unix_nano, &e.trace_id, &attrs)),
+        3 => event_hash(prev, e.time_unix_nano, &e.trace_id, a),
+        // what a v3 filter would hash, under a version no verifier knows
+        _ => {
+            a.insert("meshguard.chain.version".into(), 3.into());
+            let h = event_hash(prev, e.time_unix_nano, &e.trace_id, a);
+            a.insert("meshguard.chain.version".into(), version.into());
+            h
+        }
+    };
+    a.insert("meshguard.hash".into(), hash.clone().into());
+    e.prev_hash = prev.to_string();
+    e.hash = hash;
+}
+
+/// One change to what an event's hash covers: `what` picks time, trace id, a key or a
+/// value, `at` where. Returns false when there is nothing to change there.
+fn change_event(e: &mut ChainEvent, what: usize, at: usize, to: u8) -> bool {
+    use serde_json::Value;
+    let keys: Vec<String> = e
+        .attributes
+        .keys()
+        .filter(|k| k.as_str() != "meshguard.hash")
+        .cloned()
+        .collect();
+    let Some(key) = keys.get(at % keys.len().max(1)).cloned() else {
+        return false;
+    };
+    match what % 4 {
+        0 => {
+            e.time_unix_nano ^= 1 << (at % 64);
+            true
+        }
+        1 => {
+            // a trace id added, removed or changed
+            e.trace_id = if e.trace_id.is_empty() {
+                format!("{:032x}", at | 1)
+            } else if at.is_multiple_of(3) {
+                String::new()
+            } else {
+                let mut t = e.trace_id.clone().into_bytes();
+                if let Some(b) = t.get_mut(at % 32) {
+                    *b = if *b == b'0' { b'1' } else { b'0' };
+                }
+                String::from_utf8(t).unwrap_or_default()
+            };
+            true
+        }
+        2 => {
+            let mut new = key.clone();
+            if !change_ascii_byte(&mut new, at / 7, to) || e.attributes.contains_key(&new) {
+                return false;
+            }
+            let Some(v) = e.attributes.remove(&key) else {
+                return false;
+            };
+            e.attributes.insert(new, v);
+            true
+        }
+        _ => {
+            let Some(v) = e.attributes.get_mut(&key) else {
+                return false;
+            };
+            *v = match v.take() {
+                Value::String(mut s) => {
+                    if !change_ascii_byte(&mut s, at / 7, to) {
+                        s.push(char::from(b'a' + to % 26));
+                    }
+                    Value::String(s)
+                }
+                Value::Bool(b) => Value::Bool(!b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => Value::from(i ^ (1 << (at % 63))),
+                    None => Value::from(0),
+                },
+                Value::Array(mut items) => {
+                    if items.is_empty() || at.is_multiple_of(2) {
+                        items.push(Value::String(String::new()));
+                    } else {
+                        items.pop();
+                    }
+                    Value::Array(items)
+                }
+                // a value of another type: the same text as a string
+                other => Value::String(other.to_string()),
+            };
+            true
+        }
+    }
+}
+
 fn decoded(wire: &[Vec<u8>]) -> Vec<ExportLogsServiceRequest> {
     wire.iter()
         .map(|b| ExportLogsServiceRequest::decode(b.as_slice()))
@@ -271,5 +410,49 @@ proptest! {
         let mut requests = decoded(&seal(&stream, &events));
         prop_assume!(mutate(&mut requests, which, what, at, to));
         prop_assert!(!verifies(&requests, events.len()), "a changed byte went unnoticed");
+    }
+
+    /// Per event: any change to what chain v3 covers changes the recomputed hash.
+    #[test]
+    fn any_change_to_an_event_changes_its_v3_hash(
+        events in prop::collection::vec(fields(), 1..4),
+        which in any::<usize>(),
+        what in any::<usize>(),
+        at in any::<usize>(),
+        to in any::<u8>(),
+    ) {
+        let mut stored = chain_events(&decoded(&seal("s", &events)));
+        let n = stored.len();
+        prop_assert_eq!(n, events.len());
+        let Some(e) = stored.get_mut(which % n) else { return Ok(()) };
+        prop_assert_eq!(e.attributes.get("meshguard.chain.version"), Some(&3.into()));
+        prop_assert_eq!(&event_hash(&e.prev_hash, e.time_unix_nano, &e.trace_id, &e.attributes), &e.hash);
+        let before = e.hash.clone();
+        prop_assume!(change_event(e, what, at, to));
+        prop_assert_ne!(event_hash(&e.prev_hash, e.time_unix_nano, &e.trace_id, &e.attributes), before);
+    }
+
+    /// A stream whose events are of versions 1, 2 and 3 in any order verifies intact
+    /// (each event by its own version); one event of an unknown version makes it fail.
+    #[test]
+    fn mixed_version_streams_verify_and_unknown_versions_do_not(
+        events in prop::collection::vec(fields(), 1..6),
+        versions in prop::collection::vec(1u8..=3, 6),
+        unknown in any::<usize>(),
+    ) {
+        let mut stored = chain_events(&decoded(&seal("s", &events)));
+        let mut prev = meshguard::audit::CHAIN_GENESIS.to_string();
+        for (e, v) in stored.iter_mut().zip(&versions) {
+            reseal(e, &prev, *v);
+            prev = e.hash.clone();
+        }
+        prop_assert_eq!(verdict("s", &stored), Verdict::Intact);
+        let n = stored.len();
+        let mut prev = meshguard::audit::CHAIN_GENESIS.to_string();
+        for (i, (e, v)) in stored.iter_mut().zip(&versions).enumerate() {
+            reseal(e, &prev, if i == unknown % n { 9 } else { *v });
+            prev = e.hash.clone();
+        }
+        prop_assert_ne!(verdict("s", &stored), Verdict::Intact);
     }
 }
