@@ -5,6 +5,8 @@
 //! the token header: a token whose header names another algorithm is rejected before any
 //! cryptography runs, which closes HS/RS confusion and `alg: none` by construction.
 
+mod es256;
+
 use crate::config::{ClaimNames, ConfigError, IdentityConfig};
 use crate::shared::SharedData;
 use crate::tier::TrustTier;
@@ -67,7 +69,7 @@ impl Algorithm {
 
 #[derive(Clone)]
 enum KeyMaterial {
-    Es256(ES256PublicKey),
+    Es256(es256::Es256Key),
     Es384(ES384PublicKey),
     Es256k(ES256kPublicKey),
     EdDsa(Ed25519PublicKey),
@@ -328,7 +330,9 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     let text = jwk.to_string();
     let e = |err: jwt_simple::Error| format!("not a valid {kty} public key: {err}");
     let material = match alg {
-        Algorithm::Es256 => KeyMaterial::Es256(ES256PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Es256 => KeyMaterial::Es256(es256::Es256Key::new(
+            &ES256PublicKey::from_jwk(&text).map_err(e)?,
+        )?),
         Algorithm::Es384 => KeyMaterial::Es384(ES384PublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::Es256k => KeyMaterial::Es256k(ES256kPublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::EdDsa => KeyMaterial::EdDsa(Ed25519PublicKey::from_jwk(&text).map_err(e)?),
