@@ -139,7 +139,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost
+.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost bench-es256-cost
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -169,6 +169,13 @@ bench-audit-cost: toolchain
 	  out=$$(node bench/audit_cost/run.mjs $(AUDIT_COST_TARGET)/$(WASM_TARGET)/release/audit-cost.wasm $$mode 2>/dev/null) || true; \
 	  echo "$$mode: $$out"; echo "$$out" | grep -q '^best:' || exit 1; \
 	done
+
+# Cold ES256 verification and the per-key table build in V8 (node), best of 7 rounds.
+ES256_COST_TARGET ?= $(CURDIR)/target/es256-cost
+bench-es256-cost: toolchain
+	cd bench/es256_cost && CARGO_TARGET_DIR=$(ES256_COST_TARGET) cargo build --release --target $(WASM_TARGET)
+	@out=$$(node bench/audit_cost/run.mjs $(ES256_COST_TARGET)/$(WASM_TARGET)/release/es256-cost.wasm 2>/dev/null) || true; \
+	  echo "$$out"; echo "$$out" | grep -q '^best:'
 
 # Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
 # benches built and run briefly; fails unless the table was produced.

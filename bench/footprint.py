@@ -95,7 +95,7 @@ def speed(run, args, modules: list[Path]) -> int:
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-speed-"))
     k = run.Keys(workdir, {"ES256": 12000}, warm_count=1500)
-    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0), k, workdir, cpus)
+    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0, stage_probe=None), k, workdir, cpus)
     cfgs = {c.name: c for c in run.ALL_CONFIGS}
     plan = [("baseline", "baseline", run.henvoy.WASM)] + [
         (str(m), n, m) for m in modules for n in ("mg-es256-cached", "mg-es256-cold")]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-footprint-"))
     k = run.Keys(workdir, {}, warm_count=0)
-    bargs = argparse.Namespace(duration=args.load, warmup=0.5)
+    bargs = argparse.Namespace(duration=args.load, warmup=0.5, stage_probe=None)
     b = run.Bench(bargs, k, workdir, cpus)
     base_cfg = next(c for c in run.ALL_CONFIGS if c.name == "baseline")
     mg_cfg = next(c for c in run.ALL_CONFIGS if c.name == "mg-es256-cached")

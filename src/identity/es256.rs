@@ -92,6 +92,7 @@ impl FixedBaseTable {
     }
 
     /// Bytes held by the table (what a key costs in memory).
+    #[cfg(test)]
     fn size_bytes(&self) -> usize {
         self.points.len() * std::mem::size_of::<AffinePoint>()
     }
@@ -133,10 +134,7 @@ impl Es256Key {
         Self::with_window(key, WINDOW)
     }
 
-    fn with_window(
-        key: &jwt_simple::prelude::ES256PublicKey,
-        w: u32,
-    ) -> Result<Es256Key, String> {
+    fn with_window(key: &jwt_simple::prelude::ES256PublicKey, w: u32) -> Result<Es256Key, String> {
         let point = PublicKey::from_sec1_bytes(&key.to_bytes())
             .map_err(|e| format!("not a P-256 public key: {e}"))?;
         generator_table();
@@ -146,7 +144,8 @@ impl Es256Key {
     }
 
     /// Bytes the key's table holds (the generator's table is shared by all keys).
-    pub(super) fn table_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn table_bytes(&self) -> usize {
         self.table.size_bytes()
     }
 
@@ -430,7 +429,10 @@ mod tests {
                 assert!(!key.verify_signature(&msg, &bad), "sig bit {bit}");
             }
             for bit in 0..256 {
-                assert!(!key.verify_signature(&flip(&msg, bit), &sig), "msg bit {bit}");
+                assert!(
+                    !key.verify_signature(&flip(&msg, bit), &sig),
+                    "msg bit {bit}"
+                );
             }
             // Key bits: flipping the compressed x gives another valid point about half the time.
             let compressed = vk.to_sec1_point(true).as_bytes().to_vec();
@@ -443,7 +445,10 @@ mod tests {
                 };
                 other_points += 1;
                 let key2 = table_key(&vk2, WINDOW);
-                assert_eq!(key2.verify_signature(&msg, &sig), reference(&vk2, &msg, &sig));
+                assert_eq!(
+                    key2.verify_signature(&msg, &sig),
+                    reference(&vk2, &msg, &sig)
+                );
                 assert!(!key2.verify_signature(&msg, &sig), "key bit {bit}");
             }
             assert!(other_points > 50, "{other_points}");
@@ -459,7 +464,9 @@ mod tests {
         let sig: Signature = sk.sign(msg);
         let (r, s) = (sig.r().to_bytes(), sig.s().to_bytes());
         let n = n_bytes();
-        let n_plus_1 = U256::from_be_slice(&n).wrapping_add(&U256::ONE).to_be_bytes();
+        let n_plus_1 = U256::from_be_slice(&n)
+            .wrapping_add(&U256::ONE)
+            .to_be_bytes();
         let cat = |a: &[u8], b: &[u8]| [a, b].concat();
         for bad in [
             cat(&[0; 32], &s),
@@ -570,7 +577,11 @@ mod tests {
         };
         let h = r#"{"alg":"ES256","typ":"JWT"}"#;
         let claims = |extra: &str| {
-            format!(r#"{{"iss":"iss","aud":"agents","sub":"a","exp":{},"iat":{}{extra}}}"#, now + 300, now - 10)
+            format!(
+                r#"{{"iss":"iss","aud":"agents","sub":"a","exp":{},"iat":{}{extra}}}"#,
+                now + 300,
+                now - 10
+            )
         };
         let mut tokens = vec![
             token(&sk, h, &claims("")),
@@ -588,12 +599,36 @@ mod tests {
             token(&sk, "[]", &claims("")),
             token(&sk, "not json", &claims("")),
             token(&other, h, &claims("")),
-            token(&sk, h, &format!(r#"{{"iss":"iss","aud":"agents","exp":{}}}"#, now - 61)),
-            token(&sk, h, &format!(r#"{{"iss":"iss","aud":"agents","exp":{}}}"#, now - 59)),
-            token(&sk, h, &format!(r#"{{"iss":"iss","aud":"agents","nbf":{}}}"#, now + 61)),
-            token(&sk, h, &format!(r#"{{"iss":"iss","aud":"agents","nbf":{}}}"#, now + 59)),
-            token(&sk, h, &format!(r#"{{"iss":"iss","aud":"agents","iat":{}}}"#, now + 61)),
-            token(&sk, h, &format!(r#"{{"iss":"iss","aud":"agents","iat":{}}}"#, now + 59)),
+            token(
+                &sk,
+                h,
+                &format!(r#"{{"iss":"iss","aud":"agents","exp":{}}}"#, now - 61),
+            ),
+            token(
+                &sk,
+                h,
+                &format!(r#"{{"iss":"iss","aud":"agents","exp":{}}}"#, now - 59),
+            ),
+            token(
+                &sk,
+                h,
+                &format!(r#"{{"iss":"iss","aud":"agents","nbf":{}}}"#, now + 61),
+            ),
+            token(
+                &sk,
+                h,
+                &format!(r#"{{"iss":"iss","aud":"agents","nbf":{}}}"#, now + 59),
+            ),
+            token(
+                &sk,
+                h,
+                &format!(r#"{{"iss":"iss","aud":"agents","iat":{}}}"#, now + 61),
+            ),
+            token(
+                &sk,
+                h,
+                &format!(r#"{{"iss":"iss","aud":"agents","iat":{}}}"#, now + 59),
+            ),
             token(&sk, h, r#"{"iss":"other","aud":"agents"}"#),
             token(&sk, h, r#"{"aud":"agents"}"#),
             token(&sk, h, r#"{"iss":"iss","aud":"nobody"}"#),
@@ -601,7 +636,11 @@ mod tests {
             token(&sk, h, r#"{"iss":"iss"}"#),
             token(&sk, h, r#"{"iss":"iss","aud":"agents","exp":"soon"}"#),
             token(&sk, h, r#"{"iss":"iss","aud":5}"#),
-            token(&sk, h, r#"{"iss":"iss","aud":"agents","nonce":"n","jti":"j"}"#),
+            token(
+                &sk,
+                h,
+                r#"{"iss":"iss","aud":"agents","nonce":"n","jti":"j"}"#,
+            ),
             token(&sk, h, "[1]"),
             token(&sk, h, "x"),
         ];
@@ -654,6 +693,80 @@ mod tests {
         let sizes: Vec<usize> = (4..=7).map(|w| table_key(&vk, w).table_bytes()).collect();
         // 2^(w-1) points per window, ⌈257/w⌉ windows.
         let point = std::mem::size_of::<AffinePoint>();
-        assert_eq!(sizes, [65 * 8 * point, 52 * 16 * point, 43 * 32 * point, 37 * 64 * point]);
+        assert_eq!(
+            sizes,
+            [
+                65 * 8 * point,
+                52 * 16 * point,
+                43 * 32 * point,
+                37 * 64 * point
+            ]
+        );
+    }
+}
+
+/// Native timing behind bench/README.md "ES256 with per-key tables" (run in release:
+/// `cargo test --release -p meshguard-filter --lib es256::timing -- --ignored --nocapture`).
+/// The variants alternate per signature, so neighbours' load hits all of them alike.
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use p256::ecdsa::signature::{Signer, Verifier};
+    use p256::ecdsa::SigningKey;
+    use std::time::Instant;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    #[test]
+    #[ignore = "timing, not a check: run in release"]
+    fn per_window_width() {
+        let sk = SigningKey::from_slice(&Sha256::digest(b"timing")).unwrap();
+        let vk = *sk.verifying_key();
+        let public =
+            jwt_simple::prelude::ES256PublicKey::from_bytes(vk.to_sec1_point(false).as_bytes())
+                .unwrap();
+        generator_table();
+        let widths = [4u32, 5, 6, 7];
+        let mut keys = Vec::new();
+        for w in widths {
+            let t = Instant::now();
+            let key = Es256Key::with_window(&public, w).unwrap();
+            let built = t.elapsed().as_secs_f64() * 1e6;
+            println!(
+                "w={w}: table {} bytes, built in {built:.0} µs",
+                key.table_bytes()
+            );
+            keys.push(key);
+        }
+        let sigs: Vec<(Vec<u8>, Vec<u8>)> = (0..400u32)
+            .map(|i| {
+                let msg = Sha256::digest(i.to_be_bytes()).to_vec();
+                let sig: Signature = sk.sign(&msg);
+                (msg, sig.to_bytes().to_vec())
+            })
+            .collect();
+        let mut reference = Vec::new();
+        let mut ours = vec![Vec::new(); keys.len()];
+        for (msg, sig) in &sigs {
+            let t = Instant::now();
+            let s = Signature::try_from(sig.as_slice()).unwrap();
+            assert!(vk.verify(msg, &s).is_ok());
+            reference.push(t.elapsed().as_secs_f64() * 1e6);
+            for (key, out) in keys.iter().zip(ours.iter_mut()) {
+                let t = Instant::now();
+                assert!(key.verify_signature(msg, sig));
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        println!(
+            "p256 verify (jwt-simple's path): {:.1} µs",
+            median(reference)
+        );
+        for (w, out) in widths.iter().zip(ours) {
+            println!("tables w={w}: {:.1} µs", median(out));
+        }
     }
 }
