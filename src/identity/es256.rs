@@ -712,6 +712,7 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+    use jwt_simple::prelude::{ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike};
     use p256::ecdsa::signature::{Signer, Verifier};
     use p256::ecdsa::SigningKey;
     use std::time::Instant;
@@ -762,6 +763,30 @@ mod timing {
                 out.push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
+        // Whole tokens: jwt-simple's `verify_token` against this module's.
+        let theirs = jwt_simple::prelude::ES256KeyPair::from_bytes(&sk.to_bytes()).unwrap();
+        let table = Es256Key::new(&theirs.public_key()).unwrap();
+        let (mut whole_theirs, mut whole_ours) = (Vec::new(), Vec::new());
+        for i in 0..200u64 {
+            let claims =
+                jwt_simple::prelude::Claims::create(jwt_simple::prelude::Duration::from_secs(600))
+                    .with_subject(format!("agent-{i}"));
+            let token = theirs.sign(claims).unwrap();
+            let t = Instant::now();
+            assert!(theirs
+                .public_key()
+                .verify_token::<NoCustomClaims>(&token, None)
+                .is_ok());
+            whole_theirs.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            assert!(table.verify_token(&token, None).is_ok());
+            whole_ours.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "whole token: jwt-simple {:.1} µs, tables {:.1} µs",
+            median(whole_theirs),
+            median(whole_ours)
+        );
         println!(
             "p256 verify (jwt-simple's path): {:.1} µs",
             median(reference)
