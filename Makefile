@@ -139,7 +139,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor bench-ed25519-v8
+.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor bench-ed25519-v8 bench-es256-cost
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -188,13 +188,20 @@ bench-ed25519-v8: toolchain
 	@out=$$(node bench/audit_cost/run.mjs $(ED25519_V8_TARGET)/$(WASM_TARGET)/release/ed25519-v8.wasm 200 2>/dev/null) || true; \
 	  echo "$$out"; echo "$$out" | grep -q '^best:'
 
-# Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
-# benches built and run briefly; fails unless the table was produced.
+# Cold ES256 verification and the per-key table build in V8 (node), best of 7 rounds.
+ES256_COST_TARGET ?= $(CURDIR)/target/es256-cost
+bench-es256-cost: toolchain
+	cd bench/es256_cost && CARGO_TARGET_DIR=$(ES256_COST_TARGET) cargo build --release --target $(WASM_TARGET)
+	@out=$$(node bench/audit_cost/run.mjs $(ES256_COST_TARGET)/$(WASM_TARGET)/release/es256-cost.wasm 2>/dev/null) || true; \
+	  echo "$$out"; echo "$$out" | grep -q '^best:'
+
 # Module size, Envoy time to ready and RSS added at --concurrency 1 and 2 (bench/README.md,
 # "Footprint"); pass other builds of the module to compare them in one run.
 footprint: wasm venv bench-tools
 	$(PY) bench/footprint.py --json
 
+# Seconds-long version so the harness cannot rot: a few configs, one round, the criterion
+# benches built and run briefly; fails unless the table was produced.
 bench-smoke: wasm venv bench-tools
 	cargo bench --bench meshguard -- --noplot --profile-time 1 'policy/decide/10$$|audit/push|engine/handle_cached$$'
 	$(PY) bench/run.py --smoke --out target/bench-smoke

@@ -6,6 +6,7 @@
 //! cryptography runs, which closes HS/RS confusion and `alg: none` by construction.
 
 mod ed25519;
+mod es256;
 
 use crate::config::{ClaimNames, ConfigError, IdentityConfig};
 use crate::shared::SharedData;
@@ -69,7 +70,7 @@ impl Algorithm {
 
 #[derive(Clone)]
 enum KeyMaterial {
-    Es256(ES256PublicKey),
+    Es256(es256::Es256Key),
     Es384(ES384PublicKey),
     Es256k(ES256kPublicKey),
     EdDsa(ed25519::Ed25519Key),
@@ -330,7 +331,9 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     let text = jwk.to_string();
     let e = |err: jwt_simple::Error| format!("not a valid {kty} public key: {err}");
     let material = match alg {
-        Algorithm::Es256 => KeyMaterial::Es256(ES256PublicKey::from_jwk(&text).map_err(e)?),
+        Algorithm::Es256 => KeyMaterial::Es256(es256::Es256Key::new(
+            &ES256PublicKey::from_jwk(&text).map_err(e)?,
+        )?),
         Algorithm::Es384 => KeyMaterial::Es384(ES384PublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::Es256k => KeyMaterial::Es256k(ES256kPublicKey::from_jwk(&text).map_err(e)?),
         Algorithm::EdDsa => KeyMaterial::EdDsa(ed25519::Ed25519Key::from_jwk(&text).map_err(e)?),
