@@ -94,11 +94,15 @@ def speed(run, args, modules: list[Path]) -> int:
     ncpu = len(os.sched_getaffinity(0))
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-speed-"))
-    k = run.Keys(workdir, {"ES256": 12000}, warm_count=1500)
-    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0), k, workdir, cpus)
     cfgs = {c.name: c for c in run.ALL_CONFIGS}
-    plan = [("baseline", "baseline", run.henvoy.WASM)] + [
-        (str(m), n, m) for m in modules for n in ("mg-es256-cached", "mg-es256-cold")]
+    names = [n for n in args.speed_configs.split(",") if n]
+    cold = any(cfgs[n].cold for n in names)
+    k = run.Keys(workdir, {"ES256": 12000} if cold else {}, warm_count=1500 if cold else 0)
+    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0), k, workdir, cpus)
+    # each MeshGuard config against the no-filter config of its own load (MCP bodies differ)
+    bases = sorted({f"baseline-mcp-{cfgs[n].mcp}" if cfgs[n].mcp else "baseline" for n in names})
+    plan = [(b, b, run.henvoy.WASM) for b in bases] + [
+        (str(m), n, m) for m in modules for n in names]
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for rnd in range(1, args.rounds + 1):
@@ -106,7 +110,13 @@ def speed(run, args, modules: list[Path]) -> int:
                 c = cfgs[n]
                 e, port = b.start_envoy(c, f"speed{rnd}", wasm=Path(wasm).resolve())
                 try:
-                    if c.cold:
+                    if c.mcp:
+                        body = workdir / f"mcp-{c.mcp}.json"
+                        body.write_bytes(run.mcp_request_body(c.mcp))
+                        run.run_wrk(port, 1.0, cpu=cpus[1], token=k.token["ES256"], body_file=body)
+                        before = cpu_seconds(e.proc.pid)
+                        w = run.run_wrk(port, args.load, cpu=cpus[1], token=k.token["ES256"], body_file=body)
+                    elif c.cold:
                         run.run_wrk(port, 1.0, cpu=cpus[1], token_file=k.warm_file["ES256"])
                         before = cpu_seconds(e.proc.pid)
                         w = run.run_wrk(port, args.load, cpu=cpus[1], token_file=k.cold_file["ES256"])
@@ -130,12 +140,15 @@ def speed(run, args, modules: list[Path]) -> int:
         for e in list(run.henvoy.Envoy.running):
             e.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    base_rps = statistics.median(x[0] for x in got[("baseline", "baseline")])
-    base_us = statistics.median(x[1] for x in got[("baseline", "baseline")])
-    print(f"\nbaseline {base_rps:,.0f} req/s, {base_us:.1f} µs Envoy CPU per request")
+    base = {}
+    for b_name in bases:
+        base[b_name] = (statistics.median(x[0] for x in got[(b_name, b_name)]),
+                        statistics.median(x[1] for x in got[(b_name, b_name)]))
+        print(f"\n{b_name} {base[b_name][0]:,.0f} req/s, {base[b_name][1]:.1f} µs Envoy CPU per request")
     print("| module | config | req/s | ratio | Envoy CPU µs/req | added CPU µs/req | rounds (µs) |")
     print("|---|---|---:|---:|---:|---:|---|")
-    for label, n, _ in plan[1:]:
+    for label, n, _ in plan[len(bases):]:
+        base_rps, base_us = base[f"baseline-mcp-{cfgs[n].mcp}" if cfgs[n].mcp else "baseline"]
         v = statistics.median(x[0] for x in got[(label, n)])
         us = statistics.median(x[1] for x in got[(label, n)])
         print(f"| {Path(label).name} | {n} | {v:,.0f} | {v / base_rps:.2f} | {us:.1f} | {us - base_us:+.1f} | "
@@ -158,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", action="store_true",
                     help="instead: req/s and Envoy CPU µs per request of baseline, mg-es256-cached "
                          "and mg-es256-cold per module, modules interleaved per round")
+    ap.add_argument("--speed-configs", default="mg-es256-cached,mg-es256-cold",
+                    help="with --speed: the run.py configs to compare (e.g. mg-mcp-list); each is "
+                         "measured against the no-filter config of the same load")
     ap.add_argument("--json", action="store_true",
                     help="plugin configuration as JSON (as istiod sends it) instead of run.py's YAML")
     ap.add_argument("--smaps", action="store_true", help="print where the idle RSS is (largest mappings)")

@@ -918,14 +918,10 @@ impl Engine {
     }
 
     /// Filters one `tools/list` answer. One pass reads the message, its `result` and the
-    /// list of tools as raw JSON; then only each tool's `name` is parsed. Everything else
-    /// (schemas, descriptions, `nextCursor`) is carried over verbatim.
+    /// list of tools as raw JSON; then only each tool's `name` is read
+    /// ([`jsonrpc::sole_member`]). Everything else (schemas, descriptions, `nextCursor`)
+    /// is carried over verbatim.
     fn rewrite_one(&self, plan: &ResponsePlan, lister: &Lister, text: &str) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Named<'a> {
-            #[serde(borrow, default)]
-            name: Option<std::borrow::Cow<'a, str>>,
-        }
         let answer: ListAnswer<'_> = serde_json::from_str(text).ok()?;
         let id: Value = serde_json::from_str(answer.members.get("id")?).ok()?;
         if !plan.tools_list.iter().any(|t| jsonrpc::same_id(t, &id)) {
@@ -935,11 +931,16 @@ impl Engine {
         let tools = result.tools.take()?;
         let mut kept = String::with_capacity(text.len());
         kept.push('[');
+        // One action for every tool of the answer: its buffers are reused, not reallocated.
+        let mut action = ActionMatch {
+            action: String::new(),
+            resource: None,
+            source: "mcp:tools/list".into(),
+        };
         for t in tools {
-            let listed = serde_json::from_str::<Named<'_>>(t.get())
-                .ok()
-                .and_then(|n| n.name)
-                .is_some_and(|name| self.tool_listed(lister, &name));
+            let listed = jsonrpc::sole_member(t.get(), "name")
+                .and_then(jsonrpc::raw_str)
+                .is_some_and(|name| self.tool_listed(lister, &name, &mut action));
             if listed {
                 if kept.len() > 1 {
                     kept.push(',');
@@ -962,17 +963,15 @@ impl Engine {
     /// Whether a tool stays in this agent's `tools/list`: its `tools/call` action is
     /// allowed (or needs approval) with no arguments. A tool whose denial may depend on
     /// its arguments (a condition on `context.*`, or a resource taken from an argument)
-    /// is kept and decided at call time.
-    fn tool_listed(&self, lister: &Lister, name: &str) -> bool {
+    /// is kept and decided at call time. `action` is scratch space shared by the tools of
+    /// one answer.
+    fn tool_listed(&self, lister: &Lister, name: &str, action: &mut ActionMatch) -> bool {
         let Some(mcp) = &self.mcp else {
             return true;
         };
         let (resource, from_argument) = mcp.listing_resource(name);
-        let action = ActionMatch {
-            action: mcp.tool_action(name),
-            resource,
-            source: "mcp:tools/list".into(),
-        };
+        mcp.write_tool_action(name, &mut action.action);
+        action.resource = resource;
         let facts = BodyFacts {
             context: None,
             mcp_method: Some("tools/call"),
@@ -981,7 +980,7 @@ impl Engine {
         };
         let eval = self.decide_unrecorded(
             &lister.identity,
-            &action,
+            action,
             &lister.req,
             lister.now_secs,
             facts,
