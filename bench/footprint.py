@@ -98,7 +98,7 @@ def speed(run, args, modules: list[Path]) -> int:
     names = [n for n in args.speed_configs.split(",") if n]
     cold = any(cfgs[n].cold for n in names)
     k = run.Keys(workdir, {"ES256": 12000} if cold else {}, warm_count=1500 if cold else 0)
-    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0), k, workdir, cpus)
+    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0, stage_probe=None), k, workdir, cpus)
     # each MeshGuard config against the no-filter config of its own load (MCP bodies differ)
     bases = sorted({f"baseline-mcp-{cfgs[n].mcp}" if cfgs[n].mcp else "baseline" for n in names})
     plan = [(b, b, run.henvoy.WASM) for b in bases] + [
