@@ -147,10 +147,10 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
 /// The bytes after the string whose opening quote came just before `rest` (none when it
 /// is unterminated). Most of a JSON body is string content: jumping to the next quote or
 /// backslash eight bytes at a time instead of a byte-by-byte state machine took
-/// `check_depth` from ~205 k to ~60 k instructions for a 13 KB, 100-tool `tools/list`
-/// answer (callgrind, bench `mcp/tools_list_100`, 2026-11-30). Not `memchr2`: in the
-/// wasm build it has no SIMD, and its per-call setup costs more than the short strings of
-/// JSON (keys, names) take to scan.
+/// `check_depth` from ~205 k to ~79 k instructions for a 13 KB, 100-tool `tools/list`
+/// answer (callgrind, bench `mcp/tools_list_100`, 2026-11-30; a plain per-byte loop here
+/// cost ~140 k more per answer). Not `memchr2`: the wasm build has no SIMD for it, and
+/// its per-call setup is paid on every short string (keys, names).
 fn after_string(mut rest: &[u8]) -> &[u8] {
     loop {
         let Some(i) = quote_or_backslash(rest) else {
@@ -199,7 +199,8 @@ fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
 /// which of two copies they read, so neither counts). Keys are compared unescaped.
 ///
 /// `tools/list` filtering reads each tool's `name` with it: a second `serde` pass over
-/// every tool (descriptions, schemas) cost ~1.5 k instructions per tool natively
+/// every tool (descriptions, schemas) and its reassembly cost ~3.5 k instructions per tool
+/// natively; with this scan ~1.7 k
 /// (callgrind, bench `mcp/tools_list_100`, 2026-11-30).
 pub fn sole_member<'a>(object: &'a str, key: &str) -> Option<&'a str> {
     let offset = |rest: &[u8]| object.len() - rest.len();

@@ -84,8 +84,10 @@ impl Trace for NoTrace {}
 
 /// The trace of decisions nobody reads the reason of (each tool of a `tools/list` answer,
 /// which is kept or dropped): records nothing and formats no reason. The default-deny
-/// reason quotes the action and agent with `{:?}`, which V8 runs char by char; most tools
-/// of a filtered list are default denials.
+/// reason quotes the action and agent with `{:?}` (escaping char by char), and most tools
+/// of a filtered list are default denials: formatting reasons was ~100 k of the ~276 k
+/// instructions the 100 decisions of a 100-tool answer took (callgrind, bench
+/// `mcp/tools_list_100`, 2026-11-30).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unexplained;
 
