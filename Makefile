@@ -139,7 +139,7 @@ image: wasm venv
 
 ## Benchmarks -----------------------------------------------------------------------------
 
-.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor bench-ed25519-v8 bench-es256-cost
+.PHONY: bench bench-smoke bench-tools soak footprint bench-audit-cost wasm-floor bench-ed25519-v8 bench-es256-cost bench-list-cost
 
 # wrk drives the load (Debian package); wasm-opt (binaryen) only reports the optimised size.
 bench-tools:
@@ -171,6 +171,14 @@ bench-collector: cli venv
 # The audit pipeline's cost per event in V8 (node embeds the same engine as Envoy):
 # request-time push vs flush (seal, encode, Export), unsigned and with signed checkpoints.
 AUDIT_COST_TARGET ?= $(CURDIR)/target/audit-cost
+# `tools/list` filtering of a 100-tool answer in V8 (node), best of 7 rounds (bench/README.md
+# "tools/list filtering").
+LIST_COST_TARGET ?= $(CURDIR)/target/list-cost
+bench-list-cost: toolchain
+	cd bench/list_cost && CARGO_TARGET_DIR=$(LIST_COST_TARGET) cargo build --release --target $(WASM_TARGET)
+	@out=$$(node bench/audit_cost/run.mjs $(LIST_COST_TARGET)/$(WASM_TARGET)/release/list-cost.wasm 2>/dev/null) || true; \
+	  echo "$$out"; echo "$$out" | grep -q '^best:'
+
 bench-audit-cost: toolchain
 	cd bench/audit_cost && CARGO_TARGET_DIR=$(AUDIT_COST_TARGET) cargo build --release --target $(WASM_TARGET)
 	@# node 20's WASI sometimes dies with SIGSEGV after the program has printed its result:

@@ -88,13 +88,18 @@ def speed(run, args, modules: list[Path]) -> int:
     cpus = ("0", "1") if ncpu >= 2 else ("", "")
     workdir = Path(tempfile.mkdtemp(prefix="meshguard-speed-"))
     alg = args.alg
-    k = run.Keys(workdir, {alg: 12000}, warm_count=1500)
-    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0, stage_probe=None), k, workdir, cpus)
     cfgs = {c.name: c for c in run.ALL_CONFIGS}
-    plan = [("baseline", "baseline", run.henvoy.WASM)] + [
-        (str(m), n, m) for m in modules
-        for n in ((f"mg-{alg.lower()}-cached",) if args.cached_only
-                  else (f"mg-{alg.lower()}-cached", f"mg-{alg.lower()}-cold"))]
+    if args.speed_configs:
+        names = [n for n in args.speed_configs.split(",") if n]
+    else:
+        names = [f"mg-{alg.lower()}-cached"] + ([] if args.cached_only else [f"mg-{alg.lower()}-cold"])
+    cold = any(cfgs[n].cold for n in names)
+    k = run.Keys(workdir, {alg: 12000} if cold else {}, warm_count=1500 if cold else 0)
+    b = run.Bench(argparse.Namespace(duration=args.load, warmup=1.0, stage_probe=None), k, workdir, cpus)
+    # each MeshGuard config against the no-filter config of its own load (MCP bodies differ)
+    bases = sorted({f"baseline-mcp-{cfgs[n].mcp}" if cfgs[n].mcp else "baseline" for n in names})
+    plan = [(b_name, b_name, run.henvoy.WASM) for b_name in bases] + [
+        (str(m), n, m) for m in modules for n in names]
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for rnd in range(1, args.rounds + 1):
@@ -102,7 +107,13 @@ def speed(run, args, modules: list[Path]) -> int:
                 c = cfgs[n]
                 e, port = b.start_envoy(c, f"speed{rnd}", wasm=Path(wasm).resolve())
                 try:
-                    if c.cold:
+                    if c.mcp:
+                        body = workdir / f"mcp-{c.mcp}.json"
+                        body.write_bytes(run.mcp_request_body(c.mcp))
+                        run.run_wrk(port, 1.0, cpu=cpus[1], token=k.token["ES256"], body_file=body)
+                        before = e.cpu_s()
+                        w = run.run_wrk(port, args.load, cpu=cpus[1], token=k.token["ES256"], body_file=body)
+                    elif c.cold:
                         run.run_wrk(port, 1.0, cpu=cpus[1], token_file=k.warm_file[alg])
                         before = e.cpu_s()
                         w = run.run_wrk(port, args.load, cpu=cpus[1], token_file=k.cold_file[alg])
@@ -126,15 +137,19 @@ def speed(run, args, modules: list[Path]) -> int:
         for e in list(run.henvoy.Envoy.running):
             e.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    base_rps = statistics.median(x[0] for x in got[("baseline", "baseline")])
-    base_us = statistics.median(x[1] for x in got[("baseline", "baseline")])
-    print(f"\nbaseline {base_rps:,.0f} req/s, {base_us:.1f} µs Envoy CPU per request")
-    # The minimum over rounds is printed too: Envoy's time-driven work (ticks, audit
-    # flushes) is spread over fewer requests in a round the neighbours slowed down.
-    base_min = min(x[1] for x in got[("baseline", "baseline")])
+    base = {}
+    for b_name in bases:
+        rounds = got[(b_name, b_name)]
+        # The minimum over rounds is printed too: Envoy's time-driven work (ticks, audit
+        # flushes) is spread over fewer requests in a round the neighbours slowed down.
+        base[b_name] = (statistics.median(x[0] for x in rounds),
+                        statistics.median(x[1] for x in rounds),
+                        min(x[1] for x in rounds))
+        print(f"\n{b_name} {base[b_name][0]:,.0f} req/s, {base[b_name][1]:.1f} µs Envoy CPU per request")
     print("| module | config | req/s | ratio | Envoy CPU µs/req | added CPU µs/req | added, min of rounds | rounds (µs) |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
-    for label, n, _ in plan[1:]:
+    for label, n, _ in plan[len(bases):]:
+        base_rps, base_us, base_min = base[f"baseline-mcp-{cfgs[n].mcp}" if cfgs[n].mcp else "baseline"]
         v = statistics.median(x[0] for x in got[(label, n)])
         us = statistics.median(x[1] for x in got[(label, n)])
         low = min(x[1] for x in got[(label, n)])
@@ -161,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                          "and mg-<alg>-cold per module, modules interleaved per round")
     ap.add_argument("--cached-only", action="store_true",
                     help="with --speed: only mg-<alg>-cached per module (no cold runs)")
+    ap.add_argument("--speed-configs", default="",
+                    help="with --speed: the run.py configs to compare instead (e.g. mg-mcp-list); "
+                         "each is measured against the no-filter config of the same load")
     ap.add_argument("--alg", default="ES256", choices=["ES256", "EdDSA"],
                     help="--speed: the token algorithm of the cached and cold configs")
     ap.add_argument("--json", action="store_true",

@@ -32,6 +32,23 @@ fuzz_target!(|data: &[u8]| {
         // response rewrite writes untouched events back from `raw`).
         let joined: String = sse::parse(text).iter().map(|ev| ev.raw).collect();
         assert_eq!(joined, text, "SSE events do not add up to the stream");
+        // `tools/list` filtering reads a tool's name with a scan of the validated text:
+        // it must read what serde reads.
+        if text.trim_start().starts_with('{')
+            && jsonrpc::check_depth(response_body, jsonrpc::MAX_DEPTH).is_ok()
+            && serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok()
+        {
+            #[derive(serde::Deserialize)]
+            struct Named {
+                #[serde(default)]
+                name: Option<String>,
+            }
+            let by_serde = serde_json::from_str::<Named>(text).ok().and_then(|n| n.name);
+            let by_scan = jsonrpc::sole_member(text, "name")
+                .and_then(jsonrpc::raw_str)
+                .map(|n| n.into_owned());
+            assert_eq!(by_scan, by_serde, "tool name read differently: {text}");
+        }
     }
     ENGINE.with(|engine| {
         let path = PATHS

@@ -185,10 +185,22 @@ impl McpMapper {
 
     /// The action of `tools/call` for a tool.
     pub fn tool_action(&self, tool: &str) -> String {
-        self.tools
-            .get(tool)
-            .cloned()
-            .unwrap_or_else(|| format!("tool:{tool}"))
+        let mut action = String::new();
+        self.write_tool_action(tool, &mut action);
+        action
+    }
+
+    /// [`McpMapper::tool_action`] into `out` (cleared first), so that deciding the tools of a
+    /// `tools/list` answer reuses one buffer instead of allocating per tool.
+    pub fn write_tool_action(&self, tool: &str, out: &mut String) {
+        out.clear();
+        match self.tools.get(tool) {
+            Some(mapped) => out.push_str(mapped),
+            None => {
+                out.push_str("tool:");
+                out.push_str(tool);
+            }
+        }
     }
 
     fn tool_resource(&self, tool: &str, args: Option<&Value>) -> Option<String> {

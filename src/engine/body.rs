@@ -835,7 +835,7 @@ impl Engine {
                 match ev
                     .data
                     .as_deref()
-                    .and_then(|d| self.rewrite_message(plan, d))
+                    .and_then(|d| self.rewrite_message(plan, d).into_text())
                 {
                     Some(new) => out.push_str(&ev.with_data(&new)),
                     None => out.push_str(ev.raw),
@@ -847,11 +847,17 @@ impl Engine {
             out.push_str(trailing);
             return Some(out.into_bytes());
         }
-        let rewritten = self.rewrite_message(plan, text);
-        // A rewritten answer was parsed whole: only an unchanged one still needs the check.
-        if filtering && rewritten.is_none() && serde_json::from_str::<&RawValue>(text).is_err() {
-            return unusable("the tools/list response is not JSON");
-        }
+        let rewritten = match self.rewrite_message(plan, text) {
+            Filtered::Rewritten(new) => Some(new),
+            Filtered::Unchanged => None,
+            // Only an answer no parse has read whole still needs the check.
+            Filtered::Unread => {
+                if filtering && serde_json::from_str::<&RawValue>(text).is_err() {
+                    return unusable("the tools/list response is not JSON");
+                }
+                None
+            }
+        };
         if plan.inject.is_empty() {
             return rewritten.map(String::into_bytes);
         }
@@ -891,58 +897,85 @@ impl Engine {
         }
     }
 
-    /// Filters the `tools/list` results in one JSON-RPC message or batch; `None` when
-    /// nothing in it changes.
-    fn rewrite_message(&self, plan: &ResponsePlan, text: &str) -> Option<String> {
-        let lister = plan.lister.as_deref()?;
+    /// Filters the `tools/list` results in one JSON-RPC message or batch.
+    fn rewrite_message(&self, plan: &ResponsePlan, text: &str) -> Filtered {
+        let Some(lister) = plan.lister.as_deref() else {
+            return Filtered::Unread;
+        };
         if text.trim_start().starts_with('[') {
-            let items: Vec<Box<RawValue>> = serde_json::from_str(text).ok()?;
+            let Ok(items) = serde_json::from_str::<Vec<Box<RawValue>>>(text) else {
+                return Filtered::Unread;
+            };
             let mut changed = false;
             let parts: Vec<String> = items
                 .iter()
                 .map(|r| match self.rewrite_one(plan, lister, r.get()) {
-                    Some(new) => {
+                    Filtered::Rewritten(new) => {
                         changed = true;
                         new
                     }
-                    None => r.get().to_string(),
+                    Filtered::Unchanged | Filtered::Unread => r.get().to_string(),
                 })
                 .collect();
-            changed.then(|| jsonrpc::batch(&parts))
+            // the batch parse above read every element whole
+            match changed {
+                true => Filtered::Rewritten(jsonrpc::batch(&parts)),
+                false => Filtered::Unchanged,
+            }
         } else {
             self.rewrite_one(plan, lister, text)
         }
     }
 
     /// Filters one `tools/list` answer. One pass reads the message, its `result` and the
-    /// list of tools as raw JSON; then only each tool's `name` is parsed. Everything else
-    /// (schemas, descriptions, `nextCursor`) is carried over verbatim.
-    fn rewrite_one(&self, plan: &ResponsePlan, lister: &Lister, text: &str) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Named<'a> {
-            #[serde(borrow, default)]
-            name: Option<std::borrow::Cow<'a, str>>,
+    /// list of tools as raw JSON; then only each tool's `name` is read
+    /// ([`jsonrpc::sole_member`]). Everything else (schemas, descriptions, `nextCursor`)
+    /// is carried over verbatim.
+    fn rewrite_one(&self, plan: &ResponsePlan, lister: &Lister, text: &str) -> Filtered {
+        let Ok(answer) = serde_json::from_str::<ListAnswer<'_>>(text) else {
+            return Filtered::Unread;
+        };
+        // From here on the text was read whole: whatever is not rewritten is valid JSON.
+        let id = answer
+            .members
+            .get("id")
+            .and_then(|id| serde_json::from_str::<Value>(id).ok());
+        if !id.is_some_and(|id| plan.tools_list.iter().any(|t| jsonrpc::same_id(t, &id))) {
+            return Filtered::Unchanged;
         }
-        let answer: ListAnswer<'_> = serde_json::from_str(text).ok()?;
-        let id: Value = serde_json::from_str(answer.members.get("id")?).ok()?;
-        if !plan.tools_list.iter().any(|t| jsonrpc::same_id(t, &id)) {
-            return None;
-        }
-        let mut result = answer.result?;
-        let tools = result.tools.take()?;
+        let Some(mut result) = answer.result else {
+            return Filtered::Unchanged;
+        };
+        let Some(tools) = result.tools.take() else {
+            return Filtered::Unchanged;
+        };
+        let total = tools.len();
+        let mut listed_count = 0usize;
         let mut kept = String::with_capacity(text.len());
         kept.push('[');
+        // One action for every tool of the answer: its buffers are reused, not reallocated.
+        let mut action = ActionMatch {
+            action: String::new(),
+            resource: None,
+            source: "mcp:tools/list".into(),
+        };
         for t in tools {
-            let listed = serde_json::from_str::<Named<'_>>(t.get())
-                .ok()
-                .and_then(|n| n.name)
-                .is_some_and(|name| self.tool_listed(lister, &name));
+            let listed = jsonrpc::sole_member(t.get(), "name")
+                .and_then(jsonrpc::raw_str)
+                .is_some_and(|name| self.tool_listed(lister, &name, &mut action));
             if listed {
+                listed_count += 1;
                 if kept.len() > 1 {
                     kept.push(',');
                 }
                 kept.push_str(t.get());
             }
+        }
+        // Every tool kept, nothing to add, and no member named twice (a client may read
+        // the other copy than this parse did): the upstream's bytes stand, and the host
+        // writes nothing back into Envoy's buffer.
+        if listed_count == total && !lister.cache_scope && !answer.repeated && !result.repeated {
+            return Filtered::Unchanged;
         }
         kept.push(']');
         let mut members = result.members;
@@ -953,23 +986,21 @@ impl Engine {
         let result_text = json_object(&members);
         let mut outer = answer.members;
         outer.insert("result".into(), &result_text);
-        Some(json_object(&outer))
+        Filtered::Rewritten(json_object(&outer))
     }
 
     /// Whether a tool stays in this agent's `tools/list`: its `tools/call` action is
     /// allowed (or needs approval) with no arguments. A tool whose denial may depend on
     /// its arguments (a condition on `context.*`, or a resource taken from an argument)
-    /// is kept and decided at call time.
-    fn tool_listed(&self, lister: &Lister, name: &str) -> bool {
+    /// is kept and decided at call time. `action` is scratch space shared by the tools of
+    /// one answer.
+    fn tool_listed(&self, lister: &Lister, name: &str, action: &mut ActionMatch) -> bool {
         let Some(mcp) = &self.mcp else {
             return true;
         };
         let (resource, from_argument) = mcp.listing_resource(name);
-        let action = ActionMatch {
-            action: mcp.tool_action(name),
-            resource,
-            source: "mcp:tools/list".into(),
-        };
+        mcp.write_tool_action(name, &mut action.action);
+        action.resource = resource;
         let facts = BodyFacts {
             context: None,
             mcp_method: Some("tools/call"),
@@ -978,13 +1009,34 @@ impl Engine {
         };
         let eval = self.decide_unrecorded(
             &lister.identity,
-            &action,
+            action,
             &lister.req,
             lister.now_secs,
             facts,
         );
         eval.decision.effect != Effect::Deny
             || ((eval.used_context || from_argument) && eval.decision.policy.is_none())
+    }
+}
+
+/// What `tools/list` filtering made of one JSON-RPC message or batch.
+enum Filtered {
+    /// The replacement text.
+    Rewritten(String),
+    /// Read whole (so valid JSON) and left as it is: not an answer to a `tools/list` of
+    /// this request, or every tool kept.
+    Unchanged,
+    /// Not read as JSON-RPC answers (not JSON, or another shape): the caller decides.
+    Unread,
+}
+
+impl Filtered {
+    /// The replacement, if any.
+    fn into_text(self) -> Option<String> {
+        match self {
+            Filtered::Rewritten(text) => Some(text),
+            Filtered::Unchanged | Filtered::Unread => None,
+        }
     }
 }
 
@@ -997,6 +1049,8 @@ type RawMembers<'a> = BTreeMap<String, &'a str>;
 struct ListAnswer<'a> {
     members: RawMembers<'a>,
     result: Option<ListResult<'a>>,
+    /// Some member came twice (the map and `result` keep the last copy).
+    repeated: bool,
 }
 
 /// The `result` of a `tools/list` answer: `tools` as a list of raw tools, every other
@@ -1004,6 +1058,8 @@ struct ListAnswer<'a> {
 struct ListResult<'a> {
     members: RawMembers<'a>,
     tools: Option<Vec<&'a RawValue>>,
+    /// Some member came twice (the map and `tools` keep the last copy).
+    repeated: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for ListAnswer<'de> {
@@ -1020,14 +1076,23 @@ impl<'de> serde::Deserialize<'de> for ListAnswer<'de> {
             ) -> Result<Self::Value, A::Error> {
                 let mut members = RawMembers::new();
                 let mut result = None;
+                let mut repeated = false;
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "result" {
-                        result = Some(map.next_value::<ListResult<'de>>()?);
+                        repeated |= result
+                            .replace(map.next_value::<ListResult<'de>>()?)
+                            .is_some();
                     } else {
-                        members.insert(key, map.next_value::<&'de RawValue>()?.get());
+                        repeated |= members
+                            .insert(key, map.next_value::<&'de RawValue>()?.get())
+                            .is_some();
                     }
                 }
-                Ok(ListAnswer { members, result })
+                Ok(ListAnswer {
+                    members,
+                    result,
+                    repeated,
+                })
             }
         }
         d.deserialize_map(V)
@@ -1048,14 +1113,23 @@ impl<'de> serde::Deserialize<'de> for ListResult<'de> {
             ) -> Result<Self::Value, A::Error> {
                 let mut members = RawMembers::new();
                 let mut tools = None;
+                let mut repeated = false;
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "tools" {
-                        tools = Some(map.next_value::<Vec<&'de RawValue>>()?);
+                        repeated |= tools
+                            .replace(map.next_value::<Vec<&'de RawValue>>()?)
+                            .is_some();
                     } else {
-                        members.insert(key, map.next_value::<&'de RawValue>()?.get());
+                        repeated |= members
+                            .insert(key, map.next_value::<&'de RawValue>()?.get())
+                            .is_some();
                     }
                 }
-                Ok(ListResult { members, tools })
+                Ok(ListResult {
+                    members,
+                    tools,
+                    repeated,
+                })
             }
         }
         d.deserialize_map(V)

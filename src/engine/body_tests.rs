@@ -805,6 +805,41 @@ fn tools_list_keeps_every_other_member_byte_for_byte() {
 }
 
 #[test]
+fn tools_list_with_every_tool_callable_passes_unchanged() {
+    let k = key();
+    let e = engine(&k);
+    let plan = list_plan(&e, &k, &[]);
+    let rw = |s: &str| e.rewrite_response(&plan, Some("application/json"), Ok(s.as_bytes()));
+    // nothing hidden: the upstream's bytes stand (nothing is written back)
+    assert_eq!(rw(&tools_list_body(&["lookup", "refund", "pay"])), None);
+    // ... unless a member comes twice: a client may read the other copy, so the answer
+    // is rewritten from what this parse read (the last copy), with the hidden tool gone
+    for twice in [
+        r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"delete_all"}]},"result":{"tools":[{"name":"lookup"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"delete_all"}],"tools":[{"name":"lookup"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"id":3,"result":{"tools":[{"name":"lookup"}]}}"#,
+    ] {
+        let out = rw(twice).expect("rewritten");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"id":3,"jsonrpc":"2.0","result":{"tools":[{"name":"lookup"}]}}"#,
+            "{twice}"
+        );
+    }
+    // the stateless revision still gets its cacheScope
+    let plan = list_plan(&e, &k, &[("mcp-protocol-version", "2026-07-28")]);
+    let out = e
+        .rewrite_response(
+            &plan,
+            Some("application/json"),
+            Ok(tools_list_body(&["lookup"]).as_bytes()),
+        )
+        .expect("cacheScope added");
+    let v: Json = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["result"]["cacheScope"], "private");
+}
+
+#[test]
 fn tools_list_sse_is_filtered_event_by_event() {
     let k = key();
     let e = engine(&k);

@@ -21,7 +21,7 @@ use crate::controls::grants::GrantsDoc;
 use crate::controls::{Call, Controls, Counters, GrantsSource, MemoryStore, Refusal};
 use crate::identity::{Identity, IdentityError, RemoteKeys, TokenCache, Verifier};
 use crate::policy::names::Fact;
-use crate::policy::trace::{NoTrace, Trace};
+use crate::policy::trace::{NoTrace, Trace, Unexplained};
 use crate::policy::{Decision, PolicySet, Subject};
 use crate::probe::{self, Stage};
 use crate::shared::SharedData;
@@ -576,7 +576,9 @@ impl Engine {
     }
 
     /// [`Engine::decide_full`] for a decision no audit event records (a `tools/list`
-    /// entry): the same decision, without collecting `meshguard.inputs`.
+    /// entry): the same effect, deciding policy and `used_context`, without collecting
+    /// `meshguard.inputs` and, where no delegation limit decides, with an empty `reason`
+    /// ([`Unexplained`]).
     pub(crate) fn decide_unrecorded(
         &self,
         identity: &Identity,
@@ -585,7 +587,15 @@ impl Engine {
         now_secs: u64,
         body: BodyFacts<'_>,
     ) -> Evaluation {
-        self.decide_with(identity, action, req, now_secs, body, false, &mut NoTrace)
+        self.decide_with(
+            identity,
+            action,
+            req,
+            now_secs,
+            body,
+            false,
+            &mut Unexplained,
+        )
     }
 
     /// [`Engine::decide`] with the facts of a body (`context.*`, `mcp.*`, `a2a.*`) and

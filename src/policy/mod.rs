@@ -414,6 +414,7 @@ impl PolicySet {
         }
         let winner = best.iter().rev().flatten().next();
         match winner {
+            None if !T::REASONS => Decision::deny(String::new()),
             None => Decision::deny(format!(
                 "no policy allows {action:?} for agent {:?} (tier {})",
                 subject.agent_id, subject.tier
@@ -425,6 +426,7 @@ impl PolicySet {
                     .map(|p| p.name.clone())
                     .unwrap_or_default();
                 let reason = match (&rule.reason, rule.effect) {
+                    _ if !T::REASONS => String::new(),
                     (Some(r), _) => r.clone(),
                     (None, Effect::Allow) => {
                         format!("allowed by rule {} of policy {policy}", rule.name)
