@@ -24,11 +24,12 @@ impl Kind for JwksKind {
         bytes: &[u8],
         current: Option<&RemoteKeys>,
     ) -> Result<Accepted<RemoteKeys>, String> {
-        let keys = RemoteKeys::parse(bytes)?;
-        Ok(match current {
-            Some(c) if c.same_document(&keys) => Accepted::Same,
-            _ => Accepted::New(keys),
-        })
+        // Compared before the keys are parsed: parsing an ES256 key builds its tables.
+        let (doc, digest) = RemoteKeys::read(bytes)?;
+        if current.is_some_and(|c| c.digest() == digest) {
+            return Ok(Accepted::Same);
+        }
+        Ok(Accepted::New(RemoteKeys::from_document(&doc, digest)?))
     }
 
     fn installed(doc: &RemoteKeys, adopted: bool) -> Change {

@@ -198,9 +198,37 @@ impl SqliteStore {
             path: path.to_path_buf(),
         };
         store.configure()?;
-        store.check_identity(true)?;
-        store.check_health()?;
         let classify = |e: rusqlite::Error| store.classify(e);
+        // Replicas may create the same file at once: the identity check and the schema are
+        // one write transaction, so a second writer waits (busy timeout) and then sees the
+        // first one's complete schema, never tables without the application id. Taking the
+        // lock writes nothing, so a foreign file is refused untouched.
+        store
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(classify)?;
+        let created = store
+            .check_identity(true)
+            .and_then(|()| store.check_health())
+            .and_then(|()| {
+                store
+                    .conn
+                    .execute_batch(&format!(
+                        "{SCHEMA}
+                         {}
+                         {SIGNATURES_SCHEMA}
+                         PRAGMA application_id={APPLICATION_ID};
+                         PRAGMA user_version={SCHEMA_VERSION};
+                         COMMIT;",
+                        approvals::SCHEMA
+                    ))
+                    .map_err(classify)
+            });
+        if let Err(e) = created {
+            let _ = store.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        // The journal mode cannot change inside a transaction; the file is ours by now.
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -215,17 +243,7 @@ impl SqliteStore {
         }
         store
             .conn
-            .execute_batch(&format!(
-                "PRAGMA synchronous=FULL;
-                 BEGIN IMMEDIATE;
-                 {SCHEMA}
-                 {}
-                 {SIGNATURES_SCHEMA}
-                 PRAGMA application_id={APPLICATION_ID};
-                 PRAGMA user_version={SCHEMA_VERSION};
-                 COMMIT;",
-                approvals::SCHEMA
-            ))
+            .execute_batch("PRAGMA synchronous=FULL;")
             .map_err(classify)?;
         Ok(store)
     }
