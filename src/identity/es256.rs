@@ -14,9 +14,7 @@
 //! `JWTError`s, so `IdentityError` reasons are unchanged; the tests below compare both
 //! implementations on the same tokens.
 
-use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
-use jwt_simple::prelude::{JWTClaims, NoCustomClaims, Token, VerificationOptions};
-use jwt_simple::token::MAX_HEADER_LENGTH;
+use jwt_simple::prelude::{JWTClaims, NoCustomClaims, VerificationOptions};
 use jwt_simple::JWTError;
 use p256::ecdsa::Signature;
 use p256::elliptic_curve::group::{Curve, Group};
@@ -24,7 +22,6 @@ use p256::elliptic_curve::ops::Reduce;
 use p256::elliptic_curve::point::AffineCoordinates;
 use p256::elliptic_curve::PrimeField;
 use p256::{AffinePoint, FieldBytes, ProjectivePoint, PublicKey, Scalar};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock};
 
@@ -178,160 +175,20 @@ impl Es256Key {
         token: &str,
         options: Option<VerificationOptions>,
     ) -> Result<JWTClaims<NoCustomClaims>, jwt_simple::Error> {
-        let options = options.unwrap_or_default();
-        if let Some(max) = options.max_token_length {
-            if token.len() > max {
-                return Err(JWTError::TokenTooLong.into());
+        super::jws::verify_token(token, options, &["ES256"], |signed, signature| {
+            if self.verify_signature(signed, signature) {
+                Ok(())
+            } else {
+                Err(JWTError::InvalidSignature.into())
             }
-        }
-        let mut parts = token.split('.');
-        let header_b64 = parts.next().ok_or(JWTError::CompactEncodingError)?;
-        if header_b64.len() > options.max_header_length.unwrap_or(MAX_HEADER_LENGTH) {
-            return Err(JWTError::HeaderTooLarge.into());
-        }
-        let claims_b64 = parts.next().ok_or(JWTError::CompactEncodingError)?;
-        let signature_b64 = parts.next().ok_or(JWTError::CompactEncodingError)?;
-        if parts.next().is_some() {
-            return Err(JWTError::CompactEncodingError.into());
-        }
-        let header = Token::decode_metadata(header_b64)?;
-        if header.critical().is_some_and(|c| !c.is_empty()) {
-            return Err(JWTError::UnknownCriticalExtension.into());
-        }
-        if let Some(expected) = &options.required_signature_type {
-            let typ = header
-                .signature_type()
-                .ok_or(JWTError::RequiredSignatureTypeMismatch)?;
-            if typ.to_uppercase() != expected.to_uppercase() {
-                return Err(JWTError::RequiredSignatureTypeMismatch.into());
-            }
-        } else if let Some(typ) = header.signature_type() {
-            let typ = typ.to_uppercase();
-            if typ != "JWT" && !typ.ends_with("+JWT") {
-                return Err(JWTError::NotJWT.into());
-            }
-        }
-        if let Some(expected) = &options.required_content_type {
-            let cty = header
-                .content_type()
-                .ok_or(JWTError::RequiredContentTypeMismatch)?;
-            if cty.to_uppercase() != expected.to_uppercase() {
-                return Err(JWTError::RequiredContentTypeMismatch.into());
-            }
-        }
-        if header.algorithm() != "ES256" {
-            return Err(JWTError::AlgorithmMismatch.into());
-        }
-        if let Some(required) = &options.required_key_id {
-            match header.key_id() {
-                Some(kid) if kid == required => {}
-                Some(_) => return Err(JWTError::KeyIdentifierMismatch.into()),
-                None => return Err(JWTError::MissingJWTKeyIdentifier.into()),
-            }
-        }
-        // jwt-simple decodes a present `salt` and fails on bad base64 (metadata's `salt()`
-        // hides that), then ignores it for ECDSA.
-        if header.salt().is_none() {
-            /// The one header member whose decoding error `TokenMetadata` hides.
-            #[derive(Deserialize)]
-            struct SaltMember {
-                #[serde(default)]
-                salt: Option<String>,
-            }
-            let bytes = Base64UrlSafeNoPadding::decode_to_vec(header_b64, None)?;
-            if let Some(salt) = serde_json::from_slice::<SaltMember>(&bytes)?.salt {
-                Base64UrlSafeNoPadding::decode_to_vec(salt, None)?;
-            }
-        }
-        let signature = Base64UrlSafeNoPadding::decode_to_vec(signature_b64, None)?;
-        let signed = token
-            .get(..header_b64.len() + 1 + claims_b64.len())
-            .ok_or(JWTError::CompactEncodingError)?;
-        if !self.verify_signature(signed.as_bytes(), &signature) {
-            return Err(JWTError::InvalidSignature.into());
-        }
-        let claims: JWTClaims<NoCustomClaims> =
-            serde_json::from_slice(&Base64UrlSafeNoPadding::decode_to_vec(claims_b64, None)?)?;
-        validate(&claims, &options)?;
-        Ok(claims)
+        })
     }
-}
-
-/// jwt-simple's `JWTClaims::validate` (crate-private there), check for check in its order.
-fn validate(
-    claims: &JWTClaims<NoCustomClaims>,
-    options: &VerificationOptions,
-) -> Result<(), JWTError> {
-    let now = options
-        .artificial_time
-        .unwrap_or_else(jwt_simple::prelude::Clock::now_since_epoch);
-    let tolerance = options.time_tolerance.unwrap_or_default();
-    if let Some(reject_before) = options.reject_before {
-        let issued_at = claims.issued_at.ok_or(JWTError::OldTokenReused)?;
-        if issued_at < reject_before {
-            return Err(JWTError::OldTokenReused);
-        }
-    }
-    if !options.accept_future {
-        if let Some(issued_at) = claims.issued_at {
-            if issued_at > now + tolerance {
-                return Err(JWTError::ClockDrift);
-            }
-        }
-    }
-    if let Some(max_validity) = options.max_validity {
-        let issued_at = claims.issued_at.ok_or(JWTError::TokenIsTooOld)?;
-        if !(now <= issued_at || now - issued_at <= max_validity) {
-            return Err(JWTError::TokenIsTooOld);
-        }
-    }
-    if !options.accept_future {
-        if let Some(invalid_before) = claims.invalid_before {
-            if now + tolerance < invalid_before {
-                return Err(JWTError::TokenNotValidYet);
-            }
-        }
-    }
-    if let Some(expires_at) = claims.expires_at {
-        if !(now >= tolerance && now - tolerance <= expires_at) {
-            return Err(JWTError::TokenHasExpired);
-        }
-    }
-    if let Some(allowed) = &options.allowed_issuers {
-        match &claims.issuer {
-            Some(issuer) if allowed.contains(issuer) => {}
-            Some(_) => return Err(JWTError::RequiredIssuerMismatch),
-            None => return Err(JWTError::RequiredIssuerMissing),
-        }
-    }
-    if let Some(required) = &options.required_subject {
-        match &claims.subject {
-            Some(subject) if subject == required => {}
-            Some(_) => return Err(JWTError::RequiredSubjectMismatch),
-            None => return Err(JWTError::RequiredSubjectMissing),
-        }
-    }
-    if let Some(required) = &options.required_nonce {
-        match &claims.nonce {
-            Some(nonce) if nonce == required => {}
-            Some(_) => return Err(JWTError::RequiredNonceMismatch),
-            None => return Err(JWTError::RequiredNonceMissing),
-        }
-    }
-    if let Some(allowed) = &options.allowed_audiences {
-        match &claims.audiences {
-            Some(audiences) if audiences.contains(allowed) => {}
-            Some(_) => return Err(JWTError::RequiredAudienceMismatch),
-            None => return Err(JWTError::RequiredAudienceMissing),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ct_codecs::Encoder;
+    use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
     use jwt_simple::prelude::{
         Duration, ECDSAP256PublicKeyLike, ES256PublicKey, HashSet, UnixTimeStamp,
     };

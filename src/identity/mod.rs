@@ -7,6 +7,7 @@
 
 mod ed25519;
 mod es256;
+mod jws;
 
 use crate::config::{ClaimNames, ConfigError, IdentityConfig};
 use crate::shared::SharedData;
