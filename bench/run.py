@@ -882,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"meshguard bench: {len(configs)} configs × {args.rounds} rounds × {args.duration:g}s; work dir {workdir}",
           flush=True)
     cold_algs = {c.alg for c in configs if c.cold}
-    per = args.cold_tokens or (8000 if args.smoke else 60000)
+    per = args.cold_tokens or (20000 if args.smoke else 60000)
     k = Keys(workdir, {alg: per for alg in sorted(cold_algs)}, warm_count=2000 if args.smoke else 12000)
     b = Bench(args, k, workdir, cpus)
     runs: list[Run] = []
