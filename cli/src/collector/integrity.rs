@@ -998,22 +998,13 @@ mod tests {
                         attributes: e.attributes.clone(),
                     });
                 }
-                s.sigs.extend(b.checkpoints.iter().map(row));
+                s.sigs.extend(
+                    b.checkpoints
+                        .iter()
+                        .map(crate::collector::store::checkpoint_row),
+                );
             }
             s
-        }
-
-        fn row(c: &crate::collector::event::Checkpoint) -> SignatureRow {
-            SignatureRow {
-                workload: c.workload.clone(),
-                stream: c.stream.clone(),
-                kind: SignatureKind::Checkpoint,
-                from_seq: c.seq,
-                to_seq: c.seq,
-                count: 0,
-                hash: c.hash.clone(),
-                signature: c.signature.clone(),
-            }
         }
 
         fn check(s: &Store, keys: &TrustedKeys, outside: &[SignatureRow]) -> StreamReport {
@@ -1114,7 +1105,11 @@ mod tests {
             let batches = filter_batches(7, true);
             let outside: Vec<SignatureRow> = batches
                 .iter()
-                .flat_map(|b| b.checkpoints.iter().map(row))
+                .flat_map(|b| {
+                    b.checkpoints
+                        .iter()
+                        .map(crate::collector::store::checkpoint_row)
+                })
                 .collect();
             let mut s = store(&batches);
             // The last batch (seq 7 and its checkpoint) removed from the store.

@@ -572,9 +572,9 @@ pub(crate) fn chain_event_from_columns<R: Columns + ?Sized>(r: &R) -> Result<Cha
     })
 }
 
-/// The checkpoints and signed gap declarations of a batch, as both stores keep them.
-pub(crate) fn batch_signatures(batch: &Batch) -> Vec<SignatureRow> {
-    let checkpoints = batch.checkpoints.iter().map(|c| SignatureRow {
+/// A signed checkpoint as the row the stores keep.
+pub(crate) fn checkpoint_row(c: &crate::collector::event::Checkpoint) -> SignatureRow {
+    SignatureRow {
         workload: c.workload.clone(),
         stream: c.stream.clone(),
         kind: SignatureKind::Checkpoint,
@@ -583,7 +583,12 @@ pub(crate) fn batch_signatures(batch: &Batch) -> Vec<SignatureRow> {
         count: 0,
         hash: c.hash.clone(),
         signature: c.signature.clone(),
-    });
+    }
+}
+
+/// The checkpoints and signed gap declarations of a batch, as both stores keep them.
+pub(crate) fn batch_signatures(batch: &Batch) -> Vec<SignatureRow> {
+    let checkpoints = batch.checkpoints.iter().map(checkpoint_row);
     let gaps = batch.gaps.iter().filter_map(|g| {
         Some(SignatureRow {
             workload: g.workload.clone(),
